@@ -1,0 +1,164 @@
+"""The subscriber model: a sequence encoder over masked usage, fused with static attributes.
+
+Pure ``nn.Module``s: no device choice, I/O or logging here. Inputs are raw panel values; the
+normalisation (log1p then standardise, statistics fitted on the training split) lives in buffers,
+so a checkpoint is self-contained.
+
+Shapes: B subscribers, T periods, M metrics, S static features, E embedding size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gpuseg.config import ModelConfig
+
+N_MIGRATION = 3  # down, stay, up
+
+
+class TemporalConv(nn.Module):
+    """Causal dilated 1-D convolutions (a small TCN) over (B, T, H)."""
+
+    def __init__(self, hidden: int, num_layers: int, dropout: float):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv1d(hidden, hidden, kernel_size=3, dilation=2**i) for i in range(max(num_layers, 2))
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.transpose(1, 2)  # (B, H, T)
+        for conv in self.convs:
+            pad = conv.dilation[0] * (conv.kernel_size[0] - 1)
+            h = h + self.dropout(F.gelu(conv(F.pad(h, (pad, 0)))))  # causal: pad on the left
+        return h.transpose(1, 2)  # (B, T, H)
+
+
+class SubscriberModel(nn.Module):
+    """Encoder -> embedding -> churn, migration and usage-profile heads.
+
+    The profile head reconstructs each metric's mean over the whole window and over its last
+    quarter; it keeps behaviour (not only risk) in the embedding, which the segments are cut from.
+    """
+
+    def __init__(self, n_metrics: int, n_static: int, n_periods: int, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.n_metrics, self.n_static, self.n_periods = n_metrics, n_static, n_periods
+        h = cfg.hidden_size
+        self.register_buffer("usage_mean", torch.zeros(n_metrics))
+        self.register_buffer("usage_std", torch.ones(n_metrics))
+        self.register_buffer("static_mean", torch.zeros(n_static))
+        self.register_buffer("static_std", torch.ones(n_static))
+
+        seq_out = 0
+        if cfg.encoder != "static":
+            self.input = nn.Linear(n_metrics + 1, h)  # metrics plus the mask channel
+            if cfg.encoder == "gru":
+                self.rnn = nn.GRU(h, h, cfg.num_layers, batch_first=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+            elif cfg.encoder == "lstm":
+                self.rnn = nn.LSTM(h, h, cfg.num_layers, batch_first=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+            elif cfg.encoder == "transformer":
+                self.position = nn.Parameter(torch.randn(n_periods, h) * 0.02)
+                layer = nn.TransformerEncoderLayer(h, cfg.n_heads, 2 * h, cfg.dropout, batch_first=True, norm_first=True)
+                self.transformer = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+            elif cfg.encoder == "tcn":
+                self.tcn = TemporalConv(h, cfg.num_layers, cfg.dropout)
+            else:
+                raise ValueError(f"unknown encoder {cfg.encoder!r}")
+            seq_out = 2 * h  # last state and masked mean
+        self.static_net = nn.Sequential(nn.Linear(n_static, cfg.static_hidden), nn.GELU()) if n_static else None
+        fused = seq_out + (cfg.static_hidden if n_static else 0) + (2 * n_metrics if cfg.encoder == "static" else 0)
+        self.to_embedding = nn.Sequential(
+            nn.Linear(fused, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, cfg.embedding_dim)
+        )
+        e = cfg.embedding_dim
+        self.churn_head = nn.Sequential(nn.GELU(), nn.Linear(e, 1))
+        self.migration_head = nn.Sequential(nn.GELU(), nn.Linear(e, N_MIGRATION))
+        self.profile_head = nn.Linear(e, 2 * n_metrics)
+
+    # -- normalisation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def set_normalization(self, usage_mean, usage_std, static_mean, static_std) -> None:
+        for name, value in (("usage_mean", usage_mean), ("usage_std", usage_std), ("static_mean", static_mean), ("static_std", static_std)):
+            getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+
+    def normalize(self, usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = (torch.log1p(usage.clamp_min(0)) - self.usage_mean) / self.usage_std  # (B, T, M)
+        return x * mask.unsqueeze(-1)  # missing periods are exactly 0
+
+    @staticmethod
+    def profile_target(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked mean of normalised usage over the window and over its last quarter: (B, 2M)."""
+        m = mask.unsqueeze(-1).float()  # (B, T, 1)
+        q = max(x.shape[1] // 4, 1)
+        whole = (x * m).sum(1) / m.sum(1).clamp_min(1)  # (B, M)
+        recent = (x[:, -q:] * m[:, -q:]).sum(1) / m[:, -q:].sum(1).clamp_min(1)  # (B, M)
+        return torch.cat([whole, recent], dim=1)
+
+    # -- forward -----------------------------------------------------------------------------
+    def encode(self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """Raw usage (B, T, M), mask (B, T), raw static (B, S) -> embedding (B, E)."""
+        x = self.normalize(usage, mask)  # (B, T, M)
+        m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        parts = []
+        if self.cfg.encoder == "static":
+            parts.append(self.profile_target(x, mask))  # (B, 2M) window aggregates
+        else:
+            h = self.input(torch.cat([x, m], dim=-1))  # (B, T, H)
+            if self.cfg.encoder in ("gru", "lstm"):
+                out, _ = self.rnn(h)  # (B, T, H)
+            elif self.cfg.encoder == "transformer":
+                pad = ~mask.bool()
+                pad[:, -1] = False  # a subscriber with no period still attends to one slot
+                out = self.transformer(h + self.position[: h.shape[1]], src_key_padding_mask=pad)  # (B, T, H)
+            else:
+                out = self.tcn(h)  # (B, T, H)
+            out = out.to(x.dtype)
+            last = out[:, -1]  # (B, H) padded at the start, so the last step is the latest period
+            mean = (out * m).sum(1) / m.sum(1).clamp_min(1)  # (B, H)
+            parts += [last, mean]
+        if self.static_net is not None:
+            s = (static - self.static_mean) / self.static_std  # (B, S)
+            parts.append(self.static_net(s))  # (B, static_hidden)
+        return self.to_embedding(torch.cat(parts, dim=-1))  # (B, E)
+
+    def forward(self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.encode(usage, mask, static)  # (B, E)
+        return {
+            "embedding": z,
+            "churn_logit": self.churn_head(z).squeeze(-1),  # (B,)
+            "migration_logits": self.migration_head(z),  # (B, 3)
+            "profile": self.profile_head(z),  # (B, 2M)
+        }
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_subscriber(model: SubscriberModel) -> float:
+    """Approximate forward FLOPs for one subscriber (matmuls only), for throughput reports."""
+    cfg, t, m = model.cfg, model.n_periods, model.n_metrics
+    h = cfg.hidden_size
+    per_step = 2 * (m + 1) * h
+    if cfg.encoder == "gru":
+        per_step += cfg.num_layers * 2 * 3 * (2 * h * h)
+    elif cfg.encoder == "lstm":
+        per_step += cfg.num_layers * 2 * 4 * (2 * h * h)
+    elif cfg.encoder == "transformer":
+        per_step += cfg.num_layers * (2 * 4 * h * h + 2 * 2 * t * h + 2 * 4 * h * h)
+    elif cfg.encoder == "tcn":
+        per_step += max(cfg.num_layers, 2) * 2 * 3 * h * h
+    else:
+        per_step = 0
+    head = 2 * (4 * h * h + h * cfg.embedding_dim)
+    return float(t * per_step + head + (2 * model.n_static * cfg.static_hidden))
+
+
+def _init_check() -> None:  # keep math imported for positional extensions
+    _ = math.pi

@@ -1,0 +1,97 @@
+"""Artifacts on disk: atomic writes (temporary file, then rename) and run-directory checks.
+
+A stage writes its outputs through these functions, so a run killed mid-write never leaves a
+half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpuseg.errors import RunDirError
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    return _atomic(path, lambda p: p.write_text(text))
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> Path:
+    def write(p: Path) -> None:
+        with open(p, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+
+    return _atomic(path, write)
+
+
+def write_parquet_atomic(path: Path, frame) -> Path:
+    return _atomic(path, lambda p: frame.to_parquet(p, index=False))
+
+
+def write_csv_atomic(path: Path, frame) -> Path:
+    return _atomic(path, lambda p: frame.to_csv(p, index=False))
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing (run the stage that writes it first)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
+    """Load an array saved by :func:`save_npy_atomic`, memory-mapped; pickled arrays are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing (run the stage that writes it first)")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        raise RunDirError(f"{path}: not a plain numeric array ({exc})") from None
+
+
+def require(path: Path, what: str) -> Path:
+    """``path`` if it exists, else a RunDirError saying which stage makes it."""
+    path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"{path}: missing; {what}")
+    return path

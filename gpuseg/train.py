@@ -1,0 +1,283 @@
+"""Training: split by subscriber, fit normalisation on train, train with early stopping, calibrate.
+
+The panel is moved to the device once and sliced a whole batch at a time (no per-row DataLoader).
+``train_model`` reads top to bottom: split -> normalise -> model -> epochs -> calibrate -> test.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from gpuseg.config import ModelConfig, RunConfig, TrainConfig, to_dict
+from gpuseg.data import Panel
+from gpuseg.errors import DataError, RunDirError
+from gpuseg.metrics import churn_metrics, migration_metrics
+from gpuseg.model import SubscriberModel
+from gpuseg.store import read_json, write_json_atomic
+
+CHUNK_ROWS = 65_536  # rows per host->device copy and per normalisation pass
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def split_subscribers(n: int, val_frac: float, test_frac: float, seed: int) -> Split:
+    """Random split by subscriber (each subscriber in exactly one part)."""
+    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
+        raise DataError(f"train.val_frac + train.test_frac must be in (0, 1); got {val_frac} + {test_frac}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = int(round(n * val_frac)), int(round(n * test_frac))
+    return Split(train=np.sort(perm[n_val + n_test :]), val=np.sort(perm[:n_val]), test=np.sort(perm[n_val : n_val + n_test]))
+
+
+def fit_normalization(panel: Panel, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-metric mean/std of log1p(usage) over present periods, and static mean/std, on ``rows``."""
+    m = panel.usage.shape[2]
+    s1, s2, cnt = np.zeros(m), np.zeros(m), 0.0
+    for start in range(0, len(rows), CHUNK_ROWS):
+        r = rows[start : start + CHUNK_ROWS]
+        x = np.log1p(np.maximum(np.asarray(panel.usage[r], dtype=np.float64), 0))  # (b, T, M)
+        w = np.asarray(panel.mask[r], dtype=np.float64)[..., None]  # (b, T, 1)
+        s1 += (x * w).sum((0, 1))
+        s2 += (x * x * w).sum((0, 1))
+        cnt += w.sum()
+    mean = s1 / max(cnt, 1)
+    std = np.sqrt(np.maximum(s2 / max(cnt, 1) - mean**2, 0)) + 1e-3
+    static = np.asarray(panel.static[rows], dtype=np.float64)
+    smean = static.mean(0) if len(static) else np.zeros(panel.static.shape[1])
+    sstd = static.std(0) + 1e-3 if len(static) else np.ones(panel.static.shape[1])
+    return dict(usage_mean=mean, usage_std=std, static_mean=smean, static_std=sstd)
+
+
+def to_device(panel: Panel, device: torch.device) -> dict[str, torch.Tensor]:
+    """The whole panel as tensors on ``device``, copied in chunks (memory-mapped source)."""
+
+    def copy(arr: np.ndarray, dtype) -> torch.Tensor:
+        out = torch.empty(arr.shape, dtype=dtype, device=device)
+        for start in range(0, len(arr), CHUNK_ROWS):
+            out[start : start + CHUNK_ROWS] = torch.from_numpy(np.array(arr[start : start + CHUNK_ROWS])).to(device, dtype)
+        return out
+
+    return dict(
+        usage=copy(panel.usage, torch.float32),
+        mask=copy(panel.mask, torch.bool),
+        static=copy(panel.static, torch.float32),
+        churn=copy(panel.churn, torch.int64),
+        migration=copy(panel.migration, torch.int64),
+    )
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+@torch.no_grad()
+def predict(model: SubscriberModel, tensors: dict[str, torch.Tensor], rows: torch.Tensor | None, batch_size: int, amp: bool = True) -> dict[str, torch.Tensor]:
+    """Embedding, churn logit and migration logits for ``rows`` (all when None), batch by batch."""
+    model.eval()
+    device = tensors["usage"].device
+    n = len(tensors["usage"]) if rows is None else len(rows)
+    outs: dict[str, list[torch.Tensor]] = {"embedding": [], "churn_logit": [], "migration_logits": []}
+    for start in range(0, n, batch_size):
+        idx = slice(start, start + batch_size) if rows is None else rows[start : start + batch_size]
+        with autocast(device, amp):
+            out = model(tensors["usage"][idx], tensors["mask"][idx], tensors["static"][idx])
+        for k in outs:
+            outs[k].append(out[k].float())
+    return {k: torch.cat(v) if v else torch.empty(0) for k, v in outs.items()}
+
+
+def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Calibration p = sigmoid(a * logit + b) fitted on validation (Platt scaling)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(y)) < 2:
+        return 1.0, 0.0
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logits.reshape(-1, 1), y)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+def calibrated(logits: np.ndarray, platt: tuple[float, float]) -> np.ndarray:
+    a, b = platt
+    return 1.0 / (1.0 + np.exp(-(a * logits + b)))
+
+
+@dataclass
+class TrainResult:
+    model: SubscriberModel
+    metrics: dict
+    split: Split
+    platt: tuple[float, float]
+    history: list[dict]
+
+
+def train_model(
+    panel: Panel,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    device: torch.device,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train the subscriber model on ``panel``; return the best model (by validation AUC) and metrics."""
+    torch.manual_seed(cfg.seed)
+    labelled = np.flatnonzero(np.asarray(panel.churn) >= 0)
+    if len(labelled) < 20:
+        raise DataError(f"training needs churn labels; {len(labelled)} labelled subscribers in the panel")
+    split = split_subscribers(len(labelled), cfg.val_frac, cfg.test_frac, cfg.seed)
+    split = Split(*(labelled[s] for s in (split.train, split.val, split.test)))
+    churn_all = np.asarray(panel.churn)
+    if len(np.unique(churn_all[split.train])) < 2:
+        raise DataError("training split has only one churn class; need churners and stayers")
+
+    # model with normalisation fitted on the training split only
+    n, t, m = panel.usage.shape
+    model = SubscriberModel(m, panel.static.shape[1], t, model_cfg)
+    model.set_normalization(**fit_normalization(panel, split.train))
+    model.to(device)
+    data = to_device(panel, device)
+
+    # losses: churn (imbalance via pos_weight), migration (class weights), usage profile
+    pos = churn_all[split.train].mean()
+    pos_weight = cfg.pos_weight if cfg.pos_weight is not None else math.sqrt((1 - pos) / max(pos, 1e-6))
+    mig = np.asarray(panel.migration)[split.train]
+    counts = np.bincount(mig[mig >= 0], minlength=3).astype(float) + 1
+    mig_weight = torch.tensor((counts.sum() / counts) ** 0.5, dtype=torch.float32, device=device)
+    mig_weight = mig_weight / mig_weight.mean()
+    pos_weight_t = torch.tensor(pos_weight, device=device)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(split.train) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.epochs * steps_per_epoch, 1), pct_start=0.15)
+    train_rows = torch.as_tensor(split.train, device=device)
+    val_rows = torch.as_tensor(split.val, device=device)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+    best_auc, best_state, best_epoch, history, stale = -1.0, None, -1, [], 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        perm = train_rows[torch.randperm(len(train_rows), generator=gen).to(device)]
+        total = 0.0
+        for start in range(0, len(perm), cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            usage, mask, static = data["usage"][idx], data["mask"][idx], data["static"][idx]  # (B, T, M) (B, T) (B, S)
+            y, ym = data["churn"][idx].float(), data["migration"][idx]
+            with autocast(device, cfg.amp):
+                out = model(usage, mask, static)
+            target = model.profile_target(model.normalize(usage, mask), mask)  # (B, 2M)
+            loss = cfg.churn_weight * F.binary_cross_entropy_with_logits(out["churn_logit"].float(), y, pos_weight=pos_weight_t)
+            has_mig = ym >= 0
+            if bool(has_mig.any()):
+                loss = loss + cfg.migration_weight * F.cross_entropy(out["migration_logits"].float()[has_mig], ym[has_mig], weight=mig_weight)
+            loss = loss + cfg.profile_weight * F.mse_loss(out["profile"].float(), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+
+        val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
+        val_auc = float(roc_auc_score(churn_all[split.val], val["churn_logit"].cpu().numpy()))
+        record = dict(epoch=epoch + 1, loss=total / len(perm), val_auc=val_auc, seconds=seconds, subscribers_per_s=len(perm) / seconds)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if val_auc > best_auc + 1e-4:
+            best_auc, best_epoch, stale = val_auc, epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+
+    model.load_state_dict(best_state)
+    val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
+    platt = fit_platt(val["churn_logit"].cpu().numpy(), churn_all[split.val])
+    test = predict(model, data, torch.as_tensor(split.test, device=device), 4 * cfg.batch_size, cfg.amp)
+    p_test = calibrated(test["churn_logit"].cpu().numpy(), platt)
+    mig_test = np.asarray(panel.migration)[split.test]
+    has = mig_test >= 0
+    metrics = dict(
+        churn=churn_metrics(churn_all[split.test], p_test),
+        migration=migration_metrics(mig_test[has], test["migration_logits"].argmax(1).cpu().numpy()[has]),
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        val_auc=best_auc,
+        pos_weight=pos_weight,
+        sizes=dict(train=len(split.train), val=len(split.val), test=len(split.test)),
+    )
+    return TrainResult(model=model, metrics=metrics, split=split, platt=platt, history=history)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: weights as safetensors, everything else as JSON
+
+
+def save_checkpoint(result: TrainResult, panel_meta: dict, model_cfg: ModelConfig, run_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    from gpuseg.store import _atomic
+
+    run_dir = Path(run_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    _atomic(run_dir / "model.safetensors", lambda p: save_file(state, str(p)))
+    write_json_atomic(
+        run_dir / "model.json",
+        dict(
+            n_metrics=result.model.n_metrics,
+            n_static=result.model.n_static,
+            n_periods=result.model.n_periods,
+            model=to_dict(model_cfg),
+            platt=list(result.platt),
+            metrics=panel_meta["metrics"],
+            static_features=panel_meta["static_features"],
+        ),
+    )
+    np.savez(run_dir / "split.npz", train=result.split.train, val=result.split.val, test=result.split.test)
+    write_json_atomic(run_dir / "metrics.json", result.metrics | {"history": result.history})
+
+
+def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[SubscriberModel, dict]:
+    """Rebuild the model from ``model.json`` and ``model.safetensors`` (no pickle involved)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from gpuseg.config import from_dict
+
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / "model.json")
+    try:
+        cfg = from_dict(ModelConfig, info["model"])
+        model = SubscriberModel(info["n_metrics"], info["n_static"], info["n_periods"], cfg)
+        weights = run_dir / "model.safetensors"
+        if not weights.is_file():
+            raise RunDirError(f"{weights}: missing (run gpuseg train first)")
+        model.load_state_dict(load_file(str(weights)))
+    except (KeyError, TypeError) as exc:
+        raise RunDirError(f"{run_dir / 'model.json'}: incomplete model description ({exc})") from None
+    except SafetensorError as exc:
+        raise RunDirError(f"{run_dir / 'model.safetensors'}: not a valid safetensors file ({exc})") from None
+    except RuntimeError as exc:
+        raise RunDirError(f"{run_dir / 'model.safetensors'}: weights do not match model.json ({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), info
+
+
+def run_config_summary(cfg: RunConfig) -> dict:
+    return to_dict(cfg.train) | {"encoder": cfg.model.encoder}
