@@ -113,6 +113,81 @@ class ReportConfig:
 
 
 @dataclass
+class StabilityConfig:
+    """The stability score (see :func:`gpuseg.segments.stability_score`).
+
+    Each component is scaled to [0, 1] with a fixed saturation point (so the score does not depend
+    on who else is in the data); the score is the weighted mean over the components a subscriber
+    has data for.
+    """
+
+    tenure_weight: float = 0.35
+    social_weight: float = 0.15  # distinct_contacts metric
+    services_weight: float = 0.25  # family_plan, broadband, n_bundles
+    contract_weight: float = 0.25  # contract_months
+    tenure_full_months: float = 60.0  # tenure at which the tenure component reaches 1
+    contacts_full: float = 40.0  # distinct contacts per period at which the social component is 1
+    bundles_full: float = 3.0  # bundles at which the bundle part of sticky services is 1
+    contract_full_months: float = 24.0  # contract length at which the contract component is 1
+    bands: list[float] = field(default_factory=lambda: [0.35, 0.6])  # low | mid | high cut points
+
+
+@dataclass
+class LifecycleConfig:
+    """Lifecycle stages (see :func:`gpuseg.segments.lifecycle_stage`)."""
+
+    new_months: float = 3.0  # new: tenure below this
+    decline_pct: float = 0.3  # declining: late usage below early usage by more than this share
+    growth_pct: float = 0.2  # growing: late usage above early usage by more than this share
+    contract_end_periods: float = 8.0  # near contract end: weeks_to_contract_end in [0, this]
+    trend_periods: int = 4  # present periods averaged at each end of the window
+    trend_metrics: list[str] = field(default_factory=lambda: ["data_mb", "voice_min", "sms"])
+
+
+@dataclass
+class SegmentsConfig:
+    """Classic operator segmentations (see :mod:`gpuseg.segments`)."""
+
+    periods_per_month: float | None = None  # None: from the period dates (weekly 52/12, monthly 1)
+    value_quantiles: list[float] = field(default_factory=lambda: [0.4, 0.7, 0.9, 0.98])
+    value_levels: list[str] = field(
+        default_factory=lambda: ["low", "mid", "high", "premium", "vip"]
+    )  # one more name than value_quantiles, 3 to 5 levels
+    # usage profile: typical monthly level per metric; the profile is the metric with the highest
+    # level / reference, or "light" when every one is below light_fraction of its reference
+    usage_reference: dict[str, float] = field(
+        default_factory=lambda: {"data_mb": 5000.0, "voice_min": 300.0, "sms": 100.0}
+    )
+    light_fraction: float = 0.25
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+
+
+@dataclass
+class KeyMomentConfig:
+    """Key-moment flags computed from the usage window (see :func:`gpuseg.tags.key_moments`)."""
+
+    first_use_metrics: list[str] = field(
+        default_factory=lambda: ["data_mb", "voice_min", "sms", "roaming_mb"]
+    )
+    first_use_min_zero_periods: int = 4  # present zero periods needed before a first use counts
+    recent_periods: int = 4  # present periods at the end of the window compared to the rest
+    usage_drop_pct: float = 0.3  # usage_drop: usage change below -this (see lifecycle trend)
+    spike_factor: float = 2.0  # spike: recent mean above this times the earlier mean ...
+    spike_min_events: float = 3.0  # ... and at least this many events in the recent periods
+    failure_metric: str = "dropped_calls"
+    complaint_metric: str = "support_contacts"
+
+
+@dataclass
+class TagsConfig:
+    """Rule-based tags (see :mod:`gpuseg.tags`)."""
+
+    rules: str | None = None  # YAML rule file; None: the shipped configs/tags.yaml
+    moments: KeyMomentConfig = field(default_factory=KeyMomentConfig)
+
+
+@dataclass
 class RunConfig:
     """One pipeline run: every stage's section plus where the run directory is."""
 

@@ -70,17 +70,17 @@ class Segment:
 
 
 SEGMENTS = (
-    Segment("heavy_data_streamers", 0.20, 9000, 60, 5, 20, 14, 0.05, 0.5, 25, 0.15, (0.3, 0.4, 0.3), 30, 1.5, 0.10, 0.40, 0.004),
+    Segment("heavy_data_streamers", 0.20, 12000, 40, 4, 20, 14, 0.05, 0.5, 20, 0.15, (0.3, 0.4, 0.3), 30, 1.5, 0.10, 0.40, 0.004),
     Segment("voice_centric_seniors", 0.15, 300, 400, 25, 1, 7, 0.08, 0.4, 20, 0.30, (0.3, 0.5, 0.2), 90, 0.3, 0.15, 0.30, -0.002),
-    Segment("roaming_business", 0.10, 4000, 350, 8, 1500, 22, 0.05, 0.6, 45, 0.02, (0.1, 0.3, 0.6), 60, 1.0, 0.10, 0.50, 0.0),
-    Segment("family_bundles", 0.20, 3000, 150, 15, 30, 11, 0.05, 0.5, 35, 0.05, (0.1, 0.3, 0.6), 70, 2.5, 0.85, 0.80, 0.002),
+    Segment("roaming_business", 0.10, 3000, 500, 8, 2500, 22, 0.05, 0.6, 80, 0.02, (0.1, 0.3, 0.6), 60, 1.0, 0.10, 0.50, 0.0),
+    Segment("family_bundles", 0.20, 1500, 200, 30, 30, 11, 0.05, 0.5, 60, 0.05, (0.1, 0.3, 0.6), 70, 2.5, 0.85, 0.80, 0.002),
     Segment("budget_prepaid", 0.20, 800, 40, 40, 2, 3, 0.06, 0.6, 15, 0.92, (0.7, 0.3, 0.0), 18, 0.2, 0.02, 0.05, -0.003),
     Segment("dissatisfied", 0.15, 2500, 120, 10, 10, 9, 0.45, 2.5, 20, 0.40, (0.5, 0.35, 0.15), 24, 0.8, 0.10, 0.30, -0.02),
 )
 
 # Churn logit coefficients; the "hard" preset scales the signal down and the noise up.
 CHURN = dict(
-    intercept=-2.35, prepaid=0.8, near_end=1.3, out_of_contract=0.4, log_tenure=-0.4,
+    intercept=-2.75, prepaid=0.8, near_end=1.3, out_of_contract=0.4, log_tenure=-0.4,
     decline=-0.9, support=0.3, drops=0.06, family=-0.5, bundles=-0.15, price=0.3,
 )
 PRESETS = {"default": dict(signal=1.0, noise=1.0), "hard": dict(signal=0.6, noise=2.0)}
@@ -186,7 +186,7 @@ def _chunk(cfg: SynthConfig, start: int, n: int, preset: dict) -> dict:
     usage[:, :, 0] = continuous(level(col("data_mb")))
     usage[:, :, 1] = continuous(level(col("voice_min")))
     usage[:, :, 2] = rng.poisson(level(col("sms")) * np.exp(drift + season))
-    usage[:, :, 3] = continuous(level(col("roaming_mb"), 0.6), 0.5) * (rng.random((n, t_obs)) < 0.6)
+    usage[:, :, 3] = continuous(level(col("roaming_mb"), 0.4), 0.5) * (rng.random((n, t_obs)) < 0.8)
     fee = level(col("fee"), 0.25)[:, 0]
     topup_rate = np.where(prepaid == 1, 0.9 * scale, 0.0)[:, None] * np.exp(0.5 * drift)
     topups = rng.poisson(topup_rate * np.ones((1, t_obs)))

@@ -1,0 +1,573 @@
+"""Feature baselines: window aggregates of the usage series plus static attributes, fed to
+logistic regression, histogram gradient boosting and (when installed) XGBoost.
+
+They answer "does the sequence model beat what a good tabular model gets from summary features?"
+on the very split the model was trained and tested on.
+
+Features (per metric, over the periods where the subscriber is present):
+
+- ``mean``          masked mean
+- ``last``          value in the latest present period
+- ``last_quarter``  mean over the last quarter of the window (``ceil(T/4)`` periods)
+- ``slope``         least-squares slope per period (period index as x)
+- ``drop``          ``log((first_half_mean + 1) / (last_quarter_mean + 1))``: positive when usage
+                    fell; 0 when either window has no present period
+- ``std``           masked standard deviation (population)
+
+then ``share_present`` (present periods / T) and the encoded static features. Absent periods
+never enter a statistic; a subscriber with no present period at all gets zeros.
+
+Extraction is vectorised over a chunk of subscribers and runs chunk by chunk, so memory is bounded
+by the chunk size whatever the panel size (the panel is usually memory-mapped).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
+
+from gpuseg.data import Panel
+from gpuseg.errors import DataError
+from gpuseg.metrics import churn_metrics, macro_f1, migration_metrics
+from gpuseg.train import Split
+
+WINDOW_STATS = ("mean", "last", "last_quarter", "slope", "drop", "std")
+FEATURE_CHUNK_ROWS = 16_384  # subscribers per extraction pass: ~30 MB of float64 at T=26, M=9
+
+# ---------------------------------------------------------------------------------------------
+# Features
+
+
+def feature_names(panel: Panel) -> list[str]:
+    """Names of :func:`window_features` columns, in order: ``{metric}__{stat}`` grouped by stat,
+    then ``share_present``, then ``static__{name}`` for each encoded static feature."""
+    n_metrics, n_static = panel.usage.shape[2], panel.static.shape[1]
+    metrics = list(panel.meta.get("metrics") or [f"m{j}" for j in range(n_metrics)])
+    static = list(panel.meta.get("static_features") or [f"s{j}" for j in range(n_static)])
+    names = [f"{m}__{s}" for s in WINDOW_STATS for m in metrics]
+    return [*names, "share_present", *(f"static__{s}" for s in static)]
+
+
+def window_stats(usage: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Window aggregates of one chunk: usage (B, T, M), mask (B, T) -> (B, 6 * M + 1).
+
+    Columns are grouped by statistic (all metrics' means, then all metrics' last values, ...) and
+    end with the share of present periods. Computed in float64, returned as float32.
+    """
+    u = np.asarray(usage, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool)
+    b, t, n_metrics = u.shape
+    w = m.astype(np.float64)[..., None]  # (B, T, 1)
+    u = u * w  # absent periods contribute nothing, whatever they hold
+    count = w.sum(1)  # (B, 1)
+    safe = np.maximum(count, 1.0)
+
+    mean = u.sum(1) / safe  # (B, M)
+    dev = (u - mean[:, None, :]) * w
+    std = np.sqrt((dev * dev).sum(1) / safe)
+
+    tt = np.arange(t, dtype=np.float64)[None, :, None]  # (1, T, 1)
+    t_mean = (tt * w).sum(1) / safe  # (B, 1)
+    t_dev = (tt - t_mean[:, None, :]) * w  # (B, T, 1)
+    sxx = (t_dev * t_dev).sum(1)  # (B, 1)
+    slope = np.where(sxx > 0, (t_dev * dev).sum(1) / np.where(sxx > 0, sxx, 1.0), 0.0)
+
+    has_any = m.any(1)
+    last_idx = t - 1 - np.argmax(m[:, ::-1], axis=1)  # latest present period (T-1 when none)
+    last = u[np.arange(b), last_idx] * has_any[:, None]
+
+    def window_mean(in_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ww = w * in_window[None, :, None]
+        n = ww.sum(1)
+        return (u * ww).sum(1) / np.maximum(n, 1.0), n[:, 0] > 0
+
+    q = math.ceil(t / 4)
+    periods = np.arange(t)
+    last_q, has_q = window_mean(periods >= t - q)
+    first_h, has_h = window_mean(periods < max(t // 2, 1))
+    both = (has_q & has_h)[:, None]
+    drop = np.where(both, np.log1p(np.maximum(first_h, 0)) - np.log1p(np.maximum(last_q, 0)), 0.0)
+
+    share = count / t
+    out = np.concatenate([mean, last, last_q, slope, drop, std, share], axis=1)
+    return out.astype(np.float32)
+
+
+def window_features(
+    panel: Panel, rows: np.ndarray | None = None, chunk_rows: int = FEATURE_CHUNK_ROWS
+) -> np.ndarray:
+    """Feature matrix (len(rows), F) float32 for ``rows`` of the panel (all rows when None).
+
+    Columns as in :func:`feature_names`. Reads ``chunk_rows`` subscribers at a time.
+    """
+    n_total = len(panel.mask)
+    rows = np.arange(n_total) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_total):
+        raise DataError(f"feature rows out of range for a panel of {n_total} subscribers")
+    n_metrics = panel.usage.shape[2]
+    n_static = panel.static.shape[1]
+    width = len(WINDOW_STATS) * n_metrics + 1 + n_static
+    out = np.empty((len(rows), width), dtype=np.float32)
+    for start in range(0, len(rows), chunk_rows):
+        r = rows[start : start + chunk_rows]
+        stop = start + len(r)
+        out[start:stop, : width - n_static] = window_stats(panel.usage[r], panel.mask[r])
+        out[start:stop, width - n_static :] = np.asarray(panel.static[r], dtype=np.float32)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimators (scikit-learn style: fit returns self, learned attributes end in "_")
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """sign(x) * log1p(|x|): tames heavy-tailed usage levels for the linear model."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+class LogisticBaseline(ClassifierMixin, BaseEstimator):
+    """signed log1p -> standardise -> (multinomial) logistic regression."""
+
+    def __init__(
+        self, C: float = 1.0, class_weight: str | dict | None = None, max_iter: int = 1000
+    ) -> None:
+        self.C = C
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> LogisticBaseline:
+        """Fit on (X, y); the validation arguments are accepted for a uniform interface."""
+        self.pipeline_ = Pipeline(
+            [
+                ("log", FunctionTransformer(signed_log1p)),
+                ("scale", StandardScaler()),
+                ("lr", LogisticRegression(C=self.C, class_weight=self.class_weight,
+                                          max_iter=self.max_iter)),
+            ]
+        ).fit(X, y)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.pipeline_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+_HGB_TAKES_VAL = "X_val" in inspect.signature(HistGradientBoostingClassifier.fit).parameters
+
+
+class HistGBBaseline(ClassifierMixin, BaseEstimator):
+    """scikit-learn's HistGradientBoostingClassifier with early stopping on the validation rows
+    (scikit-learn >= 1.7; older versions hold out 10% of the training rows instead)."""
+
+    def __init__(
+        self,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 20,
+        l2_regularization: float = 0.0,
+        max_iter: int = 300,
+        class_weight: str | dict | None = None,
+        random_state: int = 0,
+    ) -> None:
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.max_iter = max_iter
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> HistGBBaseline:
+        use_val = X_val is not None and y_val is not None and _HGB_TAKES_VAL
+        use_val = use_val and len(np.unique(y_val)) > 1
+        model = HistGradientBoostingClassifier(
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization,
+            max_iter=self.max_iter,
+            class_weight=self.class_weight,
+            early_stopping=True,
+            n_iter_no_change=20,
+            validation_fraction=None if use_val else 0.1,
+            random_state=self.random_state,
+        )
+        if use_val:
+            model.fit(X, y, X_val=X_val, y_val=y_val)
+        else:
+            model.fit(X, y)
+        self.model_ = model
+        self.classes_ = model.classes_
+        self.n_iter_ = model.n_iter_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def xgboost_available() -> bool:
+    """Whether the optional ``xgboost`` package can be imported."""
+    try:
+        import xgboost  # noqa: F401
+    except Exception:  # ImportError, or a broken native library
+        return False
+    return True
+
+
+class XGBoostBaseline(ClassifierMixin, BaseEstimator):
+    """xgboost's XGBClassifier (hist trees) with early stopping on the validation rows.
+
+    ``class_weight="balanced"`` becomes per-row sample weights. Needs the optional ``xgboost``.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 0.1,
+        max_depth: int = 6,
+        n_estimators: int = 500,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        class_weight: str | None = None,
+        random_state: int = 0,
+    ) -> None:
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.n_estimators = n_estimators
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> XGBoostBaseline:
+        import xgboost
+
+        self.classes_ = np.unique(y)
+        code = {c: i for i, c in enumerate(self.classes_)}
+        yy = np.vectorize(code.__getitem__)(y) if len(y) else y
+        use_val = X_val is not None and y_val is not None and len(y_val) > 0
+        use_val = use_val and set(np.unique(y_val)) <= set(code)
+        weight = compute_sample_weight(self.class_weight, yy) if self.class_weight else None
+        model = xgboost.XGBClassifier(
+            learning_rate=self.learning_rate,
+            max_depth=self.max_depth,
+            n_estimators=self.n_estimators,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            tree_method="hist",
+            early_stopping_rounds=30 if use_val else None,
+            random_state=self.random_state,
+        )
+        fit_kw: dict[str, Any] = dict(sample_weight=weight, verbose=False)
+        if use_val:
+            yv = np.vectorize(code.__getitem__)(y_val)
+            wv = compute_sample_weight(self.class_weight, yv) if self.class_weight else None
+            fit_kw["eval_set"] = [(X_val, yv)]
+            if wv is not None:
+                fit_kw["sample_weight_eval_set"] = [wv]
+        self.model_ = model.fit(X, yy, **fit_kw)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-class decisions tuned for macro-F1
+
+DECISION_GRID = np.exp(np.linspace(-1.0, 3.0, 17))  # class weight multipliers, e^-1 .. e^3
+
+
+def fast_macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over classes 0..n_classes-1 (0 for a class never true nor predicted)."""
+    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes)
+    cm = cm.reshape(n_classes, n_classes)
+    tp = np.diag(cm).astype(float)
+    denom = cm.sum(0) + cm.sum(1)
+    return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
+
+
+def fit_decision_weights(
+    proba: np.ndarray, y: np.ndarray, grid: Sequence[float] = tuple(DECISION_GRID)
+) -> np.ndarray:
+    """Per-class multipliers w so that ``argmax(proba * w)`` maximises macro-F1 on (proba, y).
+
+    The most frequent class of ``y`` keeps weight 1; every other class tries each value of
+    ``grid`` (an exhaustive search: 17^(K-1) candidates, 289 for the three migration classes).
+    Ties keep the candidate closest to all-ones. ``y`` holds class positions 0..K-1.
+    """
+    proba = np.asarray(proba, dtype=float)
+    y = np.asarray(y, dtype=np.int64)
+    k = proba.shape[1]
+    ref = int(np.argmax(np.bincount(y, minlength=k)))
+    others = [c for c in range(k) if c != ref]
+    best_w, best_score, best_dist = np.ones(k), -1.0, np.inf
+    for combo in itertools.product(grid, repeat=len(others)):
+        w = np.ones(k)
+        w[others] = combo
+        score = fast_macro_f1(y, np.argmax(proba * w, axis=1), k)
+        dist = float(np.abs(np.log(w)).sum())
+        if score > best_score + 1e-12 or (abs(score - best_score) <= 1e-12 and dist < best_dist):
+            best_w, best_score, best_dist = w, score, dist
+    return best_w
+
+
+class DecisionWeighted(ClassifierMixin, BaseEstimator):
+    """A classifier whose class decision is re-weighted on validation to maximise macro-F1.
+
+    The wrapped estimator trains unweighted (so ``predict_proba`` stays a probability); ``fit``
+    then learns ``weights_`` on the validation rows with :func:`fit_decision_weights` and
+    ``predict`` returns ``argmax(predict_proba * weights_)``. Without validation rows the weights
+    are 1 (plain argmax). On the synthetic world this beats ``class_weight="balanced"`` on
+    macro-F1 and trains several times faster for gradient boosting.
+    """
+
+    def __init__(self, estimator: Any = None) -> None:
+        self.estimator = estimator
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> DecisionWeighted:
+        base = clone(self.estimator if self.estimator is not None else LogisticBaseline())
+        self.estimator_ = base.fit(X, y, X_val, y_val)
+        self.classes_ = self.estimator_.classes_
+        self.weights_ = np.ones(len(self.classes_))
+        if X_val is not None and y_val is not None and len(y_val):
+            known = np.isin(y_val, self.classes_)
+            if known.any():
+                pos = np.searchsorted(self.classes_, np.asarray(y_val)[known])
+                self.weights_ = fit_decision_weights(self.predict_proba(X_val[known]), pos)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.estimator_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X) * self.weights_, axis=1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Light tuning on validation
+
+# name -> (estimator class, churn grid, migration grid); grids are small on purpose. Migration
+# models are wrapped in DecisionWeighted (macro-F1 decision tuned on validation).
+GRIDS: dict[str, tuple[type, list[dict], list[dict]]] = {
+    "logistic": (
+        LogisticBaseline,
+        [dict(C=c) for c in (0.01, 0.1, 1.0)],
+        [dict(C=c) for c in (0.01, 0.1, 1.0)],
+    ),
+    "hist_gb": (
+        HistGBBaseline,
+        [dict(learning_rate=0.1, max_leaf_nodes=15), dict(learning_rate=0.05, max_leaf_nodes=31)],
+        [dict(learning_rate=0.1, max_leaf_nodes=15), dict(learning_rate=0.05, max_leaf_nodes=31)],
+    ),
+    "xgboost": (
+        XGBoostBaseline,
+        [dict(max_depth=4), dict(max_depth=6, learning_rate=0.05)],
+        [dict(max_depth=4), dict(max_depth=6, learning_rate=0.05)],
+    ),
+}
+
+
+def _val_roc_auc(model: Any, X: np.ndarray, y: np.ndarray) -> float:
+    return float(roc_auc_score(y, model.predict_proba(X)[:, 1]))
+
+
+def _val_macro_f1(model: Any, X: np.ndarray, y: np.ndarray) -> float:
+    return macro_f1(y, model.predict(X))
+
+
+def tune(
+    make: Callable[..., Any],
+    grid: Sequence[dict],
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    score: Callable[[Any, np.ndarray, np.ndarray], float],
+) -> tuple[Any, dict, float]:
+    """Fit ``make(**params)`` for each params in ``grid`` on (X, y); keep the best by
+    ``score(model, X_val, y_val)`` (higher is better). Without a usable validation set (empty, or
+    one class only) the first grid point is kept. Returns (model, params, validation score)."""
+    usable = len(y_val) > 0 and len(np.unique(y_val)) > 1
+    best: tuple[Any, dict, float] | None = None
+    for params in grid if usable else grid[:1]:
+        model = make(**params).fit(X, y, X_val if usable else None, y_val if usable else None)
+        value = score(model, X_val, y_val) if usable else float("nan")
+        if best is None or value > best[2]:
+            best = (model, dict(params), value)
+    assert best is not None, "empty grid"
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+
+
+def as_split(split: Split | Mapping[str, np.ndarray]) -> Split:
+    """A :class:`gpuseg.train.Split` from a Split or any mapping with train/val/test (e.g. the
+    arrays of ``run_dir/split.npz``)."""
+    if isinstance(split, Split):
+        return split
+    try:
+        return Split(*(np.asarray(split[k], dtype=np.int64) for k in ("train", "val", "test")))
+    except KeyError as exc:
+        raise DataError(f"split: missing part {exc}; need train, val and test rows") from None
+
+
+def default_models() -> list[str]:
+    """Baselines that run here: logistic, hist_gb, and xgboost when it is installed."""
+    return ["logistic", "hist_gb"] + (["xgboost"] if xgboost_available() else [])
+
+
+def run_baselines(
+    panel: Panel,
+    split: Split | Mapping[str, np.ndarray],
+    seed: int = 0,
+    models: Sequence[str] | None = None,
+    chunk_rows: int = FEATURE_CHUNK_ROWS,
+) -> dict:
+    """Train each baseline on ``split.train`` (tuned on ``split.val``) and predict ``split.test``.
+
+    Churn models train on rows with a churn label, migration models on rows with a migration
+    label (unweighted, then wrapped in :class:`DecisionWeighted`: class decision weights tuned on
+    validation for macro-F1). Predictions cover every test row, metrics the labelled ones.
+
+    Returns::
+
+        {"feature_names": [...], "test_rows": (n_test,) int64,
+         "seconds": {"features": s},
+         "models": {name: {"churn": {"proba": (n_test,) float64, "params": {...},
+                                     "val_roc_auc": float, "metrics": churn_metrics(...),
+                                     "seconds": s},
+                           "migration": {"pred": (n_test,) int8, "proba": (n_test, 3),
+                                         "params": {..., "decision_weights": [w0, w1, w2]},
+                                         "val_macro_f1": float,
+                                         "metrics": migration_metrics(...), "seconds": s}
+                                        or None when the training rows lack migration labels}}}
+    """
+    split = as_split(split)
+    names = list(models) if models is not None else default_models()
+    for name in names:
+        if name not in GRIDS:
+            raise DataError(f"unknown baseline {name!r}; choose from {', '.join(GRIDS)}")
+        if name == "xgboost" and not xgboost_available():
+            raise DataError("baseline 'xgboost' needs the xgboost package (pip install xgboost)")
+
+    t0 = time.perf_counter()
+    parts = (split.train, split.val, split.test)
+    X = window_features(panel, np.concatenate(parts), chunk_rows)
+    bounds = np.cumsum([0, *(len(p) for p in parts)])
+    X_tr, X_va, X_te = (X[bounds[i] : bounds[i + 1]] for i in range(3))
+    feature_seconds = time.perf_counter() - t0
+
+    churn = np.asarray(panel.churn)
+    mig = np.asarray(panel.migration)
+    c_tr, c_va, c_te = (churn[p] for p in parts)
+    g_tr, g_va, g_te = (mig[p] for p in parts)
+    if len(np.unique(c_tr[c_tr >= 0])) < 2:
+        raise DataError("baselines: the training split needs churners and stayers")
+    has_mig = len(np.unique(g_tr[g_tr >= 0])) >= 2
+
+    out: dict[str, Any] = dict(
+        feature_names=feature_names(panel),
+        test_rows=np.asarray(split.test, dtype=np.int64),
+        seconds=dict(features=feature_seconds),
+        models={},
+    )
+    for name in names:
+        cls, churn_grid, mig_grid = GRIDS[name]
+        make = _with_seed(cls, seed)
+        t1 = time.perf_counter()
+        tr, va, te = c_tr >= 0, c_va >= 0, c_te >= 0
+        model, params, val_score = tune(
+            make, churn_grid, X_tr[tr], c_tr[tr], X_va[va], c_va[va], _val_roc_auc
+        )
+        proba = model.predict_proba(X_te)[:, 1].astype(np.float64)
+        result: dict[str, Any] = dict(
+            churn=dict(
+                proba=proba, params=params, val_roc_auc=val_score,
+                metrics=churn_metrics(c_te[te], proba[te]), seconds=time.perf_counter() - t1,
+            ),
+            migration=None,
+        )
+        if has_mig:
+            t2 = time.perf_counter()
+            tr, va, te = g_tr >= 0, g_va >= 0, g_te >= 0
+            model, params, val_score = tune(
+                _decision_weighted(make), mig_grid, X_tr[tr], g_tr[tr], X_va[va], g_va[va],
+                _val_macro_f1,
+            )
+            params["decision_weights"] = [float(w) for w in model.weights_]
+            full = np.zeros((len(X_te), 3))
+            full[:, model.classes_.astype(int)] = model.predict_proba(X_te)
+            pred = model.predict(X_te).astype(np.int8)
+            result["migration"] = dict(
+                pred=pred, proba=full, params=params, val_macro_f1=val_score,
+                metrics=migration_metrics(g_te[te], pred[te]), seconds=time.perf_counter() - t2,
+            )
+        out["models"][name] = result
+    return out
+
+
+def _with_seed(cls: type, seed: int) -> Callable[..., Any]:
+    """A factory for ``cls`` that passes ``random_state=seed`` where the class takes one."""
+    takes_seed = "random_state" in inspect.signature(cls.__init__).parameters
+
+    def make(**params: Any) -> Any:
+        return cls(**params, random_state=seed) if takes_seed else cls(**params)
+
+    return make
+
+
+def _decision_weighted(make: Callable[..., Any]) -> Callable[..., Any]:
+    """A factory like ``make`` whose estimators are wrapped in :class:`DecisionWeighted`."""
+
+    def wrapped(**params: Any) -> DecisionWeighted:
+        return DecisionWeighted(make(**params))
+
+    return wrapped

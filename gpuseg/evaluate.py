@@ -1,0 +1,305 @@
+"""Evaluation of a trained run against feature baselines and, on synthetic data, the oracle.
+
+``evaluate_run`` scores the run's test split (``run_dir/split.npz``) with the trained model, trains
+the baselines of :mod:`gpuseg.baselines` on the same train/val rows, and, given the synthetic
+world's ``truth.parquet``, adds the oracle (the true churn probability). Every churn metric comes
+with a bootstrap interval over test subscribers; all rows use the same resamples, so their
+intervals are paired, and ``paired`` holds the model's ROC-AUC minus each other row's with its
+own paired interval.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gpuseg.baselines import run_baselines
+from gpuseg.data import Panel, load_panel
+from gpuseg.errors import DataError, RunDirError
+from gpuseg.metrics import churn_report, migration_report, paired_difference, roc_auc
+from gpuseg.store import write_json_atomic
+from gpuseg.train import Split, calibrated, load_checkpoint, predict, to_device
+
+COLUMNS = (
+    "roc_auc", "pr_auc", "top_decile_lift", "precision_at_k", "brier", "ece", "migration_macro_f1"
+)
+COLUMN_TITLES = {
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC",
+    "top_decile_lift": "Lift@10%",
+    "precision_at_k": "Precision@{k}",
+    "brier": "Brier",
+    "ece": "ECE",
+    "migration_macro_f1": "Migration macro-F1",
+}
+EVALUATION_FILE = "evaluation.json"
+
+
+def load_split(run_dir: str | Path, n_rows: int) -> Split:
+    """The run's train/val/test rows from ``run_dir/split.npz``, checked against the panel size."""
+    path = Path(run_dir) / "split.npz"
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing (run gpuseg train first)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            split = Split(*(np.asarray(z[k], dtype=np.int64) for k in ("train", "val", "test")))
+    except KeyError as exc:
+        raise RunDirError(f"{path}: no {exc} array; expected train, val and test") from None
+    except ValueError as exc:
+        raise RunDirError(f"{path}: not a readable split ({exc})") from None
+    for name in ("train", "val", "test"):
+        rows = getattr(split, name)
+        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+            raise DataError(
+                f"{path}: {name} rows reach {int(rows.max())} but the panel has {n_rows} "
+                "subscribers; evaluate with the panel the run was trained on"
+            )
+    if len(split.test) == 0:
+        raise RunDirError(f"{path}: the test split is empty")
+    return split
+
+
+def _check_compatible(info: dict, panel: Panel, run_dir: Path) -> None:
+    n, t, m = panel.usage.shape
+    expected = dict(n_metrics=m, n_periods=t, n_static=panel.static.shape[1])
+    for key, value in expected.items():
+        if info.get(key) != value:
+            raise DataError(
+                f"{run_dir}: the model has {key}={info.get(key)} but the panel has {value}; "
+                "evaluate with the panel the run was trained on"
+            )
+    if info.get("metrics") is not None and list(info["metrics"]) != list(panel.metrics):
+        raise DataError(f"{run_dir}: the model's metrics {info['metrics']} differ from the panel's")
+
+
+def _subpanel(panel: Panel, rows: np.ndarray) -> Panel:
+    """The panel restricted to ``rows`` (read into memory: only the test rows go to the device)."""
+    return Panel(
+        usage=np.asarray(panel.usage[rows]), mask=np.asarray(panel.mask[rows]),
+        static=np.asarray(panel.static[rows]), churn=np.asarray(panel.churn[rows]),
+        migration=np.asarray(panel.migration[rows]), ids=panel.ids[rows], meta=panel.meta,
+    )
+
+
+def model_predictions(
+    run_dir: str | Path, panel: Panel, rows: np.ndarray, device: str | torch.device = "cpu",
+    batch_size: int = 4096,
+) -> dict[str, np.ndarray]:
+    """Calibrated churn probability (Platt from the run) and migration class of ``rows``."""
+    device = torch.device(device)
+    model, info = load_checkpoint(Path(run_dir), device)
+    _check_compatible(info, panel, Path(run_dir))
+    tensors = to_device(_subpanel(panel, rows), device)
+    out = predict(model, tensors, None, batch_size, amp=device.type == "cuda")
+    logits = out["churn_logit"].cpu().numpy().astype(np.float64)
+    platt = tuple(info.get("platt", (1.0, 0.0)))
+    return dict(
+        churn_proba=calibrated(logits, platt),
+        churn_logit=logits,
+        migration_pred=out["migration_logits"].argmax(1).cpu().numpy().astype(np.int8),
+    )
+
+
+def oracle_probabilities(truth_path: str | Path, ids: np.ndarray, id_column: str) -> np.ndarray:
+    """The synthetic world's true churn probability for each of ``ids`` (in that order)."""
+    path = Path(truth_path)
+    if not path.is_file():
+        raise DataError(f"{path}: truth file not found")
+    try:
+        truth = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+        raise DataError(f"{path}: cannot read the truth table ({type(exc).__name__})") from None
+    key = "subscriber_id" if "subscriber_id" in truth.columns else id_column
+    for col in (key, "churn_prob"):
+        if col not in truth.columns:
+            raise DataError(f"{path}: column '{col}' not found in the truth table")
+    prob = truth.assign(**{key: truth[key].astype(str)}).set_index(key)["churn_prob"]
+    if prob.index.has_duplicates:
+        raise DataError(f"{path}: duplicate subscriber ids in the truth table")
+    aligned = prob.reindex(pd.Index(np.asarray(ids).astype(str))).to_numpy(dtype=np.float64)
+    missing = np.isnan(aligned)
+    if missing.any():
+        raise DataError(
+            f"{path}: {int(missing.sum())} test subscribers (e.g. {ids[np.argmax(missing)]}) have "
+            "no true churn probability; is this the truth of the world the panel came from?"
+        )
+    return aligned
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-ready copy: numpy scalars and arrays to Python, NaN and inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    panel_dir: str | Path,
+    truth_path: str | Path | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    *,
+    k: float = 0.05,
+    level: float = 0.95,
+    baselines: list[str] | None = None,
+    device: str | torch.device = "cpu",
+    out_path: str | Path | None = None,
+) -> dict:
+    """Compare the run's model with the baselines (and the oracle) on the run's test split.
+
+    ``k`` is the precision-at-k cut (a fraction of the test rows below 1, a count otherwise);
+    ``baselines`` defaults to every baseline available here. Writes the result as JSON to
+    ``out_path`` (default ``run_dir/evaluation.json``) and returns it; see the module docstring
+    of :mod:`gpuseg.evaluate` and :func:`comparison_markdown`.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run directory not found")
+    t0 = time.perf_counter()
+    panel = load_panel(panel_dir)
+    split = load_split(run_dir, len(panel))
+    test = split.test
+    y = np.asarray(panel.churn)[test].astype(int)
+    g = np.asarray(panel.migration)[test].astype(int)
+    labelled, mig_labelled = y >= 0, g >= 0
+    if len(np.unique(y[labelled])) < 2:
+        raise DataError(f"{run_dir}: the test split needs churners and stayers to be evaluated")
+
+    seconds: dict[str, float] = {}
+    t1 = time.perf_counter()
+    pred = model_predictions(run_dir, panel, test, device)
+    seconds["model"] = time.perf_counter() - t1
+
+    # (name, churn probabilities over test rows, migration classes or None)
+    entries: list[tuple[str, np.ndarray, np.ndarray | None]] = [
+        ("model", pred["churn_proba"], pred["migration_pred"])
+    ]
+    if truth_path is not None:
+        oracle = oracle_probabilities(truth_path, panel.ids[test], panel.meta.get("id_column", ""))
+        entries.append(("oracle", oracle, None))
+    t1 = time.perf_counter()
+    base = run_baselines(panel, split, seed=seed, models=baselines)
+    seconds["baselines"] = time.perf_counter() - t1
+    for name, res in base["models"].items():
+        mig = res["migration"]["pred"] if res["migration"] is not None else None
+        entries.append((name, res["churn"]["proba"], mig))
+
+    t1 = time.perf_counter()
+    kw = dict(n_boot=n_boot, seed=seed, level=level)
+    rows, details = [], {}
+    for name, p, mig in entries:
+        churn = churn_report(y[labelled], p[labelled], k=k, **kw)
+        migration = (
+            migration_report(g[mig_labelled], mig[mig_labelled], **kw)
+            if mig is not None and mig_labelled.any() else None
+        )
+        rows.append(
+            dict(model=name)
+            | {c: churn[c] for c in COLUMNS[:-1]}
+            | dict(migration_macro_f1=migration["macro_f1"] if migration else None)
+        )
+        details[name] = dict(
+            reliability=churn["reliability"],
+            migration_accuracy=migration["accuracy"] if migration else None,
+            migration_confusion=migration["confusion"] if migration else None,
+        )
+    model_p = pred["churn_proba"][labelled]
+    paired = {
+        name: paired_difference(roc_auc, y[labelled], model_p, p[labelled], **kw)
+        for name, p, _ in entries[1:]
+    }
+    seconds["metrics"] = time.perf_counter() - t1
+    seconds["total"] = time.perf_counter() - t0
+
+    result = dict(
+        run_dir=str(run_dir),
+        panel_dir=str(panel_dir),
+        truth=str(truth_path) if truth_path is not None else None,
+        n_boot=n_boot,
+        seed=seed,
+        level=level,
+        k=k,
+        test=dict(
+            n=int(len(test)),
+            churn_labelled=int(labelled.sum()),
+            positives=int(y[labelled].sum()),
+            churn_rate=float(y[labelled].mean()),
+            migration_labelled=int(mig_labelled.sum()),
+        ),
+        columns=list(COLUMNS),
+        rows=rows,
+        paired=dict(metric="roc_auc", reference="model", difference=paired),
+        details=details,
+        baselines=dict(
+            n_features=len(base["feature_names"]),
+            params={
+                name: dict(
+                    churn=res["churn"]["params"],
+                    migration=res["migration"]["params"] if res["migration"] else None,
+                )
+                for name, res in base["models"].items()
+            },
+            seconds=base["seconds"]
+            | {
+                name: res["churn"]["seconds"]
+                + (res["migration"]["seconds"] if res["migration"] else 0.0)
+                for name, res in base["models"].items()
+            },
+        ),
+        seconds=seconds,
+    )
+    result = _clean(result)
+    write_json_atomic(Path(out_path) if out_path is not None else run_dir / EVALUATION_FILE, result)
+    return result
+
+
+def _cell(cell: dict | None, digits: int = 3) -> str:
+    if not cell or cell.get("value") is None:
+        return "–"
+    text = f"{cell['value']:.{digits}f}"
+    if cell.get("lo") is not None and cell.get("hi") is not None:
+        text += f" [{cell['lo']:.{digits}f}, {cell['hi']:.{digits}f}]"
+    return text
+
+
+def _k_label(k: float) -> str:
+    return f"{k * 100:g}%" if k < 1 else f"{int(k)}"
+
+
+def comparison_markdown(result: dict) -> str:
+    """The comparison table of :func:`evaluate_run` as Markdown (value [CI lo, hi] per cell),
+    followed by the model's paired ROC-AUC differences."""
+    k = result.get("k", 0.05)
+    columns = result.get("columns", list(COLUMNS))
+    titles = [COLUMN_TITLES.get(c, c).format(k=_k_label(k)) for c in columns]
+    level = result.get("level", 0.95)
+    test = result.get("test", {})
+    lines = [
+        f"Test split: {test.get('n', '?')} subscribers, {test.get('positives', '?')} churners; "
+        f"{level * 100:g}% bootstrap intervals ({result.get('n_boot', '?')} resamples).",
+        "",
+        "| Model | " + " | ".join(titles) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for row in result["rows"]:
+        lines.append(f"| {row['model']} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    paired = result.get("paired", {}).get("difference", {})
+    if paired:
+        lines += ["", "| ROC-AUC of model minus | Difference |", "|---|---|"]
+        lines += [f"| {name} | {_cell(cell)} |" for name, cell in paired.items()]
+    return "\n".join(lines) + "\n"

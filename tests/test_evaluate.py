@@ -1,0 +1,132 @@
+"""evaluate_run on a tiny trained run: model vs oracle vs baselines, written as JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gpuseg.backend import resolve_backend
+from gpuseg.baselines import default_models
+from gpuseg.config import DataConfig, ModelConfig, SynthConfig, TrainConfig
+from gpuseg.data import load_panel, prepare
+from gpuseg.errors import DataError, RunDirError
+from gpuseg.evaluate import COLUMNS, comparison_markdown, evaluate_run, load_split
+from gpuseg.metrics import roc_auc
+from gpuseg.synth import generate
+from gpuseg.train import save_checkpoint, train_model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    world = root / "world"
+    generate(SynthConfig(n_subscribers=3000), world)
+    cfg = DataConfig(
+        usage=str(world / "usage.parquet"),
+        static=str(world / "static.parquet"),
+        labels=str(world / "labels.parquet"),
+    )
+    prepare(cfg, resolve_backend("cpu"), root / "panel")
+    panel = load_panel(root / "panel")
+    model_cfg = ModelConfig(hidden_size=16, embedding_dim=8)
+    result = train_model(panel, model_cfg, TrainConfig(epochs=2), torch.device("cpu"))
+    run = root / "run"
+    run.mkdir()
+    save_checkpoint(result, panel.meta, model_cfg, run)
+    return dict(root=root, run=run, panel=root / "panel", truth=world / "truth.parquet")
+
+
+@pytest.fixture(scope="module")
+def evaluation(trained) -> dict:
+    return evaluate_run(trained["run"], trained["panel"], trained["truth"], n_boot=50, seed=0)
+
+
+def test_evaluate_writes_json_with_all_rows(trained, evaluation):
+    path = trained["run"] / "evaluation.json"
+    assert path.is_file()
+    on_disk = json.loads(path.read_text())  # strict JSON: NaN would have been written as null
+    assert on_disk == evaluation
+    names = [row["model"] for row in on_disk["rows"]]
+    assert names == ["model", "oracle", *default_models()]
+    assert on_disk["columns"] == list(COLUMNS)
+    split = load_split(trained["run"], len(load_panel(trained["panel"])))
+    assert on_disk["test"]["n"] == len(split.test)
+    for row in on_disk["rows"]:
+        for col in COLUMNS:
+            cell = row[col]
+            if row["model"] == "oracle" and col == "migration_macro_f1":
+                assert cell is None  # the truth table has no migration probabilities
+                continue
+            assert set(cell) == {"value", "lo", "hi"}, (row["model"], col)
+            assert cell["lo"] <= cell["hi"]
+            if col in ("roc_auc", "pr_auc", "brier"):  # unbiased enough to sit inside the CI
+                assert cell["lo"] <= cell["value"] <= cell["hi"], (row["model"], col)
+    assert set(on_disk["paired"]["difference"]) == set(names[1:])
+    assert on_disk["details"]["model"]["migration_confusion"] is not None
+
+
+def test_evaluate_numbers_are_consistent(trained, evaluation):
+    rows = {row["model"]: row for row in evaluation["rows"]}
+    # the oracle row is the truth's churn_prob on the test rows, recomputed here independently
+    panel = load_panel(trained["panel"])
+    test = load_split(trained["run"], len(panel)).test
+    truth = pd.read_parquet(trained["truth"]).set_index("subscriber_id")["churn_prob"]
+    p_true = truth.loc[panel.ids[test]].to_numpy()
+    y = np.asarray(panel.churn)[test]
+    assert rows["oracle"]["roc_auc"]["value"] == pytest.approx(roc_auc(y, p_true))
+    assert rows["oracle"]["roc_auc"]["value"] > 0.7
+    for name in default_models():
+        assert rows[name]["roc_auc"]["value"] > 0.65, name
+    for name, row in rows.items():
+        diff = evaluation["paired"]["difference"].get(name)
+        if diff is not None:
+            expected = rows["model"]["roc_auc"]["value"] - row["roc_auc"]["value"]
+            assert diff["value"] == pytest.approx(expected)
+    assert evaluation["test"]["positives"] == int(y.sum())
+
+
+def test_comparison_markdown(evaluation):
+    text = comparison_markdown(evaluation)
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| Model"))
+    assert "ROC-AUC" in header and "Precision@5%" in header and "Migration macro-F1" in header
+    for row in evaluation["rows"]:
+        assert any(line.startswith(f"| {row['model']} |") for line in lines)
+    auc = evaluation["rows"][0]["roc_auc"]
+    assert f"{auc['value']:.3f} [{auc['lo']:.3f}, {auc['hi']:.3f}]" in text
+    assert "–" in text  # the oracle's missing migration cell
+
+
+def test_evaluate_without_truth_and_custom_output(trained, tmp_path):
+    out = tmp_path / "eval.json"
+    result = evaluate_run(trained["run"], trained["panel"], n_boot=0, seed=1, k=20,
+                          baselines=["logistic"], out_path=out)
+    assert [row["model"] for row in result["rows"]] == ["model", "logistic"]
+    assert json.loads(out.read_text())["k"] == 20
+    assert result["rows"][0]["roc_auc"]["lo"] is None  # n_boot=0: no interval
+    assert "Precision@20" in comparison_markdown(result)
+
+
+def test_evaluate_errors(trained, tmp_path):
+    with pytest.raises(RunDirError):
+        evaluate_run(tmp_path / "nope", trained["panel"])
+    broken = tmp_path / "run"
+    shutil.copytree(trained["run"], broken)
+    (broken / "split.npz").unlink()
+    with pytest.raises(RunDirError, match="split.npz"):
+        evaluate_run(broken, trained["panel"])
+    split = np.load(trained["run"] / "split.npz")
+    np.savez(broken / "split.npz", train=split["train"], val=split["val"],
+             test=np.append(split["test"], 10**6))
+    with pytest.raises(DataError, match="panel"):
+        evaluate_run(broken, trained["panel"])
+    partial = tmp_path / "truth.parquet"
+    pd.read_parquet(trained["truth"]).iloc[:100].to_parquet(partial)
+    with pytest.raises(DataError, match="no true churn probability"):
+        evaluate_run(trained["run"], trained["panel"], partial, n_boot=0, baselines=["logistic"])
