@@ -32,7 +32,7 @@ class SynthConfig:
     missing_frac: float = 0.0  # share of (subscriber, period) rows dropped at random
     noise: float = 1.0  # multiplier on observation noise
     seed: int = 0
-    out_dir: str = "data/synth"  # relative paths resolve against the run directory's parent
+    out_dir: str = ""  # where the world's files go; empty: <run out_dir>/world
 
 
 @dataclass
@@ -109,7 +109,6 @@ class ReportConfig:
     """Segment profiles and reports (see :mod:`gpuseg.report`)."""
 
     usage_metrics: list[str] | None = None  # None: every metric
-    periods_per_month: float = 52.0 / 12.0  # weekly data: ARPU is revenue per 52/12 periods
 
 
 @dataclass
@@ -201,6 +200,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    tags: TagsConfig = field(default_factory=TagsConfig)
 
 
 # ---------------------------------------------------------------------------------------------

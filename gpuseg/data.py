@@ -464,12 +464,11 @@ def build_panel(cfg: DataConfig, backend: Backend, reference: dict | None = None
         keep &= ~no_static
         attributes = aligned.drop(columns="_merge")
         ref_enc = reference["static_encoding"] if reference is not None else None
-        static, static_names, encoding = encode_static(
-            attributes.loc[keep, columns].reset_index(drop=True) if ref_enc is None else attributes[columns],
-            columns if ref_enc is None else [e["column"] for e in ref_enc], spath, ref_enc, end_day,
-        )
-        if ref_enc is None:  # re-encode all rows with the encoding learned on the kept ones
-            static, static_names, encoding = encode_static(attributes[columns], columns, spath, encoding, end_day)
+        enc_columns = columns if ref_enc is None else [e["column"] for e in ref_enc]
+        kept = attributes.loc[keep, enc_columns].reset_index(drop=True)  # rejected rows stay out
+        matrix, static_names, encoding = encode_static(kept, enc_columns, spath, ref_enc, end_day)
+        static = np.zeros((len(ids), matrix.shape[1]), dtype=np.float32)
+        static[keep] = matrix
 
     churn, migration = _labels(cfg, ids, backend)
     n_input = n_usage + len(static_only)

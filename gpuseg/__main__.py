@@ -1,0 +1,3 @@
+from gpuseg.cli import main
+
+main()

@@ -1,0 +1,347 @@
+"""The ``gpuseg`` command line: each command loads config, calls one library function, prints a summary.
+
+Errors from the library (:class:`GpusegError`) become one line on stderr and exit code 1; any other
+exception is reported in one line too (exit 2) unless ``--debug`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gpuseg.errors import GpusegError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Churn, migration and segments of telecom subscribers, on GPU or CPU.")
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. train.epochs=5 (repeatable)")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (overrides the config)")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
+
+
+def handle_errors(fn):
+    """Turn library errors into one line and an exit code; the only place that does so."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except GpusegError as exc:
+            if debug:
+                raise
+            err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if debug:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            err.print(f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)", markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _load(config: Path | None, overrides: list[str] | None, device: str | None):
+    from gpuseg.config import load_config
+
+    sets = list(overrides or [])
+    if device is not None:
+        sets.append(f"device={device}")
+    return load_config(config, sets)
+
+
+def _backend(cfg):
+    from gpuseg.backend import resolve_backend
+
+    backend = resolve_backend(cfg.device)
+    for note in backend.notes:
+        err.print(f"[dim]{note}[/dim]", markup=True, highlight=False)
+    return backend
+
+
+def _epoch_printer():
+    def on_epoch(r: dict) -> None:
+        out.print(f"  epoch {r['epoch']:>3}  loss {r['loss']:.4f}  val AUC {r['val_auc']:.4f}  {r['subscribers_per_s']:,.0f} subs/s")
+
+    return on_epoch
+
+
+def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
+    t = Table(title="Churn and migration on the test split")
+    for col in ("ROC-AUC", "oracle AUC", "PR-AUC", "top-decile lift", "Brier", "migration macro-F1"):
+        t.add_column(col, justify="right")
+    c = metrics["churn"]
+    t.add_row(
+        f"{c['roc_auc']:.4f}", f"{oracle:.4f}" if oracle is not None else "-", f"{c['pr_auc']:.4f}",
+        f"{c['top_decile_lift']:.2f}", f"{c['brier']:.4f}", f"{metrics['migration']['macro_f1']:.4f}",
+    )
+    return t
+
+
+def _profiles_table(profiles) -> Table:
+    t = Table(title="Segments")
+    cols = ["segment", "name", "subscribers", "share", "revenue_share", "arpu", "churn_rate", "churn_predicted"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "name" else "right")
+    for r in profiles:
+        t.add_row(*[
+            f"{r[c]:.3f}" if isinstance(r[c], float) and c != "arpu" else f"{r[c]:.1f}" if c == "arpu" else str(r[c])
+            for c in cols
+        ])
+    return t
+
+
+@app.command()
+@handle_errors
+def info(debug: DebugOpt = False) -> None:
+    """Python, torch, CUDA, GPU, cuDF and cuML versions, and what --device auto resolves to.
+
+    Example: gpuseg info
+    """
+    from gpuseg.backend import describe_environment, resolve_backend
+
+    t = Table(title="gpuseg environment")
+    t.add_column("item")
+    t.add_column("value")
+    for k, v in describe_environment().items():
+        t.add_row(k, v)
+    b = resolve_backend("auto")
+    t.add_row("auto: training/embedding", b.device)
+    t.add_row("auto: data preparation", b.frames)
+    t.add_row("auto: clustering", b.ml)
+    out.print(t)
+    for note in b.notes:
+        out.print(note)
+
+
+@app.command()
+@handle_errors
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder for the world's files")] = Path("data/synth"),
+    n: Annotated[int, typer.Option("--subscribers", "-n")] = 50_000,
+    periods: Annotated[int, typer.Option("--periods", "-t")] = 26,
+    seed: int = 0,
+    preset: str = "default",
+    fmt: Annotated[str, typer.Option("--format")] = "parquet",
+    debug: DebugOpt = False,
+) -> None:
+    """Write a synthetic telecom world (usage, static, labels, truth) and print its oracle AUC.
+
+    Example: gpuseg synth --out data/synth -n 50000 -t 26
+    """
+    from gpuseg.config import from_dict, SynthConfig
+    from gpuseg.synth import generate
+
+    cfg = from_dict(SynthConfig, dict(n_subscribers=n, n_periods=periods, seed=seed, preset=preset))
+    s = generate(cfg, out_dir, fmt)
+    out.print(f"wrote {s['n_subscribers']:,} subscribers x {s['n_periods']} periods to {out_dir}")
+    out.print(f"churn rate {s['churn_rate']:.3f}  oracle AUC {s['oracle_auc']:.4f}")
+
+
+@app.command("prepare")
+@handle_errors
+def prepare_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False) -> None:
+    """Raw usage/static/labels tables -> panel artifact in <out_dir>/panel, with rejects.csv.
+
+    Example: gpuseg prepare -c configs/demo.yaml -s data.usage=my_usage.parquet
+    """
+    from gpuseg.pipeline import check_run_dir, prepare_stage
+
+    cfg = _load(config, set_, device)
+    run_dir = check_run_dir(cfg)
+    meta = prepare_stage(cfg, _backend(cfg), run_dir)
+    c = meta["counts"]
+    out.print(f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x {len(meta['metrics'])} metrics -> {run_dir / 'panel'}")
+    out.print(f"input {c['input']:,} = output {c['output']:,} + rejected {c['rejected']:,} (see {run_dir / 'panel' / 'rejects.csv'})")
+
+
+@app.command("train")
+@handle_errors
+def train_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False) -> None:
+    """Train the sequence model on <out_dir>/panel; writes model.safetensors and metrics.json.
+
+    Example: gpuseg train -c configs/demo.yaml -s train.epochs=10
+    """
+    from gpuseg.pipeline import check_run_dir, train_stage
+
+    cfg = _load(config, set_, device)
+    run_dir = check_run_dir(cfg)
+    metrics = train_stage(cfg, _backend(cfg), run_dir, _epoch_printer())
+    out.print(_metrics_table(metrics))
+
+
+@app.command("embed")
+@handle_errors
+def embed_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False) -> None:
+    """Embeddings and predictions of every subscriber in bounded-memory batches, to Parquet.
+
+    Example: gpuseg embed -c configs/demo.yaml
+    """
+    from gpuseg.pipeline import check_run_dir, embed_stage
+
+    cfg = _load(config, set_, device)
+    run_dir = check_run_dir(cfg)
+    n = embed_stage(cfg, _backend(cfg), run_dir)
+    out.print(f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, {run_dir / 'predictions.parquet'}")
+
+
+@app.command("cluster")
+@handle_errors
+def cluster_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False) -> None:
+    """Segments from the embeddings (KMeans or HDBSCAN; cuML on GPU, scikit-learn on CPU).
+
+    Example: gpuseg cluster -c configs/demo.yaml -s cluster.k=5
+    """
+    from gpuseg.pipeline import check_run_dir, cluster_stage
+
+    cfg = _load(config, set_, device)
+    run_dir = check_run_dir(cfg)
+    r = cluster_stage(cfg, _backend(cfg), run_dir)
+    out.print(f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> {run_dir / 'segments.parquet'}")
+
+
+@app.command("report")
+@handle_errors
+def report_cmd(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
+    """Per-segment profile (size, revenue, churn, usage medians) as Markdown and CSV.
+
+    Example: gpuseg report -c configs/demo.yaml
+    """
+    from gpuseg.pipeline import check_run_dir, report_stage
+
+    cfg = _load(config, set_, None)
+    run_dir = check_run_dir(cfg)
+    profiles = report_stage(cfg, run_dir)
+    out.print(_profiles_table(profiles.to_dict(orient="records")))
+    out.print(f"wrote {run_dir / 'report' / 'segments.md'} and segments.csv")
+
+
+@app.command("score")
+@handle_errors
+def score_cmd(
+    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
+    usage: Annotated[Path, typer.Option("--usage", help="usage table of the new data")],
+    static: Annotated[Path | None, typer.Option("--static")] = None,
+    output: Annotated[Path, typer.Option("--out", "-o")] = Path("scores.parquet"),
+    device: DeviceOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Score new data through a trained run: churn and migration probabilities and segment.
+
+    Example: gpuseg score runs/demo --usage new_usage.parquet --static new_static.parquet -o scores.parquet
+    """
+    from dataclasses import replace
+
+    from gpuseg.config import load_config
+    from gpuseg.pipeline import score
+
+    cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(None)
+    if device is not None:
+        cfg = replace(cfg, device=device)
+    data = replace(cfg.data, usage=str(usage), static=str(static) if static else None, labels=None)
+    r = score(run, data, _backend(cfg), output)
+    out.print(f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected {r['rejected']:,} -> {r['rejects']}")
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="a run directory")],
+    truth: Annotated[Path | None, typer.Option("--truth", help="synthetic truth.parquet for the oracle row")] = None,
+    n_boot: Annotated[int, typer.Option("--boot")] = 200,
+    debug: DebugOpt = False,
+) -> None:
+    """Model vs baselines (logistic, gradient boosting) vs oracle on the test split, with CIs.
+
+    Example: gpuseg evaluate runs/demo --truth runs/demo/world/truth.parquet
+    """
+    from gpuseg.evaluate import comparison_markdown, evaluate_run
+
+    if truth is None and (run / "world" / "truth.parquet").is_file():
+        truth = run / "world" / "truth.parquet"
+    result = evaluate_run(run, run / "panel", truth, n_boot=n_boot)
+    out.print(comparison_markdown(result))
+    out.print(f"wrote {run / 'evaluation.json'}")
+
+
+@app.command("tune")
+@handle_errors
+def tune_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    trials: Annotated[int, typer.Option("--trials", "-n")] = 20,
+    storage: Annotated[str | None, typer.Option("--storage", help="sqlite:///f.db, journal:PATH or an RDB URL")] = None,
+    study: Annotated[str | None, typer.Option("--study")] = None,
+    pruner: str = "median",
+    device: DeviceOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Optuna study over model and training settings; writes <out_dir>/best.yaml for gpuseg train.
+
+    Example: gpuseg tune -c configs/demo.yaml -n 30 --storage journal:runs/demo/study.log
+    """
+    from gpuseg.pipeline import check_run_dir
+    from gpuseg.tune import tune
+
+    cfg = _load(config, set_, device)
+    run_dir = check_run_dir(cfg)
+    backend = _backend(cfg)
+    r = tune(cfg, run_dir / "panel", run_dir, trials, storage=storage, study_name=study, pruner=pruner, device=backend.torch_device)
+    best = r.get("best")
+    out.print(f"best validation AUC {best['value']:.4f} (trial {best['number']})" if best else "no trial completed")
+    out.print(f"wrote {run_dir / 'best.yaml'} and tune.json")
+
+
+@app.command("run")
+@handle_errors
+def run_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="reuse a run directory made by another config")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """The whole pipeline: (synth) -> prepare -> train -> embed -> cluster -> report.
+
+    Example: gpuseg run --config configs/demo.yaml
+    """
+    from gpuseg.pipeline import run_pipeline
+
+    cfg = _load(config, set_, device)
+    backend = _backend(cfg)
+    s = run_pipeline(cfg, backend, log=lambda m: out.print(f"[bold]{m}[/bold]"), on_epoch=_epoch_printer(), overwrite=overwrite)
+    c = s["counts"]
+    out.print(f"subscribers: input {c['input']:,} = in panel {c['output']:,} + rejected {c['rejected']:,}")
+    out.print(_profiles_table(s["profiles"]))
+    truth = s.get("truth", {})
+    out.print(_metrics_table(s["metrics"], truth.get("oracle_auc_test")))
+    out.print(f"segments: {s['cluster']['reason']} (backend {s['cluster']['backend']})")
+    if truth:
+        gap = truth["oracle_auc_test"] - s["metrics"]["churn"]["roc_auc"]
+        out.print(f"churn ROC-AUC {s['metrics']['churn']['roc_auc']:.4f} vs oracle {truth['oracle_auc_test']:.4f} (gap {gap:.4f}); segment ARI vs truth {truth['segment_ari']:.3f}")
+    out.print(f"run directory: {s['run_dir']}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+

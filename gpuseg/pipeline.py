@@ -1,0 +1,256 @@
+"""The pipeline: each stage a function over a run directory, and ``run_pipeline`` chaining them.
+
+Run directory layout (``cfg.out_dir``)::
+
+    config.yaml            resolved config of the run
+    world/                 synthetic world (when cfg.synth is set)
+    panel/                 prepared panel (see gpuseg.data), with rejects.csv
+    model.safetensors      weights; model.json: architecture, calibration; metrics.json; split.npz
+    predictions.parquet    subscriber id, churn probability, migration probabilities
+    embeddings.parquet     subscriber id, e0..eE
+    segments.parquet       subscriber id, segment; cluster.json: centres, k, scores, backend
+    report/segments.md|csv per-segment profile; summary.json: the headline figures
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from gpuseg.backend import Backend
+from gpuseg.cluster import Segmenter
+from gpuseg.config import RunConfig, from_dict, save_config, to_dict
+from gpuseg.data import Panel, load_panel, prepare
+from gpuseg.errors import RunDirError
+from gpuseg.metrics import MIGRATION_NAMES
+from gpuseg.model import SubscriberModel
+from gpuseg.report import profiles_markdown, segment_profiles
+from gpuseg.store import read_json, write_csv_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
+from gpuseg.synth import generate
+from gpuseg.train import autocast, calibrated, load_checkpoint, save_checkpoint, train_model
+
+Log = Callable[[str], None]
+RUN_NEUTRAL = ("device",)  # config keys that change where a run executes, not what it computes
+EMBED_BATCH = 16_384  # subscribers per inference batch (host memory stays bounded)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def check_run_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
+    """Create the run directory, or refuse one that holds a run of a different config."""
+    run_dir = Path(cfg.out_dir)
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and not overwrite:
+        import yaml
+
+        try:
+            previous = to_dict(from_dict(RunConfig, yaml.safe_load(saved.read_text()) or {}))
+        except Exception:
+            raise RunDirError(f"{saved}: unreadable config of an earlier run; use another out_dir or --overwrite") from None
+        current = to_dict(cfg)
+        changed = sorted(k for k in previous if k not in RUN_NEUTRAL and previous[k] != current.get(k))
+        if changed:
+            raise RunDirError(
+                f"{run_dir}: holds a run of a different config (sections differ: {', '.join(changed)}); "
+                "use another out_dir or --overwrite"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, saved)
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def world_dir(cfg: RunConfig, run_dir: Path) -> Path:
+    return Path(cfg.synth.out_dir) if cfg.synth.out_dir else run_dir / "world"
+
+
+def with_world_data(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """With a synthetic world and no usage file given, the data section points at the world."""
+    if cfg.synth is None or cfg.data.usage:
+        return cfg
+    out = world_dir(cfg, run_dir)
+    data = replace(cfg.data, usage=str(out / "usage.parquet"), static=str(out / "static.parquet"), labels=str(out / "labels.parquet"))
+    return replace(cfg, data=data)
+
+
+def synth_stage(cfg: RunConfig, run_dir: Path) -> tuple[RunConfig, dict]:
+    """Generate the synthetic world and point the data section at it."""
+    summary = generate(cfg.synth, world_dir(cfg, run_dir))
+    return with_world_data(cfg, run_dir), summary
+
+
+def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
+    return prepare(with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
+
+
+def train_stage(cfg: RunConfig, backend: Backend, run_dir: Path, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    panel = load_panel(run_dir / "panel")
+    result = train_model(panel, cfg.model, cfg.train, backend.torch_device, on_epoch)
+    save_checkpoint(result, panel.meta, cfg.model, run_dir)
+    return result.metrics
+
+
+@torch.no_grad()
+def embed_panel(model: SubscriberModel, platt: tuple[float, float], panel: Panel, device: torch.device, out_dir: Path, amp: bool = True) -> int:
+    """Embeddings and predictions for every panel row, batch by batch, streamed to Parquet."""
+    model.eval()
+    id_col = panel.meta["id_column"]
+    writers: dict[str, pq.ParquetWriter] = {}
+    tmp = {name: out_dir / f".{name}.parquet.tmp" for name in ("embeddings", "predictions")}
+    try:
+        for s in range(0, len(panel), EMBED_BATCH):
+            sl = slice(s, s + EMBED_BATCH)
+            usage = torch.from_numpy(np.array(panel.usage[sl], dtype=np.float32)).to(device)
+            mask = torch.from_numpy(np.array(panel.mask[sl], dtype=bool)).to(device)
+            static = torch.from_numpy(np.array(panel.static[sl], dtype=np.float32)).to(device)
+            with autocast(device, amp):
+                out = model(usage, mask, static)
+            emb = out["embedding"].float().cpu().numpy()
+            mig = torch.softmax(out["migration_logits"].float(), -1).cpu().numpy()
+            p = calibrated(out["churn_logit"].float().cpu().numpy(), platt)
+            ids = pa.array(panel.ids[sl])
+            tables = {
+                "embeddings": pa.table({id_col: ids} | {f"e{j}": emb[:, j] for j in range(emb.shape[1])}),
+                "predictions": pa.table(
+                    {id_col: ids, "churn_prob": p} | {f"migration_{n}": mig[:, j] for j, n in enumerate(MIGRATION_NAMES)}
+                ),
+            }
+            for name, table in tables.items():
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(tmp[name], table.schema)
+                writers[name].write_table(table)
+    finally:
+        for w in writers.values():
+            w.close()
+    for name, path in tmp.items():
+        path.replace(out_dir / f"{name}.parquet")
+    return len(panel)
+
+
+def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
+    model, info = load_checkpoint(run_dir, backend.torch_device)
+    return embed_panel(model, tuple(info["platt"]), load_panel(run_dir / "panel"), backend.torch_device, run_dir, cfg.train.amp)
+
+
+def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(path)
+    ids = table.column(0).to_numpy(zero_copy_only=False)
+    emb = np.stack([table.column(i).to_numpy() for i in range(1, table.num_columns)], axis=1).astype(np.float32)
+    return ids, emb
+
+
+def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
+    ids, emb = read_embeddings(run_dir / "embeddings.parquet")
+    c = cfg.cluster
+    seg = Segmenter(c.algorithm, c.k, c.k_min, c.k_max, c.sample_size, c.min_cluster_size, c.n_init, c.seed, backend).fit(emb)
+    id_col = load_panel(run_dir / "panel").meta["id_column"]
+    write_parquet_atomic(run_dir / "segments.parquet", pd.DataFrame({id_col: ids, "segment": seg.labels_}))
+    state = seg.state()
+    write_json_atomic(run_dir / "cluster.json", state)
+    return dict(k=seg.k_, reason=seg.reason_, backend=seg.backend_, sizes=seg.sizes_.tolist(), scores=state["scores"])
+
+
+def report_stage(cfg: RunConfig, run_dir: Path) -> pd.DataFrame:
+    panel = load_panel(run_dir / "panel")
+    labels = pd.read_parquet(run_dir / "segments.parquet")["segment"].to_numpy()
+    preds = pd.read_parquet(run_dir / "predictions.parquet")
+    profiles = segment_profiles(panel, labels, preds["churn_prob"].to_numpy(), cfg.segments, cfg.report.usage_metrics)
+    out = run_dir / "report"
+    write_csv_atomic(out / "segments.csv", profiles)
+    write_text_atomic(out / "segments.md", "# Segments\n\n" + profiles_markdown(profiles))
+    return profiles
+
+
+def truth_check(run_dir: Path, world_dir: Path) -> dict:
+    """On a synthetic world: oracle AUC on the test split and ARI of segments against the truth."""
+    from sklearn.metrics import adjusted_rand_score, roc_auc_score
+
+    truth = pd.read_parquet(world_dir / "truth.parquet").set_index("subscriber_id")
+    panel = load_panel(run_dir / "panel")
+    split = np.load(run_dir / "split.npz")
+    test_ids = panel.ids[split["test"]]
+    t = truth.loc[test_ids]
+    segs = pd.read_parquet(run_dir / "segments.parquet").set_index(panel.meta["id_column"])["segment"]
+    return dict(
+        oracle_auc_test=float(roc_auc_score(t["churn"], t["churn_prob"])),
+        segment_ari=float(adjusted_rand_score(truth.loc[segs.index, "segment"], segs.to_numpy())),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring new data
+
+
+def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
+    """New raw tables through a trained run: churn and migration probabilities and segment."""
+    import tempfile
+
+    run_dir = Path(run_dir)
+    for name in ("model.safetensors", "model.json", "cluster.json", "panel/meta.json"):
+        if not (run_dir / name).is_file():
+            raise RunDirError(f"{run_dir / name}: missing; run the whole pipeline (gpuseg run) first")
+    reference = read_json(run_dir / "panel" / "meta.json")
+    model, info = load_checkpoint(run_dir, backend.torch_device)
+    seg = Segmenter.from_state(read_json(run_dir / "cluster.json"))
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as tmp:
+        tmp = Path(tmp)
+        meta = prepare(data_cfg, backend, tmp / "panel", reference=reference)
+        panel = load_panel(tmp / "panel")
+        embed_panel(model, tuple(info["platt"]), panel, backend.torch_device, tmp)
+        preds = pd.read_parquet(tmp / "predictions.parquet")
+        _, emb = read_embeddings(tmp / "embeddings.parquet")
+        preds["segment"] = seg.predict(emb)
+        write_parquet_atomic(out_path, preds)
+        rejects = pd.read_csv(tmp / "panel" / "rejects.csv")
+        rejects_path = out_path.with_name(out_path.stem + ".rejects.csv")
+        write_csv_atomic(rejects_path, rejects)
+    return dict(scored=len(preds), rejected=len(rejects), input=meta["counts"]["input"], out=str(out_path), rejects=str(rejects_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything
+
+
+def run_pipeline(cfg: RunConfig, backend: Backend, log: Log = _quiet, on_epoch: Callable[[dict], None] | None = None, overwrite: bool = False) -> dict:
+    """synth? -> prepare -> train -> embed -> cluster -> report; returns the summary."""
+    run_dir = check_run_dir(cfg, overwrite)
+    summary: dict = dict(run_dir=str(run_dir), backend=dict(device=backend.device, frames=backend.frames, ml=backend.ml))
+    world = None
+    if cfg.synth is not None:
+        log(f"synth: {cfg.synth.n_subscribers:,} subscribers x {cfg.synth.n_periods} periods")
+        cfg, world = synth_stage(cfg, run_dir)
+        summary["world"] = {k: world[k] for k in ("n_subscribers", "churn_rate", "oracle_auc")}
+    log(f"prepare: {cfg.data.usage} on {backend.frames}")
+    meta = prepare_stage(cfg, backend, run_dir)
+    summary["counts"] = meta["counts"]
+    log(f"train: {cfg.model.encoder} on {backend.device}")
+    summary["metrics"] = train_stage(cfg, backend, run_dir, on_epoch)
+    log("embed")
+    embed_stage(cfg, backend, run_dir)
+    log(f"cluster: {cfg.cluster.algorithm} on {backend.ml}")
+    summary["cluster"] = cluster_stage(cfg, backend, run_dir)
+    log("report")
+    summary["profiles"] = report_stage(cfg, run_dir).to_dict(orient="records")
+    if world is not None:
+        summary["truth"] = truth_check(run_dir, Path(world["files"]["truth"]).parent)
+    write_json_atomic(run_dir / "summary.json", summary)
+    return summary
+
+
+__all__ = [
+    "check_run_dir", "synth_stage", "prepare_stage", "train_stage", "embed_stage", "embed_panel",
+    "cluster_stage", "report_stage", "truth_check", "score", "run_pipeline",
+]

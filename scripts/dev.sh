@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One-step set-up and run. Usage:
+#   bash scripts/dev.sh demo   # set up .venv, then the whole pipeline on the synthetic demo world
+#   bash scripts/dev.sh test   # set up .venv, then the test suite
+# Set-up: a virtual environment in .venv with torch (the CPU build on machines without an NVIDIA
+# GPU, the default CUDA build where nvidia-smi works) and gpuseg with its dev extras. It is skipped
+# when pyproject.toml has not changed since the last set-up. GPUSEG_TORCH overrides the torch spec.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+stamp=$VENV/.gpuseg-setup
+want=$(cat pyproject.toml scripts/dev.sh | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "set-up: creating $VENV (once; about 2 minutes)" >&2
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  if [ -n "${GPUSEG_TORCH:-}" ]; then
+    torch_spec=$GPUSEG_TORCH
+  elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    torch_spec="torch>=2.3"          # GPU workstation: the CUDA build from the package index
+  else
+    torch_spec="torch==2.13.0"       # CPU-only: the pinned CPU wheel (no multi-GB CUDA download)
+  fi
+  "$VENV/bin/python" -m pip install -q "$torch_spec"
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+case "${1:-}" in
+  demo) shift; exec "$VENV/bin/gpuseg" run --config configs/demo.yaml --overwrite "$@" ;;
+  test) shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  setup) ;;
+  *) echo "usage: bash scripts/dev.sh demo|test|setup" >&2; exit 2 ;;
+esac

@@ -1,0 +1,140 @@
+"""Every CLI command through Typer's runner, with exit codes; the end-to-end run on a tiny world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gpuseg.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    r = invoke("run", "-c", TINY, "-s", f"out_dir={run_dir}", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    return run_dir
+
+
+def test_run_writes_every_artifact_and_accounts_for_every_subscriber(tiny_run: Path):
+    for name in (
+        "config.yaml", "panel/meta.json", "panel/rejects.csv", "model.safetensors", "model.json",
+        "metrics.json", "predictions.parquet", "embeddings.parquet", "segments.parquet",
+        "cluster.json", "report/segments.md", "report/segments.csv", "summary.json",
+    ):
+        assert (tiny_run / name).is_file(), name
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    c = summary["counts"]
+    assert c["input"] == c["output"] + c["rejected"] == 1200
+    segs = pd.read_parquet(tiny_run / "segments.parquet")
+    preds = pd.read_parquet(tiny_run / "predictions.parquet")
+    assert len(segs) == len(preds) == c["output"]
+    assert preds["churn_prob"].between(0, 1).all()
+    assert preds[["migration_down", "migration_stay", "migration_up"]].sum(axis=1).round(4).eq(1).all()
+    assert 0.0 <= summary["truth"]["oracle_auc_test"] <= 1.0
+    profiles = pd.read_csv(tiny_run / "report" / "segments.csv")
+    assert profiles["subscribers"].sum() == c["output"]
+    assert abs(profiles["share"].sum() - 1) < 1e-6
+
+
+def test_stage_commands_rerun_on_the_same_run_directory(tiny_run: Path):
+    s = f"out_dir={tiny_run}"
+    for cmd in ("prepare", "embed", "cluster", "report"):
+        r = invoke(cmd, "-c", TINY, "-s", s, "--device", "cpu") if cmd != "report" else invoke(cmd, "-c", TINY, "-s", s)
+        assert r.exit_code == 0, (cmd, r.output)
+    assert "segments.md" in r.output
+
+
+def test_train_command(tiny_run: Path):
+    r = invoke("train", "-c", TINY, "-s", f"out_dir={tiny_run}", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "ROC-AUC" in r.output and "epoch" in r.output
+
+
+def test_score_new_data_counts_in_equals_out_plus_rejected(tiny_run: Path, tmp_path: Path):
+    world = tiny_run / "world"
+    usage = pd.read_parquet(world / "usage.parquet")
+    static = pd.read_parquet(world / "static.parquet")
+    # one subscriber without a static row: it must be rejected, not dropped silently
+    static = static.iloc[1:]
+    usage.to_parquet(tmp_path / "u.parquet")
+    static.to_parquet(tmp_path / "s.parquet")
+    out = tmp_path / "scores.parquet"
+    r = invoke("score", tiny_run, "--usage", tmp_path / "u.parquet", "--static", tmp_path / "s.parquet", "-o", out, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    scores = pd.read_parquet(out)
+    rejects = pd.read_csv(tmp_path / "scores.rejects.csv")
+    assert len(scores) + len(rejects) == usage["subscriber_id"].nunique()
+    assert rejects["reason"].tolist() == ["no static attributes"]
+    assert set(scores.columns) >= {"subscriber_id", "churn_prob", "segment"}
+    # the same subscribers get the same predictions as in the run itself
+    run_preds = pd.read_parquet(tiny_run / "predictions.parquet").set_index("subscriber_id")
+    joined = scores.set_index("subscriber_id").join(run_preds, rsuffix="_run")
+    assert (joined["churn_prob"] - joined["churn_prob_run"]).abs().max() < 1e-5
+
+
+def test_info_and_synth(tmp_path: Path):
+    r = invoke("info")
+    assert r.exit_code == 0 and "torch" in r.output and "auto: clustering" in r.output
+    r = invoke("synth", "--out", tmp_path / "w", "-n", "300", "-t", "10")
+    assert r.exit_code == 0, r.output
+    assert "oracle AUC" in r.output and (tmp_path / "w" / "truth.parquet").is_file()
+
+
+def one_line_error(r) -> str:
+    assert r.exit_code == 1, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, r.output  # the error is one line (an info line may precede it)
+    assert "Traceback" not in r.output
+    return lines[0]
+
+
+def test_unknown_config_key_is_one_line_exit_1(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epoch: 3\n")
+    line = one_line_error(invoke("prepare", "-c", bad))
+    assert "train.epoch" in line and "bad.yaml" in line
+
+
+def test_missing_usage_file_is_one_line_exit_1(tmp_path: Path):
+    line = one_line_error(invoke("prepare", "-s", f"out_dir={tmp_path / 'r'}", "-s", f"data.usage={tmp_path / 'nope.csv'}", "--device", "cpu"))
+    assert "nope.csv" in line
+
+
+def test_bad_usage_value_is_one_line_exit_1(tmp_path: Path):
+    csv = tmp_path / "usage.csv"
+    csv.write_text("subscriber_id,period,data_mb\nA,2026-01-05,1\nA,2026-01-12,-3\n")
+    line = one_line_error(invoke("prepare", "-s", f"out_dir={tmp_path / 'r'}", "-s", f"data.usage={csv}", "--device", "cpu"))
+    assert "usage.csv" in line and "data_mb" in line and "row 2" in line
+
+
+def test_explicit_cuda_without_gpu_is_a_clear_error(tmp_path: Path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    line = one_line_error(invoke("prepare", "-s", f"out_dir={tmp_path / 'r'}", "--device", "cuda"))
+    assert "cuda" in line.lower()
+
+
+def test_run_directory_of_another_config_is_refused(tiny_run: Path):
+    line = one_line_error(invoke("report", "-c", TINY, "-s", f"out_dir={tiny_run}", "-s", "cluster.k=4"))
+    assert "different config" in line
+
+
+def test_score_on_missing_run_is_one_line_exit_1(tmp_path: Path):
+    (tmp_path / "u.csv").write_text("subscriber_id,period,x\nA,1,1\n")
+    line = one_line_error(invoke("score", tmp_path / "norun", "--usage", tmp_path / "u.csv"))
+    assert "gpuseg run" in line
