@@ -6,6 +6,7 @@ exception is reported in one line too (exit 2) unless ``--debug`` asks for the t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import sys
@@ -74,11 +75,22 @@ def _backend(cfg):
     return backend
 
 
-def _epoch_printer():
-    def on_epoch(r: dict) -> None:
-        out.print(f"  epoch {r['epoch']:>3}  loss {r['loss']:.4f}  val AUC {r['val_auc']:.4f}  {r['subscribers_per_s']:,.0f} subs/s")
+@contextlib.contextmanager
+def _epoch_progress(epochs: int):
+    """A progress bar over epochs; yields the on_epoch callback for gpuseg.train.train_model."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return on_epoch
+    columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=out, transient=False) as progress:
+        task = progress.add_task("train", total=epochs, status="")
+
+        def on_epoch(r: dict) -> None:
+            status = f"loss {r['loss']:.4f}  val AUC {r['val_auc']:.4f}  {r['subscribers_per_s']:,.0f} subs/s"
+            progress.update(task, completed=r["epoch"], status=status)
+            if not out.is_terminal:
+                out.print(f"  epoch {r['epoch']:>3}  {status}")
+
+        yield on_epoch
 
 
 def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
@@ -181,7 +193,9 @@ def train_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt =
 
     cfg = _load(config, set_, device)
     run_dir = check_run_dir(cfg)
-    metrics = train_stage(cfg, _backend(cfg), run_dir, _epoch_printer())
+    backend = _backend(cfg)
+    with _epoch_progress(cfg.train.epochs) as on_epoch:
+        metrics = train_stage(cfg, backend, run_dir, on_epoch)
     out.print(_metrics_table(metrics))
 
 
@@ -324,7 +338,8 @@ def run_cmd(
 
     cfg = _load(config, set_, device)
     backend = _backend(cfg)
-    s = run_pipeline(cfg, backend, log=lambda m: out.print(f"[bold]{m}[/bold]"), on_epoch=_epoch_printer(), overwrite=overwrite)
+    with _epoch_progress(cfg.train.epochs) as on_epoch:
+        s = run_pipeline(cfg, backend, log=lambda m: out.print(f"[bold]{m}[/bold]"), on_epoch=on_epoch, overwrite=overwrite)
     c = s["counts"]
     out.print(f"subscribers: input {c['input']:,} = in panel {c['output']:,} + rejected {c['rejected']:,}")
     out.print(_profiles_table(s["profiles"]))
