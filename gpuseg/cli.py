@@ -289,7 +289,7 @@ def evaluate_cmd(
     if truth is None and (run / "world" / "truth.parquet").is_file():
         truth = run / "world" / "truth.parquet"
     result = evaluate_run(run, run / "panel", truth, n_boot=n_boot)
-    out.print(comparison_markdown(result))
+    out.print(comparison_markdown(result), soft_wrap=True)
     out.print(f"wrote {run / 'evaluation.json'}")
 
 
