@@ -7,6 +7,8 @@ reads only its own section, so a stage can run on its own (or on another machine
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -208,6 +210,9 @@ class RunConfig:
 # Loading and validation
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -248,6 +253,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             for k, v in value.items()
         }
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            value = float(value)  # PyYAML (YAML 1.1) reads 1e-3 as a string, not a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -260,6 +267,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if tp is str:
+        if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-01-05 as a date
+            return value.isoformat()
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
@@ -270,7 +279,7 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)  # YAML keys may be ints or booleans (on:, 1:)
     if unknown:
         known = ", ".join(sorted(names))
         raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (known: {known})")
@@ -294,7 +303,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from None
+        why = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # one line, not YAML's four
+        raise ConfigError(f"override '{text}': value is not valid YAML ({why})") from None
     return keys, value
 
 

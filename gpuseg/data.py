@@ -137,21 +137,26 @@ def parse_periods(values: np.ndarray, path: Path, column: str) -> np.ndarray:
     Accepts dates, integers, or strings in one of: YYYY-MM-DD, YYYY-MM, YYYY-Www, YYYYMMDD. A column
     mixing formats, or holding values that no format reads, raises DataError naming the first row.
     """
+    return parse_periods_typed(values, path, column)[0]
+
+
+def parse_periods_typed(values: np.ndarray, path: Path, column: str) -> tuple[np.ndarray, bool]:
+    """:func:`parse_periods` plus whether the keys are dates (days since epoch) or integers."""
     values = np.asarray(values)
     if values.dtype.kind == "M":
-        return values.astype("datetime64[D]").astype(np.int64)
+        return values.astype("datetime64[D]").astype(np.int64), True
     if values.dtype.kind in "iu":
-        return values.astype(np.int64)
+        return values.astype(np.int64), False
     if values.dtype.kind == "f":
         if np.isnan(values).any():
             raise DataError(f"{path}: column '{column}' row {int(np.flatnonzero(np.isnan(values))[0]) + 1}: missing period")
         if (values != np.round(values)).any():
             raise DataError(f"{path}: column '{column}': periods must be whole numbers or dates")
-        return values.astype(np.int64)
+        return values.astype(np.int64), False
     text = pd.Series(values, dtype="object")
     if len(text) and isinstance(text.iloc[0], (datetime.date, pd.Timestamp)):
         try:
-            return pd.to_datetime(text).to_numpy().astype("datetime64[D]").astype(np.int64)
+            return pd.to_datetime(text).to_numpy().astype("datetime64[D]").astype(np.int64), True
         except (TypeError, ValueError):
             pass  # mixed objects: fall through to the string formats, which name the bad row
     if text.isna().any():
@@ -159,13 +164,16 @@ def parse_periods(values: np.ndarray, path: Path, column: str) -> np.ndarray:
     text = text.astype(str).str.strip()
     for fmt, suffix in _PERIOD_FORMATS:
         parsed = pd.to_datetime(text + suffix if suffix else text, format=fmt, errors="coerce")
+        if fmt == "%Y%m%d":  # pandas reads '202612' as 2026-01-02: YYYYMM text stays an integer
+            parsed = parsed.where(text.str.fullmatch(r"\d{8}"))
         if parsed.notna().all():
-            return parsed.to_numpy().astype("datetime64[D]").astype(np.int64)
+            return parsed.to_numpy().astype("datetime64[D]").astype(np.int64), True
         if parsed.notna().any():
-            row = int(np.flatnonzero(parsed.isna().to_numpy())[0]) + 1
+            ok = parsed.notna().to_numpy()
+            row = int(np.flatnonzero(ok != ok[0])[0]) + 1  # first row read differently from row 1
             raise DataError(f"{path}: column '{column}' row {row}: period format differs from earlier rows")
     if text.str.fullmatch(r"-?\d+").all():
-        return text.astype(np.int64).to_numpy()
+        return text.astype(np.int64).to_numpy(), False
     raise DataError(f"{path}: column '{column}' row 1: unreadable period (use YYYY-MM-DD, YYYY-MM, YYYY-Www or integers)")
 
 
@@ -206,8 +214,8 @@ def load_long(cfg: DataConfig, backend: Backend) -> tuple[np.ndarray, np.ndarray
     ids_col = frame[cfg.id_column]
     if bool(ids_col.isna().any()):
         raise DataError(f"{path}: column '{cfg.id_column}' row {_first_row(ids_col.isna())}: missing subscriber id")
-    period_keys = parse_periods(_host(frame[cfg.period_column]), path, cfg.period_column)
-    is_date = _host(frame[cfg.period_column]).dtype.kind in "MOUS" or str(frame[cfg.period_column].dtype) in ("string", "str")
+    raw_periods = _host(frame[cfg.period_column])
+    period_keys, is_date = parse_periods_typed(raw_periods, path, cfg.period_column)
 
     # factorize ids (sorted, so the panel order does not depend on the row order) and periods
     sub_codes, sub_uniques = xdf.factorize(ids_col.astype("str"), sort=True)
@@ -354,7 +362,10 @@ def encode_static(
     return matrix.astype(np.float32), names, encoding
 
 
-def _labels(cfg: DataConfig, ids: np.ndarray, backend: Backend) -> tuple[np.ndarray, np.ndarray]:
+def _labels(
+    cfg: DataConfig, ids: np.ndarray, backend: Backend, rejected: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Churn and migration codes aligned with ``ids``; labels of ``rejected`` ids are ignored."""
     n = len(ids)
     churn = np.full(n, -1, dtype=np.int8)
     migration = np.full(n, -1, dtype=np.int8)
@@ -368,7 +379,10 @@ def _labels(cfg: DataConfig, ids: np.ndarray, backend: Backend) -> tuple[np.ndar
     lab_ids = frame[cfg.id_column].astype(str).to_numpy()
     pos = np.searchsorted(ids, lab_ids)
     pos_c = np.minimum(pos, n - 1)
-    unknown = ids[pos_c] != lab_ids
+    found = ids[pos_c] == lab_ids
+    rejected = np.asarray(rejected if rejected is not None else [], dtype=str)
+    skip = ~found & np.isin(lab_ids, rejected)
+    unknown = ~found & ~skip  # labels of subscribers only in the static table: already rejected
     if unknown.any():
         row = int(np.flatnonzero(unknown)[0]) + 1
         raise DataError(f"{path}: row {row}: label for a subscriber not in the usage table ({int(unknown.sum())} such rows)")
@@ -376,17 +390,17 @@ def _labels(cfg: DataConfig, ids: np.ndarray, backend: Backend) -> tuple[np.ndar
         raise DataError(f"{path}: row {int(np.flatnonzero(pd.Series(lab_ids).duplicated())[0]) + 1}: duplicate subscriber")
     if cfg.churn_column in frame.columns:
         c = pd.to_numeric(frame[cfg.churn_column], errors="coerce")
-        bad = ~(c.isin([0, 1]) | c.isna())
+        bad = ~c.isin([0, 1]) & frame[cfg.churn_column].notna()  # 'yes' is bad, not unknown
         if bad.any():
             raise DataError(f"{path}: column '{cfg.churn_column}' row {int(np.flatnonzero(bad)[0]) + 1}: churn must be 0 or 1")
-        churn[pos] = c.fillna(-1).astype(np.int8).to_numpy()
+        churn[pos[found]] = c.fillna(-1).astype(np.int8).to_numpy()[found]
     if cfg.migration_column in frame.columns:
         raw = frame[cfg.migration_column]
         mapped = raw.map(lambda v: MIGRATION_CODES.get(v.strip().lower() if isinstance(v, str) else v, None) if pd.notna(v) else -1)
         if mapped.isna().any():
             row = int(np.flatnonzero(mapped.isna())[0]) + 1
             raise DataError(f"{path}: column '{cfg.migration_column}' row {row}: migration must be down/stay/up or -1/0/1")
-        migration[pos] = mapped.astype(np.int8).to_numpy()
+        migration[pos[found]] = mapped.astype(np.int8).to_numpy()[found]
     return churn, migration
 
 
@@ -430,10 +444,8 @@ def build_panel(cfg: DataConfig, backend: Backend, reference: dict | None = None
     keep &= ~too_sparse
 
     end_day = None
-    try:
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(periods[-1])):  # date labels (integers are not days)
         end_day = int(np.datetime64(periods[-1], "D").astype(np.int64))
-    except ValueError:
-        end_day = None
 
     attributes = pd.DataFrame({cfg.id_column: ids})
     static = np.zeros((len(ids), 0), dtype=np.float32)
@@ -466,11 +478,13 @@ def build_panel(cfg: DataConfig, backend: Backend, reference: dict | None = None
         ref_enc = reference["static_encoding"] if reference is not None else None
         enc_columns = columns if ref_enc is None else [e["column"] for e in ref_enc]
         kept = attributes.loc[keep, enc_columns].reset_index(drop=True)  # rejected rows stay out
+        # the left merge made columns of rejected rows NaN, so booleans became objects: restore them
+        kept = kept.infer_objects()
         matrix, static_names, encoding = encode_static(kept, enc_columns, spath, ref_enc, end_day)
         static = np.zeros((len(ids), matrix.shape[1]), dtype=np.float32)
         static[keep] = matrix
 
-    churn, migration = _labels(cfg, ids, backend)
+    churn, migration = _labels(cfg, ids, backend, static_only)  # static-only ids are rejects
     n_input = n_usage + len(static_only)
     panel = Panel(
         usage=usage[keep], mask=mask[keep], static=static[keep], churn=churn[keep], migration=migration[keep],

@@ -87,8 +87,11 @@ PRESETS = {"default": dict(signal=1.0, noise=1.0), "hard": dict(signal=0.6, nois
 
 
 def _period_dates(cfg: SynthConfig, n: int) -> pd.DatetimeIndex:
-    freq = "7D" if cfg.freq == "W" else "MS"
-    return pd.date_range(pd.Timestamp(cfg.start), periods=n, freq=freq)
+    if cfg.freq == "W":
+        return pd.date_range(pd.Timestamp(cfg.start), periods=n, freq="7D")
+    # monthly: the first period is the month holding ``start`` ("MS" alone would skip to the next)
+    first = pd.Timestamp(cfg.start).to_period("M").to_timestamp()
+    return pd.date_range(first, periods=n, freq="MS")
 
 
 def churn_probability(
@@ -279,6 +282,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
 
     usage_path = out / f"usage.{fmt}"
     tmp_path = out / f".usage.{fmt}.tmp"
+    tmp_path.unlink(missing_ok=True)  # CSV chunks are appended: never onto a killed run's leftover
     writer = None
     statics, truths = [], []
     try:

@@ -1,0 +1,100 @@
+"""Segmenter: recovers well-separated blobs, predicts by nearest centre, persists without pickle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from gpuseg.backend import resolve_backend
+from gpuseg.cluster import Segmenter
+from gpuseg.errors import ConfigError
+
+CPU = resolve_backend("cpu")
+
+
+def blobs(n: int = 800, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_blobs(
+        n_samples=n,
+        centers=k,
+        n_features=6,
+        cluster_std=0.6,
+        center_box=(-10, 10),
+        random_state=seed,
+    )
+    x[:, 0] *= 100.0  # different scales per feature: the segmenter standardises
+    return x.astype(np.float32), y
+
+
+def test_kmeans_auto_k_recovers_blobs():
+    x, y = blobs()
+    seg = Segmenter(k=None, k_min=2, k_max=7, n_init=2, seed=0, backend=CPU).fit(x)
+    assert seg.k_ == 4
+    assert adjusted_rand_score(y, seg.labels_) > 0.95
+    assert [s["k"] for s in seg.scores_] == list(range(2, 8))
+    best = max(seg.scores_, key=lambda s: s["silhouette"])
+    assert best["k"] == 4 and "silhouette" in seg.reason_
+    assert seg.sizes_.sum() == len(x) and len(seg.sizes_) == 4
+    assert seg.cluster_centers_.shape == (4, x.shape[1]) and seg.backend_ == "sklearn"
+
+
+def test_kmeans_fixed_k():
+    x, y = blobs(k=3, seed=1)
+    seg = Segmenter(k=3, backend=CPU).fit(x)
+    assert seg.k_ == 3 and "fixed" in seg.reason_
+    assert adjusted_rand_score(y, seg.fit_predict(x)) > 0.95
+
+
+def test_predict_is_nearest_centre():
+    x, _ = blobs()
+    seg = Segmenter(k=None, k_min=3, k_max=5, n_init=2, backend=CPU).fit(x)
+    new = np.random.default_rng(1).normal(0, 8, size=(300, x.shape[1])).astype(np.float32)
+    new[:, 0] *= 100.0
+    z = (new - seg.mean_) / seg.scale_
+    dist = ((z[:, None, :] - seg.cluster_centers_[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(seg.predict(new), dist.argmin(1))
+    np.testing.assert_array_equal(seg.predict(x), seg.labels_)
+
+
+def test_state_round_trip():
+    x, _ = blobs()
+    seg = Segmenter(k=None, k_min=3, k_max=5, n_init=2, backend=CPU).fit(x)
+    state = json.loads(json.dumps(seg.state()))  # plain JSON
+    again = Segmenter.from_state(state)
+    assert again.state() == state
+    new = np.random.default_rng(2).normal(0, 8, size=(200, x.shape[1])).astype(np.float32)
+    np.testing.assert_array_equal(again.predict(new), seg.predict(new))
+    np.testing.assert_array_equal(again.predict(x), seg.labels_)
+
+
+def test_hdbscan_recovers_blobs():
+    x, y = blobs(n=600, k=3, seed=2)
+    seg = Segmenter(
+        algorithm="hdbscan", min_cluster_size=40, sample_size=400, seed=0, backend=CPU
+    ).fit(x)
+    assert seg.k_ == 3
+    assert adjusted_rand_score(y, seg.labels_) > 0.95
+    assert 0 <= seg.noise_fraction_ < 0.2 and "HDBSCAN" in seg.reason_
+    np.testing.assert_array_equal(seg.predict(x), seg.labels_)
+    again = Segmenter.from_state(json.loads(json.dumps(seg.state())))
+    np.testing.assert_array_equal(again.predict(x), seg.labels_)
+
+
+def test_sample_is_used_for_choosing_k():
+    x, y = blobs(n=3000, k=5, seed=3)
+    seg = Segmenter(k=None, k_min=3, k_max=6, sample_size=500, n_init=2, backend=CPU).fit(x)
+    assert seg.k_ == 5 and len(seg.labels_) == 3000
+    assert adjusted_rand_score(y, seg.labels_) > 0.95
+
+
+def test_errors():
+    x, _ = blobs(n=50)
+    with pytest.raises(ConfigError, match="algorithm"):
+        Segmenter(algorithm="dbscan", backend=CPU).fit(x)
+    with pytest.raises(ConfigError, match="2-D"):
+        Segmenter(backend=CPU).fit(x[:, 0])
+    with pytest.raises(ConfigError, match="no valid k"):
+        Segmenter(k=None, k_min=60, k_max=70, backend=CPU).fit(x)

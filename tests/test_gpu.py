@@ -1,0 +1,91 @@
+"""GPU checks (marker ``gpu``): skipped unless torch sees CUDA and cuDF / cuML import.
+
+Run on a GPU machine with ``pytest -m gpu``. They check that the RAPIDS backend resolves, that
+preparing on cuDF gives the same arrays as pandas, that cuML KMeans agrees with scikit-learn, and
+that a 1-epoch training runs on CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from gpuseg.backend import resolve_backend
+from gpuseg.config import ModelConfig, TrainConfig
+from gpuseg.data import load_panel, prepare
+
+
+def _rapids_missing() -> str | None:
+    for name in ("cudf", "cuml"):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, or a CUDA runtime error raised at import
+            return f"{name} does not import ({type(exc).__name__})"
+    return None
+
+
+HAS_CUDA = torch.cuda.is_available()
+NO_RAPIDS = _rapids_missing() if HAS_CUDA else "no CUDA GPU"
+
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="torch.cuda.is_available() is False")
+needs_rapids = pytest.mark.skipif(NO_RAPIDS is not None, reason=f"RAPIDS unavailable: {NO_RAPIDS}")
+pytestmark = [pytest.mark.gpu, needs_cuda]
+
+
+@needs_rapids
+def test_resolve_cuda():
+    be = resolve_backend("cuda")
+    assert (be.device, be.frames, be.ml) == ("cuda", "cudf", "cuml") and be.gpu
+    assert be.torch_device.type == "cuda"
+    assert be.frame_module().__name__ == "cudf"
+    auto = resolve_backend("auto")
+    assert (auto.device, auto.frames, auto.ml) == ("cuda", "cudf", "cuml")
+
+
+@needs_rapids
+def test_prepare_on_cudf_equals_pandas(tiny_world, tiny_panel_dir, tmp_path):
+    prepare(tiny_world.data_config(), resolve_backend("cuda"), tmp_path / "gpu")
+    gpu, cpu = load_panel(tmp_path / "gpu"), load_panel(tiny_panel_dir)
+    assert gpu.ids.tolist() == cpu.ids.tolist()
+    assert gpu.meta["metrics"] == cpu.meta["metrics"] and gpu.meta["periods"] == cpu.meta["periods"]
+    assert gpu.meta["static_features"] == cpu.meta["static_features"]
+    assert gpu.meta["counts"] == cpu.meta["counts"]
+    for name in ("usage", "mask", "static", "churn", "migration"):
+        np.testing.assert_array_equal(getattr(gpu, name), getattr(cpu, name), err_msg=name)
+
+
+@needs_rapids
+def test_cuml_kmeans_agrees_with_sklearn():
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score
+
+    from gpuseg.cluster import Segmenter
+
+    x, y = make_blobs(n_samples=5000, centers=5, n_features=8, cluster_std=0.7, random_state=0)
+    x = x.astype(np.float32)
+    gpu = Segmenter(k=5, n_init=2, backend=resolve_backend("cuda")).fit(x)
+    cpu = Segmenter(k=5, n_init=2, backend=resolve_backend("cpu")).fit(x)
+    assert gpu.backend_ == "cuml" and cpu.backend_ == "sklearn"
+    assert adjusted_rand_score(cpu.labels_, gpu.labels_) > 0.9
+    assert adjusted_rand_score(y, gpu.labels_) > 0.9
+    auto = Segmenter(k=None, k_min=3, k_max=7, n_init=2, backend=resolve_backend("cuda")).fit(x)
+    assert auto.k_ == 5
+
+
+def test_one_epoch_on_cuda(tiny_panel):
+    from gpuseg.train import predict, to_device, train_model
+
+    device = torch.device("cuda")
+    model_cfg = ModelConfig(encoder="gru", hidden_size=16, embedding_dim=8, static_hidden=8)
+    res = train_model(
+        tiny_panel, model_cfg, TrainConfig(epochs=1, batch_size=128, lr=1e-2, seed=0), device
+    )
+    assert res.metrics["epochs_run"] == 1
+    assert np.isfinite(res.history[0]["loss"]) and 0.0 <= res.metrics["churn"]["roc_auc"] <= 1.0
+    assert next(res.model.parameters()).device.type == "cuda"
+    out = predict(res.model, to_device(tiny_panel, device), None, 512)
+    assert out["embedding"].shape == (len(tiny_panel), 8) and out["embedding"].device.type == "cuda"
+    assert torch.isfinite(out["embedding"]).all()

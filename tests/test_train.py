@@ -1,0 +1,217 @@
+"""Training on the tiny world: learns, splits cleanly, is deterministic, checkpoints round-trip
+without pickle."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from gpuseg.config import ModelConfig, TrainConfig
+from gpuseg.data import Panel
+from gpuseg.errors import DataError, RunDirError
+from gpuseg.train import (
+    calibrated,
+    fit_normalization,
+    load_checkpoint,
+    predict,
+    save_checkpoint,
+    split_subscribers,
+    to_device,
+    train_model,
+)
+
+CPU = torch.device("cpu")
+MODEL = ModelConfig(encoder="gru", hidden_size=16, embedding_dim=8, static_hidden=8)
+TRAIN = TrainConfig(epochs=2, batch_size=64, lr=1e-2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_panel: Panel):
+    return train_model(tiny_panel, MODEL, TRAIN, CPU)
+
+
+def numeric_leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from numeric_leaves(v, f"{prefix}{k}.")
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from numeric_leaves(v, f"{prefix}{i}.")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield prefix, float(tree)
+
+
+def test_two_epochs_learn(trained):
+    m = trained.metrics
+    assert m["epochs_run"] == 2 and len(trained.history) == 2
+    assert m["churn"]["roc_auc"] > 0.6
+    assert m["val_auc"] > 0.6
+    assert 0 <= m["churn"]["brier"] < 0.25
+    assert m["best_epoch"] in (1, 2)
+    assert all(math.isfinite(h["loss"]) for h in trained.history)
+    assert m["migration"]["confusion"] and len(m["migration"]["confusion"]) == 3
+
+
+def test_split_disjoint_and_covering(trained, tiny_panel):
+    split = trained.split
+    parts = [set(split.train.tolist()), set(split.val.tolist()), set(split.test.tolist())]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    labelled = set(np.flatnonzero(np.asarray(tiny_panel.churn) >= 0).tolist())
+    assert parts[0] | parts[1] | parts[2] == labelled
+    sizes = trained.metrics["sizes"]
+    assert (sizes["train"], sizes["val"], sizes["test"]) == tuple(len(p) for p in parts)
+    assert sizes["val"] == round(0.15 * len(labelled)) == sizes["test"]
+
+
+def test_split_uses_only_labelled_rows(tiny_panel):
+    """Unlabelled subscribers (churn -1) are in no split part."""
+    churn = np.asarray(tiny_panel.churn).copy()
+    churn[::3] = -1
+    panel = Panel(
+        tiny_panel.usage,
+        tiny_panel.mask,
+        tiny_panel.static,
+        churn,
+        tiny_panel.migration,
+        tiny_panel.ids,
+        tiny_panel.meta,
+    )
+    res = train_model(panel, MODEL, TrainConfig(epochs=1, batch_size=128, seed=1), CPU)
+    used = np.concatenate([res.split.train, res.split.val, res.split.test])
+    assert sorted(used.tolist()) == np.flatnonzero(churn >= 0).tolist()
+
+
+def test_checkpoint_round_trip(trained, tiny_panel, tmp_path):
+    save_checkpoint(trained, tiny_panel.meta, MODEL, tmp_path)
+    for name in ("model.safetensors", "model.json", "split.npz", "metrics.json"):
+        assert (tmp_path / name).is_file()
+    model, info = load_checkpoint(tmp_path, CPU)
+    assert info["platt"] == list(trained.platt) and info["metrics"] == tiny_panel.metrics
+    data = to_device(tiny_panel, CPU)
+    before = predict(trained.model, data, None, 256)
+    after = predict(model, data, None, 256)
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
+    split = np.load(tmp_path / "split.npz")
+    np.testing.assert_array_equal(split["test"], trained.split.test)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["churn"]["roc_auc"] == pytest.approx(trained.metrics["churn"]["roc_auc"])
+    assert len(metrics["history"]) == 2
+
+
+def test_same_seed_same_metrics(trained, tiny_panel):
+    again = train_model(tiny_panel, MODEL, TRAIN, CPU)
+    a, b = dict(numeric_leaves(trained.metrics)), dict(numeric_leaves(again.metrics))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], abs=1e-6, nan_ok=True), key
+    for h1, h2 in zip(trained.history, again.history, strict=True):
+        assert h1["loss"] == pytest.approx(h2["loss"], abs=1e-6)
+    np.testing.assert_array_equal(trained.split.test, again.split.test)
+
+
+def test_other_seed_other_split(trained, tiny_panel):
+    other = train_model(tiny_panel, MODEL, TrainConfig(epochs=1, batch_size=128, seed=5), CPU)
+    assert not np.array_equal(other.split.test, trained.split.test)
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, 'w')``: it would create the marker file."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_load_checkpoint_refuses_pickle(trained, tiny_panel, tmp_path):
+    save_checkpoint(trained, tiny_panel.meta, MODEL, tmp_path)
+    # the payload is live: plain unpickling does create its marker
+    probe = tmp_path / "probe_marker"
+    pickle.loads(pickle.dumps(_Payload(str(probe))))
+    assert probe.exists()
+
+    marker = tmp_path / "pwned_marker"
+    torch.save({"weights": _Payload(str(marker))}, tmp_path / "model.safetensors")
+    with pytest.raises(RunDirError) as info:
+        load_checkpoint(tmp_path, CPU)
+    assert "model.safetensors" in str(info.value) and "\n" not in str(info.value)
+    assert not marker.exists()
+
+    # a raw pickle (not torch's zip container) is refused the same way
+    (tmp_path / "model.safetensors").write_bytes(pickle.dumps({"w": _Payload(str(marker))}))
+    with pytest.raises(RunDirError):
+        load_checkpoint(tmp_path, CPU)
+    assert not marker.exists()
+
+
+def test_load_checkpoint_errors(trained, tiny_panel, tmp_path):
+    with pytest.raises(RunDirError, match="model.json"):
+        load_checkpoint(tmp_path, CPU)
+    save_checkpoint(trained, tiny_panel.meta, MODEL, tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(RunDirError, match="model.safetensors"):
+        load_checkpoint(tmp_path, CPU)
+    save_checkpoint(trained, tiny_panel.meta, MODEL, tmp_path)
+    info = json.loads((tmp_path / "model.json").read_text())
+    info["model"]["hidden_size"] = 32  # weights no longer match
+    (tmp_path / "model.json").write_text(json.dumps(info))
+    with pytest.raises(RunDirError, match="do not match"):
+        load_checkpoint(tmp_path, CPU)
+    del info["n_metrics"]
+    (tmp_path / "model.json").write_text(json.dumps(info))
+    with pytest.raises(RunDirError, match="incomplete"):
+        load_checkpoint(tmp_path, CPU)
+
+
+def test_split_subscribers():
+    s = split_subscribers(100, 0.2, 0.1, seed=0)
+    assert (len(s.train), len(s.val), len(s.test)) == (70, 20, 10)
+    assert sorted(np.concatenate([s.train, s.val, s.test]).tolist()) == list(range(100))
+    np.testing.assert_array_equal(split_subscribers(100, 0.2, 0.1, seed=0).val, s.val)
+    for val, test in ((0.0, 0.1), (0.5, 0.5), (0.2, 1.2)):
+        with pytest.raises(DataError, match="val_frac"):
+            split_subscribers(100, val, test, seed=0)
+
+
+def test_needs_labels(tiny_panel):
+    churn = np.full(len(tiny_panel), -1, dtype=np.int8)
+    churn[:10] = 1
+    panel = Panel(
+        tiny_panel.usage,
+        tiny_panel.mask,
+        tiny_panel.static,
+        churn,
+        tiny_panel.migration,
+        tiny_panel.ids,
+        tiny_panel.meta,
+    )
+    with pytest.raises(DataError, match="labelled"):
+        train_model(panel, MODEL, TRAIN, CPU)
+    churn[:] = 0  # one class only
+    with pytest.raises(DataError, match="one churn class"):
+        train_model(panel, MODEL, TRAIN, CPU)
+
+
+def test_fit_normalization_uses_present_periods_of_given_rows(tiny_panel):
+    rows = np.arange(0, 300)
+    stats = fit_normalization(tiny_panel, rows)
+    x = np.log1p(np.asarray(tiny_panel.usage[rows], dtype=np.float64))
+    present = np.asarray(tiny_panel.mask[rows])
+    np.testing.assert_allclose(stats["usage_mean"], x[present].mean(0), rtol=1e-9)
+    np.testing.assert_allclose(stats["usage_std"], x[present].std(0) + 1e-3, rtol=1e-6)
+    static = np.asarray(tiny_panel.static[rows], dtype=np.float64)
+    np.testing.assert_allclose(stats["static_mean"], static.mean(0), rtol=1e-9, atol=1e-12)
+
+
+def test_calibrated_is_monotonic():
+    logits = np.linspace(-5, 5, 11)
+    p = calibrated(logits, (0.5, -1.0))
+    assert (np.diff(p) > 0).all() and ((p > 0) & (p < 1)).all()
+    assert p[5] == pytest.approx(1 / (1 + math.e))
