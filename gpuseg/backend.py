@@ -89,7 +89,9 @@ class Backend:
             return mod.UMAP(**params)
         from sklearn.decomposition import PCA
 
-        return PCA(n_components=params.get("n_components", 2), random_state=params.get("random_state"))
+        return PCA(
+            n_components=params.get("n_components", 2), random_state=params.get("random_state")
+        )
 
     def to_numpy(self, array) -> Any:
         """Host copy of a cupy/cudf/numpy/pandas array."""
@@ -116,7 +118,9 @@ def resolve_backend(requested: str = "auto") -> Backend:
     has_rapids, why_not = rapids_available() if has_cuda else (False, "no CUDA GPU")
     if requested == "cuda":
         if not has_cuda:
-            raise BackendError("--device cuda: torch sees no CUDA GPU (torch.cuda.is_available() is False)")
+            raise BackendError(
+                "--device cuda: torch sees no CUDA GPU (torch.cuda.is_available() is False)"
+            )
         if not has_rapids:
             raise BackendError(
                 f"--device cuda: RAPIDS is missing ({why_not}); install gpuseg[cuda12] or gpuseg[cuda13]"
@@ -125,7 +129,9 @@ def resolve_backend(requested: str = "auto") -> Backend:
     if not has_cuda:
         return Backend("cpu", "pandas", "sklearn", ("device auto -> cpu: torch sees no CUDA GPU",))
     if not has_rapids:
-        note = f"device auto -> cuda for torch; pandas/scikit-learn for data and clustering: {why_not}"
+        note = (
+            f"device auto -> cuda for torch; pandas/scikit-learn for data and clustering: {why_not}"
+        )
         return Backend("cuda", "pandas", "sklearn", (note,))
     return Backend("cuda", "cudf", "cuml")
 

@@ -160,8 +160,12 @@ class LogisticBaseline(ClassifierMixin, BaseEstimator):
             [
                 ("log", FunctionTransformer(signed_log1p)),
                 ("scale", StandardScaler()),
-                ("lr", LogisticRegression(C=self.C, class_weight=self.class_weight,
-                                          max_iter=self.max_iter)),
+                (
+                    "lr",
+                    LogisticRegression(
+                        C=self.C, class_weight=self.class_weight, max_iter=self.max_iter
+                    ),
+                ),
             ]
         ).fit(X, y)
         self.classes_ = self.pipeline_.classes_
@@ -530,8 +534,11 @@ def run_baselines(
         proba = model.predict_proba(X_te)[:, 1].astype(np.float64)
         result: dict[str, Any] = dict(
             churn=dict(
-                proba=proba, params=params, val_roc_auc=val_score,
-                metrics=churn_metrics(c_te[te], proba[te]), seconds=time.perf_counter() - t1,
+                proba=proba,
+                params=params,
+                val_roc_auc=val_score,
+                metrics=churn_metrics(c_te[te], proba[te]),
+                seconds=time.perf_counter() - t1,
             ),
             migration=None,
         )
@@ -539,7 +546,12 @@ def run_baselines(
             t2 = time.perf_counter()
             tr, va, te = g_tr >= 0, g_va >= 0, g_te >= 0
             model, params, val_score = tune(
-                _decision_weighted(make), mig_grid, X_tr[tr], g_tr[tr], X_va[va], g_va[va],
+                _decision_weighted(make),
+                mig_grid,
+                X_tr[tr],
+                g_tr[tr],
+                X_va[va],
+                g_va[va],
                 _val_macro_f1,
             )
             params["decision_weights"] = [float(w) for w in model.weights_]
@@ -547,8 +559,12 @@ def run_baselines(
             full[:, model.classes_.astype(int)] = model.predict_proba(X_te)
             pred = model.predict(X_te).astype(np.int8)
             result["migration"] = dict(
-                pred=pred, proba=full, params=params, val_macro_f1=val_score,
-                metrics=migration_metrics(g_te[te], pred[te]), seconds=time.perf_counter() - t2,
+                pred=pred,
+                proba=full,
+                params=params,
+                val_macro_f1=val_score,
+                metrics=migration_metrics(g_te[te], pred[te]),
+                seconds=time.perf_counter() - t2,
             )
         out["models"][name] = result
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,13 +18,21 @@ from rich.table import Table
 
 from gpuseg.errors import GpusegError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Churn, migration and segments of telecom subscribers, on GPU or CPU.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Churn, migration and segments of telecom subscribers, on GPU or CPU.",
+)
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. train.epochs=5 (repeatable)")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (overrides the config)")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="override, e.g. train.epochs=5 (repeatable)")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto, cpu or cuda (overrides the config)")
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 
 
@@ -51,7 +58,11 @@ def handle_errors(fn):
             if debug:
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            err.print(f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)", markup=False, soft_wrap=True)
+            err.print(
+                f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+                markup=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(2) from None
 
     return wrapper
@@ -80,7 +91,13 @@ def _epoch_progress(epochs: int):
     """A progress bar over epochs; yields the on_epoch callback for gpuseg.train.train_model."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+    columns = (
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
     with Progress(*columns, console=out, transient=False) as progress:
         task = progress.add_task("train", total=epochs, status="")
 
@@ -95,26 +112,52 @@ def _epoch_progress(epochs: int):
 
 def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
     t = Table(title="Churn and migration on the test split")
-    for col in ("ROC-AUC", "oracle AUC", "PR-AUC", "top-decile lift", "Brier", "migration macro-F1"):
+    for col in (
+        "ROC-AUC",
+        "oracle AUC",
+        "PR-AUC",
+        "top-decile lift",
+        "Brier",
+        "migration macro-F1",
+    ):
         t.add_column(col, justify="right")
     c = metrics["churn"]
     t.add_row(
-        f"{c['roc_auc']:.4f}", f"{oracle:.4f}" if oracle is not None else "-", f"{c['pr_auc']:.4f}",
-        f"{c['top_decile_lift']:.2f}", f"{c['brier']:.4f}", f"{metrics['migration']['macro_f1']:.4f}",
+        f"{c['roc_auc']:.4f}",
+        f"{oracle:.4f}" if oracle is not None else "-",
+        f"{c['pr_auc']:.4f}",
+        f"{c['top_decile_lift']:.2f}",
+        f"{c['brier']:.4f}",
+        f"{metrics['migration']['macro_f1']:.4f}",
     )
     return t
 
 
 def _profiles_table(profiles) -> Table:
     t = Table(title="Segments")
-    cols = ["segment", "name", "subscribers", "share", "revenue_share", "arpu", "churn_rate", "churn_predicted"]
+    cols = [
+        "segment",
+        "name",
+        "subscribers",
+        "share",
+        "revenue_share",
+        "arpu",
+        "churn_rate",
+        "churn_predicted",
+    ]
     for c in cols:
         t.add_column(c, justify="left" if c == "name" else "right")
     for r in profiles:
-        t.add_row(*[
-            f"{r[c]:.3f}" if isinstance(r[c], float) and c != "arpu" else f"{r[c]:.1f}" if c == "arpu" else str(r[c])
-            for c in cols
-        ])
+        t.add_row(
+            *[
+                f"{r[c]:.3f}"
+                if isinstance(r[c], float) and c != "arpu"
+                else f"{r[c]:.1f}"
+                if c == "arpu"
+                else str(r[c])
+                for c in cols
+            ]
+        )
     return t
 
 
@@ -144,7 +187,9 @@ def info(debug: DebugOpt = False) -> None:
 @app.command()
 @handle_errors
 def synth(
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder for the world's files")] = Path("data/synth"),
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for the world's files")
+    ] = Path("data/synth"),
     n: Annotated[int, typer.Option("--subscribers", "-n")] = 50_000,
     periods: Annotated[int, typer.Option("--periods", "-t")] = 26,
     seed: int = 0,
@@ -156,7 +201,7 @@ def synth(
 
     Example: gpuseg synth --out data/synth -n 50000 -t 26
     """
-    from gpuseg.config import from_dict, SynthConfig
+    from gpuseg.config import SynthConfig, from_dict
     from gpuseg.synth import generate
 
     cfg = from_dict(SynthConfig, dict(n_subscribers=n, n_periods=periods, seed=seed, preset=preset))
@@ -167,7 +212,9 @@ def synth(
 
 @app.command("prepare")
 @handle_errors
-def prepare_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False) -> None:
+def prepare_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+) -> None:
     """Raw usage/static/labels tables -> panel artifact in <out_dir>/panel, with rejects.csv.
 
     Example: gpuseg prepare -c configs/demo.yaml -s data.usage=my_usage.parquet
@@ -178,13 +225,19 @@ def prepare_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt
     run_dir = check_run_dir(cfg)
     meta = prepare_stage(cfg, _backend(cfg), run_dir)
     c = meta["counts"]
-    out.print(f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x {len(meta['metrics'])} metrics -> {run_dir / 'panel'}")
-    out.print(f"input {c['input']:,} = output {c['output']:,} + rejected {c['rejected']:,} (see {run_dir / 'panel' / 'rejects.csv'})")
+    out.print(
+        f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x {len(meta['metrics'])} metrics -> {run_dir / 'panel'}"
+    )
+    out.print(
+        f"input {c['input']:,} = output {c['output']:,} + rejected {c['rejected']:,} (see {run_dir / 'panel' / 'rejects.csv'})"
+    )
 
 
 @app.command("train")
 @handle_errors
-def train_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False) -> None:
+def train_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+) -> None:
     """Train the sequence model on <out_dir>/panel; writes model.safetensors and metrics.json.
 
     Example: gpuseg train -c configs/demo.yaml -s train.epochs=10
@@ -201,7 +254,9 @@ def train_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt =
 
 @app.command("embed")
 @handle_errors
-def embed_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False) -> None:
+def embed_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+) -> None:
     """Embeddings and predictions of every subscriber in bounded-memory batches, to Parquet.
 
     Example: gpuseg embed -c configs/demo.yaml
@@ -211,12 +266,16 @@ def embed_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt =
     cfg = _load(config, set_, device)
     run_dir = check_run_dir(cfg)
     n = embed_stage(cfg, _backend(cfg), run_dir)
-    out.print(f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, {run_dir / 'predictions.parquet'}")
+    out.print(
+        f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, {run_dir / 'predictions.parquet'}"
+    )
 
 
 @app.command("cluster")
 @handle_errors
-def cluster_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False) -> None:
+def cluster_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+) -> None:
     """Segments from the embeddings (KMeans or HDBSCAN; cuML on GPU, scikit-learn on CPU).
 
     Example: gpuseg cluster -c configs/demo.yaml -s cluster.k=5
@@ -226,7 +285,9 @@ def cluster_cmd(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt
     cfg = _load(config, set_, device)
     run_dir = check_run_dir(cfg)
     r = cluster_stage(cfg, _backend(cfg), run_dir)
-    out.print(f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> {run_dir / 'segments.parquet'}")
+    out.print(
+        f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> {run_dir / 'segments.parquet'}"
+    )
 
 
 @app.command("report")
@@ -269,14 +330,18 @@ def score_cmd(
         cfg = replace(cfg, device=device)
     data = replace(cfg.data, usage=str(usage), static=str(static) if static else None, labels=None)
     r = score(run, data, _backend(cfg), output)
-    out.print(f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected {r['rejected']:,} -> {r['rejects']}")
+    out.print(
+        f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected {r['rejected']:,} -> {r['rejects']}"
+    )
 
 
 @app.command("evaluate")
 @handle_errors
 def evaluate_cmd(
     run: Annotated[Path, typer.Argument(help="a run directory")],
-    truth: Annotated[Path | None, typer.Option("--truth", help="synthetic truth.parquet for the oracle row")] = None,
+    truth: Annotated[
+        Path | None, typer.Option("--truth", help="synthetic truth.parquet for the oracle row")
+    ] = None,
     n_boot: Annotated[int, typer.Option("--boot")] = 200,
     debug: DebugOpt = False,
 ) -> None:
@@ -299,7 +364,9 @@ def tune_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     trials: Annotated[int, typer.Option("--trials", "-n")] = 20,
-    storage: Annotated[str | None, typer.Option("--storage", help="sqlite:///f.db, journal:PATH or an RDB URL")] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="sqlite:///f.db, journal:PATH or an RDB URL")
+    ] = None,
     study: Annotated[str | None, typer.Option("--study")] = None,
     pruner: str = "median",
     device: DeviceOpt = None,
@@ -315,9 +382,22 @@ def tune_cmd(
     cfg = _load(config, set_, device)
     run_dir = check_run_dir(cfg)
     backend = _backend(cfg)
-    r = tune(cfg, run_dir / "panel", run_dir, trials, storage=storage, study_name=study, pruner=pruner, device=backend.torch_device)
+    r = tune(
+        cfg,
+        run_dir / "panel",
+        run_dir,
+        trials,
+        storage=storage,
+        study_name=study,
+        pruner=pruner,
+        device=backend.torch_device,
+    )
     best = r.get("best")
-    out.print(f"best validation AUC {best['value']:.4f} (trial {best['number']})" if best else "no trial completed")
+    out.print(
+        f"best validation AUC {best['value']:.4f} (trial {best['number']})"
+        if best
+        else "no trial completed"
+    )
     out.print(f"wrote {run_dir / 'best.yaml'} and tune.json")
 
 
@@ -327,7 +407,9 @@ def run_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="reuse a run directory made by another config")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="reuse a run directory made by another config")
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """The whole pipeline: (synth) -> prepare -> train -> embed -> cluster -> report.
@@ -339,16 +421,26 @@ def run_cmd(
     cfg = _load(config, set_, device)
     backend = _backend(cfg)
     with _epoch_progress(cfg.train.epochs) as on_epoch:
-        s = run_pipeline(cfg, backend, log=lambda m: out.print(f"[bold]{m}[/bold]"), on_epoch=on_epoch, overwrite=overwrite)
+        s = run_pipeline(
+            cfg,
+            backend,
+            log=lambda m: out.print(f"[bold]{m}[/bold]"),
+            on_epoch=on_epoch,
+            overwrite=overwrite,
+        )
     c = s["counts"]
-    out.print(f"subscribers: input {c['input']:,} = in panel {c['output']:,} + rejected {c['rejected']:,}")
+    out.print(
+        f"subscribers: input {c['input']:,} = in panel {c['output']:,} + rejected {c['rejected']:,}"
+    )
     out.print(_profiles_table(s["profiles"]))
     truth = s.get("truth", {})
     out.print(_metrics_table(s["metrics"], truth.get("oracle_auc_test")))
     out.print(f"segments: {s['cluster']['reason']} (backend {s['cluster']['backend']})")
     if truth:
         gap = truth["oracle_auc_test"] - s["metrics"]["churn"]["roc_auc"]
-        out.print(f"churn ROC-AUC {s['metrics']['churn']['roc_auc']:.4f} vs oracle {truth['oracle_auc_test']:.4f} (gap {gap:.4f}); segment ARI vs truth {truth['segment_ari']:.3f}")
+        out.print(
+            f"churn ROC-AUC {s['metrics']['churn']['roc_auc']:.4f} vs oracle {truth['oracle_auc_test']:.4f} (gap {gap:.4f}); segment ARI vs truth {truth['segment_ari']:.3f}"
+        )
     out.print(f"run directory: {s['run_dir']}")
 
 
@@ -358,5 +450,3 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-

@@ -54,7 +54,9 @@ class Segmenter:
         return ((x - self.mean_) / self.scale_).astype(np.float32)
 
     def _kmeans(self, k: int):
-        return self._backend().kmeans(n_clusters=k, n_init=self.n_init, random_state=self.seed, max_iter=300)
+        return self._backend().kmeans(
+            n_clusters=k, n_init=self.n_init, random_state=self.seed, max_iter=300
+        )
 
     # -- estimator API ------------------------------------------------------------------------
     def fit(self, x: np.ndarray) -> Segmenter:
@@ -74,7 +76,9 @@ class Segmenter:
             ks = [self.k] if self.k is not None else list(range(self.k_min, self.k_max + 1))
             ks = [k for k in ks if 2 <= k < len(z)]
             if not ks:
-                raise ConfigError(f"cluster: no valid k in [{self.k_min}, {self.k_max}] for {len(z)} rows")
+                raise ConfigError(
+                    f"cluster: no valid k in [{self.k_min}, {self.k_max}] for {len(z)} rows"
+                )
             best = None
             for k in ks:
                 if len(ks) == 1:
@@ -84,7 +88,14 @@ class Segmenter:
                     break
                 model = self._kmeans(k).fit(z[sample])  # choose k on the sample, refit on all rows
                 labels = be.to_numpy(model.predict(z[sample]))
-                sil = float(silhouette_score(z[sample], labels, sample_size=min(len(sample), 10_000), random_state=self.seed))
+                sil = float(
+                    silhouette_score(
+                        z[sample],
+                        labels,
+                        sample_size=min(len(sample), 10_000),
+                        random_state=self.seed,
+                    )
+                )
                 db = float(davies_bouldin_score(z[sample], labels))
                 self.scores_.append(dict(k=k, silhouette=sil, davies_bouldin=db))
                 if best is None or sil > best[0]:
@@ -97,16 +108,24 @@ class Segmenter:
             self.cluster_centers_ = be.to_numpy(self.model_.cluster_centers_).astype(np.float32)
             self.labels_ = self._nearest(z)
             self.reason_ = (
-                f"k={self.k_} fixed in config" if len(ks) == 1 else f"k={self.k_}: highest silhouette over k in {ks[0]}..{ks[-1]}"
+                f"k={self.k_} fixed in config"
+                if len(ks) == 1
+                else f"k={self.k_}: highest silhouette over k in {ks[0]}..{ks[-1]}"
             )
         elif self.algorithm == "hdbscan":
-            model = be.hdbscan(min_cluster_size=min(self.min_cluster_size, max(len(sample) // 10, 2)))
+            model = be.hdbscan(
+                min_cluster_size=min(self.min_cluster_size, max(len(sample) // 10, 2))
+            )
             sample_labels = be.to_numpy(model.fit_predict(z[sample]))
             clusters = sorted(set(sample_labels.tolist()) - {-1})
             if not clusters:
-                raise ConfigError("cluster: HDBSCAN found no cluster; lower cluster.min_cluster_size")
+                raise ConfigError(
+                    "cluster: HDBSCAN found no cluster; lower cluster.min_cluster_size"
+                )
             # extend to all rows: nearest centroid of the sample's clusters (noise joins the nearest)
-            self.cluster_centers_ = np.stack([z[sample][sample_labels == c].mean(0) for c in clusters]).astype(np.float32)
+            self.cluster_centers_ = np.stack(
+                [z[sample][sample_labels == c].mean(0) for c in clusters]
+            ).astype(np.float32)
             self.k_ = len(clusters)
             self.model_ = model
             self.noise_fraction_ = float((sample_labels == -1).mean())
@@ -137,8 +156,14 @@ class Segmenter:
     # -- persistence (plain arrays, no pickle) --------------------------------------------------
     def state(self) -> dict:
         return dict(
-            algorithm=self.algorithm, k=int(self.k_), mean=self.mean_.tolist(), scale=self.scale_.tolist(),
-            centers=self.cluster_centers_.tolist(), backend=self.backend_, scores=self.scores_, reason=self.reason_,
+            algorithm=self.algorithm,
+            k=int(self.k_),
+            mean=self.mean_.tolist(),
+            scale=self.scale_.tolist(),
+            centers=self.cluster_centers_.tolist(),
+            backend=self.backend_,
+            scores=self.scores_,
+            reason=self.reason_,
         )
 
     @classmethod

@@ -51,7 +51,9 @@ class DataConfig:
     # Empty means: every numeric column except id and period, under its own name.
     metrics: dict[str, str] = field(default_factory=dict)
     # Wide layout: regex with named groups ``metric`` and ``period`` matched against column names.
-    wide_pattern: str = r"^(?P<metric>[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)_(?P<period>\d+)$"
+    wide_pattern: str = (
+        r"^(?P<metric>[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)_(?P<period>\d+)$"
+    )
     static_columns: list[str] | None = None  # None: every column of the static table but the id
     churn_column: str = "churn"
     migration_column: str = "migration"  # values down/stay/up or -1/0/1

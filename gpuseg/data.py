@@ -40,7 +40,15 @@ from gpuseg.store import (
 )
 
 MIGRATION_CODES = {"down": 0, "stay": 1, "up": 2, -1: 0, 0: 1, 1: 2}
-PANEL_FILES = ("usage.npy", "mask.npy", "static.npy", "churn.npy", "migration.npy", "index.parquet", "meta.json")
+PANEL_FILES = (
+    "usage.npy",
+    "mask.npy",
+    "static.npy",
+    "churn.npy",
+    "migration.npy",
+    "index.parquet",
+    "meta.json",
+)
 
 
 @dataclass
@@ -118,7 +126,9 @@ def _numeric(frame, column: str, path: Path, xdf) -> Any:
     values = _host(col)
     if np.isnan(values).any():
         row = int(np.flatnonzero(np.isnan(values))[0]) + 1
-        raise DataError(f"{path}: column '{column}' row {row}: missing value (NaN); drop or fill the row")
+        raise DataError(
+            f"{path}: column '{column}' row {row}: missing value (NaN); drop or fill the row"
+        )
     if np.isinf(values).any():
         row = int(np.flatnonzero(np.isinf(values))[0]) + 1
         raise DataError(f"{path}: column '{column}' row {row}: infinite value")
@@ -149,7 +159,9 @@ def parse_periods_typed(values: np.ndarray, path: Path, column: str) -> tuple[np
         return values.astype(np.int64), False
     if values.dtype.kind == "f":
         if np.isnan(values).any():
-            raise DataError(f"{path}: column '{column}' row {int(np.flatnonzero(np.isnan(values))[0]) + 1}: missing period")
+            raise DataError(
+                f"{path}: column '{column}' row {int(np.flatnonzero(np.isnan(values))[0]) + 1}: missing period"
+            )
         if (values != np.round(values)).any():
             raise DataError(f"{path}: column '{column}': periods must be whole numbers or dates")
         return values.astype(np.int64), False
@@ -160,7 +172,9 @@ def parse_periods_typed(values: np.ndarray, path: Path, column: str) -> tuple[np
         except (TypeError, ValueError):
             pass  # mixed objects: fall through to the string formats, which name the bad row
     if text.isna().any():
-        raise DataError(f"{path}: column '{column}' row {int(np.flatnonzero(text.isna())[0]) + 1}: missing period")
+        raise DataError(
+            f"{path}: column '{column}' row {int(np.flatnonzero(text.isna())[0]) + 1}: missing period"
+        )
     text = text.astype(str).str.strip()
     for fmt, suffix in _PERIOD_FORMATS:
         parsed = pd.to_datetime(text + suffix if suffix else text, format=fmt, errors="coerce")
@@ -171,10 +185,14 @@ def parse_periods_typed(values: np.ndarray, path: Path, column: str) -> tuple[np
         if parsed.notna().any():
             ok = parsed.notna().to_numpy()
             row = int(np.flatnonzero(ok != ok[0])[0]) + 1  # first row read differently from row 1
-            raise DataError(f"{path}: column '{column}' row {row}: period format differs from earlier rows")
+            raise DataError(
+                f"{path}: column '{column}' row {row}: period format differs from earlier rows"
+            )
     if text.str.fullmatch(r"-?\d+").all():
         return text.astype(np.int64).to_numpy(), False
-    raise DataError(f"{path}: column '{column}' row 1: unreadable period (use YYYY-MM-DD, YYYY-MM, YYYY-Www or integers)")
+    raise DataError(
+        f"{path}: column '{column}' row 1: unreadable period (use YYYY-MM-DD, YYYY-MM, YYYY-Www or integers)"
+    )
 
 
 def _period_labels(keys: np.ndarray, is_date: bool) -> list[str]:
@@ -187,19 +205,27 @@ def _period_labels(keys: np.ndarray, is_date: bool) -> list[str]:
 # Layouts -> dense arrays
 
 
-def _metric_map(cfg: DataConfig, columns: list[str], exclude: set[str], path: Path, xdf, frame) -> dict[str, str]:
+def _metric_map(
+    cfg: DataConfig, columns: list[str], exclude: set[str], path: Path, xdf, frame
+) -> dict[str, str]:
     if cfg.metrics:
         for name, col in cfg.metrics.items():
             if col not in columns:
-                raise DataError(f"{path}: column '{col}' (metric '{name}' in data.metrics) not found; columns: {', '.join(columns[:20])}")
+                raise DataError(
+                    f"{path}: column '{col}' (metric '{name}' in data.metrics) not found; columns: {', '.join(columns[:20])}"
+                )
         return dict(cfg.metrics)
     numeric = [c for c in columns if c not in exclude]
     if not numeric:
-        raise DataError(f"{path}: no metric columns besides '{cfg.id_column}' and '{cfg.period_column}'")
+        raise DataError(
+            f"{path}: no metric columns besides '{cfg.id_column}' and '{cfg.period_column}'"
+        )
     return {c: c for c in numeric}
 
 
-def load_long(cfg: DataConfig, backend: Backend) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+def load_long(
+    cfg: DataConfig, backend: Backend
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
     """Long layout -> (ids (N,), usage (N, T, M), mask (N, T), metric names, period labels)."""
     path = Path(cfg.usage)
     xdf = backend.frame_module()
@@ -207,13 +233,19 @@ def load_long(cfg: DataConfig, backend: Backend) -> tuple[np.ndarray, np.ndarray
     columns = [str(c) for c in frame.columns]
     for key, col in (("data.id_column", cfg.id_column), ("data.period_column", cfg.period_column)):
         if col not in columns:
-            raise DataError(f"{path}: column '{col}' ({key}) not found; columns: {', '.join(columns[:20])}")
+            raise DataError(
+                f"{path}: column '{col}' ({key}) not found; columns: {', '.join(columns[:20])}"
+            )
     metrics = _metric_map(cfg, columns, {cfg.id_column, cfg.period_column}, path, xdf, frame)
-    values = np.stack([_numeric(frame, col, path, xdf) for col in metrics.values()], axis=1).astype(np.float32)
+    values = np.stack([_numeric(frame, col, path, xdf) for col in metrics.values()], axis=1).astype(
+        np.float32
+    )
 
     ids_col = frame[cfg.id_column]
     if bool(ids_col.isna().any()):
-        raise DataError(f"{path}: column '{cfg.id_column}' row {_first_row(ids_col.isna())}: missing subscriber id")
+        raise DataError(
+            f"{path}: column '{cfg.id_column}' row {_first_row(ids_col.isna())}: missing subscriber id"
+        )
     raw_periods = _host(frame[cfg.period_column])
     period_keys, is_date = parse_periods_typed(raw_periods, path, cfg.period_column)
 
@@ -238,7 +270,9 @@ def load_long(cfg: DataConfig, backend: Backend) -> tuple[np.ndarray, np.ndarray
     return ids, usage, mask, list(metrics), _period_labels(per_uniques, is_date)
 
 
-def load_wide(cfg: DataConfig, backend: Backend) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+def load_wide(
+    cfg: DataConfig, backend: Backend
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
     """Wide layout (one column per metric and period, e.g. ``arpu_6``) -> same as load_long."""
     path = Path(cfg.usage)
     xdf = backend.frame_module()
@@ -257,16 +291,22 @@ def load_wide(cfg: DataConfig, backend: Backend) -> tuple[np.ndarray, np.ndarray
             try:
                 cells[(match.group("metric"), int(match.group("period")))] = c
             except (IndexError, ValueError):
-                raise DataError("data.wide_pattern: needs named groups 'metric' and 'period' (digits)") from None
+                raise DataError(
+                    "data.wide_pattern: needs named groups 'metric' and 'period' (digits)"
+                ) from None
     found = sorted({mt for mt, _ in cells})
     metrics = cfg.metrics or {mt: mt for mt in found}
     for name, prefix in metrics.items():
         if prefix not in found:
-            raise DataError(f"{path}: no columns match metric '{prefix}' (metric '{name}') with data.wide_pattern")
+            raise DataError(
+                f"{path}: no columns match metric '{prefix}' (metric '{name}') with data.wide_pattern"
+            )
     periods = sorted({p for _, p in cells})
     ids_col = frame[cfg.id_column]
     if bool(ids_col.isna().any()):
-        raise DataError(f"{path}: column '{cfg.id_column}' row {_first_row(ids_col.isna())}: missing subscriber id")
+        raise DataError(
+            f"{path}: column '{cfg.id_column}' row {_first_row(ids_col.isna())}: missing subscriber id"
+        )
     ids = _host(ids_col.astype("str")).astype(str)
     dup = pd.Series(ids).duplicated().to_numpy()
     if dup.any():
@@ -298,7 +338,11 @@ def load_wide(cfg: DataConfig, backend: Backend) -> tuple[np.ndarray, np.ndarray
 
 
 def encode_static(
-    frame: pd.DataFrame, columns: list[str], path: Path, reference: list[dict] | None, end_day: int | None
+    frame: pd.DataFrame,
+    columns: list[str],
+    path: Path,
+    reference: list[dict] | None,
+    end_day: int | None,
 ) -> tuple[np.ndarray, list[str], list[dict]]:
     """Static columns -> float matrix (N, S), feature names and the encoding (reused at scoring).
 
@@ -327,26 +371,38 @@ def encode_static(
         s = frame[c]
         if enc["kind"] == "bool":
             if s.dtype != bool and not pd.api.types.is_numeric_dtype(s):
-                mapped = s.astype(str).str.lower().map({"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "yes": 1.0, "no": 0.0})
+                mapped = (
+                    s.astype(str)
+                    .str.lower()
+                    .map({"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "yes": 1.0, "no": 0.0})
+                )
                 if mapped.isna().any():
-                    raise DataError(f"{path}: column '{c}' row {int(np.flatnonzero(mapped.isna())[0]) + 1}: not a boolean")
+                    raise DataError(
+                        f"{path}: column '{c}' row {int(np.flatnonzero(mapped.isna())[0]) + 1}: not a boolean"
+                    )
                 s = mapped
             blocks.append(s.astype(float).fillna(0).to_numpy()[:, None])
             names.append(c)
         elif enc["kind"] in ("number", "date"):
             if enc["kind"] == "date":
                 if end_day is None:
-                    raise DataError(f"{path}: column '{c}' holds dates but the usage periods are not dates")
-                v = (pd.to_datetime(s).to_numpy().astype("datetime64[D]").astype("float64"))
+                    raise DataError(
+                        f"{path}: column '{c}' holds dates but the usage periods are not dates"
+                    )
+                v = pd.to_datetime(s).to_numpy().astype("datetime64[D]").astype("float64")
                 v[pd.isna(s).to_numpy()] = np.nan
                 v = v - end_day
             else:
                 v = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64")
                 bad = np.isnan(v) & s.notna().to_numpy()
                 if bad.any():
-                    raise DataError(f"{path}: column '{c}' row {int(np.flatnonzero(bad)[0]) + 1}: non-numeric value")
+                    raise DataError(
+                        f"{path}: column '{c}' row {int(np.flatnonzero(bad)[0]) + 1}: non-numeric value"
+                    )
             if np.isinf(v).any():
-                raise DataError(f"{path}: column '{c}' row {int(np.flatnonzero(np.isinf(v))[0]) + 1}: infinite value")
+                raise DataError(
+                    f"{path}: column '{c}' row {int(np.flatnonzero(np.isinf(v))[0]) + 1}: infinite value"
+                )
             miss = np.isnan(v)
             blocks.append(np.nan_to_num(v, nan=0.0)[:, None])
             names.append(c)
@@ -356,7 +412,11 @@ def encode_static(
         else:
             cats = enc["categories"]
             s = s.astype(str)
-            blocks.append(np.stack([(s == k).to_numpy(dtype=float) for k in cats], axis=1) if cats else np.zeros((len(s), 0)))
+            blocks.append(
+                np.stack([(s == k).to_numpy(dtype=float) for k in cats], axis=1)
+                if cats
+                else np.zeros((len(s), 0))
+            )
             names.extend(f"{c}={k}" for k in cats)
     matrix = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
     return matrix.astype(np.float32), names, encoding
@@ -385,21 +445,35 @@ def _labels(
     unknown = ~found & ~skip  # labels of subscribers only in the static table: already rejected
     if unknown.any():
         row = int(np.flatnonzero(unknown)[0]) + 1
-        raise DataError(f"{path}: row {row}: label for a subscriber not in the usage table ({int(unknown.sum())} such rows)")
+        raise DataError(
+            f"{path}: row {row}: label for a subscriber not in the usage table ({int(unknown.sum())} such rows)"
+        )
     if pd.Series(lab_ids).duplicated().any():
-        raise DataError(f"{path}: row {int(np.flatnonzero(pd.Series(lab_ids).duplicated())[0]) + 1}: duplicate subscriber")
+        raise DataError(
+            f"{path}: row {int(np.flatnonzero(pd.Series(lab_ids).duplicated())[0]) + 1}: duplicate subscriber"
+        )
     if cfg.churn_column in frame.columns:
         c = pd.to_numeric(frame[cfg.churn_column], errors="coerce")
         bad = ~c.isin([0, 1]) & frame[cfg.churn_column].notna()  # 'yes' is bad, not unknown
         if bad.any():
-            raise DataError(f"{path}: column '{cfg.churn_column}' row {int(np.flatnonzero(bad)[0]) + 1}: churn must be 0 or 1")
+            raise DataError(
+                f"{path}: column '{cfg.churn_column}' row {int(np.flatnonzero(bad)[0]) + 1}: churn must be 0 or 1"
+            )
         churn[pos[found]] = c.fillna(-1).astype(np.int8).to_numpy()[found]
     if cfg.migration_column in frame.columns:
         raw = frame[cfg.migration_column]
-        mapped = raw.map(lambda v: MIGRATION_CODES.get(v.strip().lower() if isinstance(v, str) else v, None) if pd.notna(v) else -1)
+        mapped = raw.map(
+            lambda v: (
+                MIGRATION_CODES.get(v.strip().lower() if isinstance(v, str) else v)
+                if pd.notna(v)
+                else -1
+            )
+        )
         if mapped.isna().any():
             row = int(np.flatnonzero(mapped.isna())[0]) + 1
-            raise DataError(f"{path}: column '{cfg.migration_column}' row {row}: migration must be down/stay/up or -1/0/1")
+            raise DataError(
+                f"{path}: column '{cfg.migration_column}' row {row}: migration must be down/stay/up or -1/0/1"
+            )
         migration[pos[found]] = mapped.astype(np.int8).to_numpy()[found]
     return churn, migration
 
@@ -408,7 +482,9 @@ def _labels(
 # The stage
 
 
-def build_panel(cfg: DataConfig, backend: Backend, reference: dict | None = None) -> tuple[Panel, pd.DataFrame, pd.DataFrame]:
+def build_panel(
+    cfg: DataConfig, backend: Backend, reference: dict | None = None
+) -> tuple[Panel, pd.DataFrame, pd.DataFrame]:
     """Read and validate the tables; return (panel, raw static attributes, rejects).
 
     ``reference`` is a trained run's panel meta: scoring data then gets the same metrics, static
@@ -430,7 +506,9 @@ def build_panel(cfg: DataConfig, backend: Backend, reference: dict | None = None
             usage, mask, periods = usage[:, -t_ref:], mask[:, -t_ref:], periods[-t_ref:]
         else:  # pad at the start: those periods count as missing
             pad = t_ref - usage.shape[1]
-            usage = np.concatenate([np.zeros((len(ids), pad, usage.shape[2]), np.float32), usage], axis=1)
+            usage = np.concatenate(
+                [np.zeros((len(ids), pad, usage.shape[2]), np.float32), usage], axis=1
+            )
             mask = np.concatenate([np.zeros((len(ids), pad), bool), mask], axis=1)
             periods = [f"pad{i}" for i in range(pad)] + periods
     n_usage = len(ids)
@@ -462,14 +540,20 @@ def build_panel(cfg: DataConfig, backend: Backend, reference: dict | None = None
         dup = sframe[cfg.id_column].duplicated()
         if dup.any():
             raise DataError(f"{spath}: row {int(np.flatnonzero(dup)[0]) + 1}: duplicate subscriber")
-        columns = cfg.static_columns if cfg.static_columns is not None else [c for c in sframe.columns if c != cfg.id_column]
+        columns = (
+            cfg.static_columns
+            if cfg.static_columns is not None
+            else [c for c in sframe.columns if c != cfg.id_column]
+        )
         for c in columns:
             if c not in sframe.columns:
                 raise DataError(f"{spath}: column '{c}' (data.static_columns) not found")
         in_usage = sframe[cfg.id_column].isin(pd.Index(ids)).to_numpy()
         static_only = sframe[cfg.id_column].to_numpy()[~in_usage]
         rejects.extend((sid, "no usage rows") for sid in static_only)
-        aligned = pd.DataFrame({cfg.id_column: ids}).merge(sframe, on=cfg.id_column, how="left", indicator=True)
+        aligned = pd.DataFrame({cfg.id_column: ids}).merge(
+            sframe, on=cfg.id_column, how="left", indicator=True
+        )
         no_static = (aligned["_merge"] != "both").to_numpy()
         for i in np.flatnonzero(no_static & keep):
             rejects.append((ids[i], "no static attributes"))
@@ -487,21 +571,33 @@ def build_panel(cfg: DataConfig, backend: Backend, reference: dict | None = None
     churn, migration = _labels(cfg, ids, backend, static_only)  # static-only ids are rejects
     n_input = n_usage + len(static_only)
     panel = Panel(
-        usage=usage[keep], mask=mask[keep], static=static[keep], churn=churn[keep], migration=migration[keep],
+        usage=usage[keep],
+        mask=mask[keep],
+        static=static[keep],
+        churn=churn[keep],
+        migration=migration[keep],
         ids=ids[keep],
         meta=dict(
-            metrics=metrics, periods=periods, static_features=static_names, static_encoding=encoding,
-            id_column=cfg.id_column, revenue_metric=cfg.revenue_metric,
+            metrics=metrics,
+            periods=periods,
+            static_features=static_names,
+            static_encoding=encoding,
+            id_column=cfg.id_column,
+            revenue_metric=cfg.revenue_metric,
             counts=dict(input=int(n_input), output=int(keep.sum()), rejected=len(rejects)),
             sources=dict(usage=str(cfg.usage), static=cfg.static, labels=cfg.labels),
-            labelled=dict(churn=int((churn[keep] >= 0).sum()), migration=int((migration[keep] >= 0).sum())),
+            labelled=dict(
+                churn=int((churn[keep] >= 0).sum()), migration=int((migration[keep] >= 0).sum())
+            ),
         ),
     )
     rej = pd.DataFrame(rejects, columns=[cfg.id_column, "reason"])
     return panel, attributes.loc[keep].reset_index(drop=True), rej
 
 
-def save_panel(panel: Panel, attributes: pd.DataFrame, rejects: pd.DataFrame, out_dir: str | Path) -> Path:
+def save_panel(
+    panel: Panel, attributes: pd.DataFrame, rejects: pd.DataFrame, out_dir: str | Path
+) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_npy_atomic(out / "usage.npy", np.ascontiguousarray(panel.usage, dtype=np.float32))
@@ -535,7 +631,9 @@ def load_attributes(panel_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(Path(panel_dir) / "attributes.parquet")
 
 
-def prepare(cfg: DataConfig, backend: Backend, out_dir: str | Path, reference: dict | None = None) -> dict:
+def prepare(
+    cfg: DataConfig, backend: Backend, out_dir: str | Path, reference: dict | None = None
+) -> dict:
     """The ``prepare`` stage: tables -> panel directory. Returns the panel's meta (with counts)."""
     panel, attributes, rejects = build_panel(cfg, backend, reference)
     save_panel(panel, attributes, rejects, out_dir)

@@ -27,7 +27,13 @@ from gpuseg.store import write_json_atomic
 from gpuseg.train import Split, calibrated, load_checkpoint, predict, to_device
 
 COLUMNS = (
-    "roc_auc", "pr_auc", "top_decile_lift", "precision_at_k", "brier", "ece", "migration_macro_f1"
+    "roc_auc",
+    "pr_auc",
+    "top_decile_lift",
+    "precision_at_k",
+    "brier",
+    "ece",
+    "migration_macro_f1",
 )
 COLUMN_TITLES = {
     "roc_auc": "ROC-AUC",
@@ -81,14 +87,21 @@ def _check_compatible(info: dict, panel: Panel, run_dir: Path) -> None:
 def _subpanel(panel: Panel, rows: np.ndarray) -> Panel:
     """The panel restricted to ``rows`` (read into memory: only the test rows go to the device)."""
     return Panel(
-        usage=np.asarray(panel.usage[rows]), mask=np.asarray(panel.mask[rows]),
-        static=np.asarray(panel.static[rows]), churn=np.asarray(panel.churn[rows]),
-        migration=np.asarray(panel.migration[rows]), ids=panel.ids[rows], meta=panel.meta,
+        usage=np.asarray(panel.usage[rows]),
+        mask=np.asarray(panel.mask[rows]),
+        static=np.asarray(panel.static[rows]),
+        churn=np.asarray(panel.churn[rows]),
+        migration=np.asarray(panel.migration[rows]),
+        ids=panel.ids[rows],
+        meta=panel.meta,
     )
 
 
 def model_predictions(
-    run_dir: str | Path, panel: Panel, rows: np.ndarray, device: str | torch.device = "cpu",
+    run_dir: str | Path,
+    panel: Panel,
+    rows: np.ndarray,
+    device: str | torch.device = "cpu",
     batch_size: int = 4096,
 ) -> dict[str, np.ndarray]:
     """Calibrated churn probability (Platt from the run) and migration class of ``rows``."""
@@ -206,7 +219,8 @@ def evaluate_run(
         churn = churn_report(y[labelled], p[labelled], k=k, **kw)
         migration = (
             migration_report(g[mig_labelled], mig[mig_labelled], **kw)
-            if mig is not None and mig_labelled.any() else None
+            if mig is not None and mig_labelled.any()
+            else None
         )
         rows.append(
             dict(model=name)

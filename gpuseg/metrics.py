@@ -26,7 +26,14 @@ def churn_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     if len(np.unique(y)) < 2:
-        return dict(roc_auc=float("nan"), pr_auc=float("nan"), top_decile_lift=float("nan"), brier=float(np.mean((p - y) ** 2)), n=len(y), positives=int(y.sum()))
+        return dict(
+            roc_auc=float("nan"),
+            pr_auc=float("nan"),
+            top_decile_lift=float("nan"),
+            brier=float(np.mean((p - y) ** 2)),
+            n=len(y),
+            positives=int(y.sum()),
+        )
     return dict(
         roc_auc=float(roc_auc_score(y, p)),
         pr_auc=float(average_precision_score(y, p)),
@@ -48,7 +55,9 @@ def migration_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     )
 
 
-def bootstrap_ci(metric, *arrays: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    metric, *arrays: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of ``metric(*resampled arrays)`` over subscriber-level resamples."""
     rng = np.random.default_rng(seed)
     n = len(arrays[0])
@@ -152,8 +161,11 @@ def reliability_curve(
     sum_y = np.bincount(which, weights=y, minlength=len(edges) - 1)
     return [
         dict(
-            lo=float(edges[b]), hi=float(edges[b + 1]), n=int(count[b]),
-            mean_p=float(sum_p[b] / count[b]), frac_pos=float(sum_y[b] / count[b]),
+            lo=float(edges[b]),
+            hi=float(edges[b + 1]),
+            n=int(count[b]),
+            mean_p=float(sum_p[b] / count[b]),
+            frac_pos=float(sum_y[b] / count[b]),
         )
         for b in np.flatnonzero(count)
     ]
@@ -237,9 +249,13 @@ def migration_report(
     y = np.asarray(y).astype(int)
     pred = np.asarray(pred).astype(int)
     if len(y) == 0:
-        return dict(macro_f1=dict(value=float("nan"), lo=float("nan"), hi=float("nan")),
-                    accuracy=float("nan"), confusion=[[0] * 3 for _ in range(3)],
-                    classes=list(MIGRATION_NAMES), n=0)
+        return dict(
+            macro_f1=dict(value=float("nan"), lo=float("nan"), hi=float("nan")),
+            accuracy=float("nan"),
+            confusion=[[0] * 3 for _ in range(3)],
+            classes=list(MIGRATION_NAMES),
+            n=0,
+        )
     base = migration_metrics(y, pred)
     return dict(
         macro_f1=with_ci(macro_f1, y, pred, n_boot=n_boot, seed=seed, level=level),
@@ -251,13 +267,25 @@ def migration_report(
 
 
 def paired_difference(
-    metric, y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: int = 200, seed: int = 0,
+    metric,
+    y: np.ndarray,
+    p_a: np.ndarray,
+    p_b: np.ndarray,
+    n_boot: int = 200,
+    seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, float]:
     """``metric(y, p_a) - metric(y, p_b)`` with a paired bootstrap interval (same resampled rows
     for both), e.g. how much a model's ROC-AUC exceeds a baseline's on the same test set."""
-    return with_ci(lambda yy, a, b: metric(yy, a) - metric(yy, b), y, p_a, p_b,
-                   n_boot=n_boot, seed=seed, level=level)
+    return with_ci(
+        lambda yy, a, b: metric(yy, a) - metric(yy, b),
+        y,
+        p_a,
+        p_b,
+        n_boot=n_boot,
+        seed=seed,
+        level=level,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

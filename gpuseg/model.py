@@ -26,7 +26,8 @@ class TemporalConv(nn.Module):
     def __init__(self, hidden: int, num_layers: int, dropout: float):
         super().__init__()
         self.convs = nn.ModuleList(
-            nn.Conv1d(hidden, hidden, kernel_size=3, dilation=2**i) for i in range(max(num_layers, 2))
+            nn.Conv1d(hidden, hidden, kernel_size=3, dilation=2**i)
+            for i in range(max(num_layers, 2))
         )
         self.dropout = nn.Dropout(dropout)
 
@@ -59,20 +60,42 @@ class SubscriberModel(nn.Module):
         if cfg.encoder != "static":
             self.input = nn.Linear(n_metrics + 1, h)  # metrics plus the mask channel
             if cfg.encoder == "gru":
-                self.rnn = nn.GRU(h, h, cfg.num_layers, batch_first=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+                self.rnn = nn.GRU(
+                    h,
+                    h,
+                    cfg.num_layers,
+                    batch_first=True,
+                    dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+                )
             elif cfg.encoder == "lstm":
-                self.rnn = nn.LSTM(h, h, cfg.num_layers, batch_first=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+                self.rnn = nn.LSTM(
+                    h,
+                    h,
+                    cfg.num_layers,
+                    batch_first=True,
+                    dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+                )
             elif cfg.encoder == "transformer":
                 self.position = nn.Parameter(torch.randn(n_periods, h) * 0.02)
-                layer = nn.TransformerEncoderLayer(h, cfg.n_heads, 2 * h, cfg.dropout, batch_first=True, norm_first=True)
-                self.transformer = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+                layer = nn.TransformerEncoderLayer(
+                    h, cfg.n_heads, 2 * h, cfg.dropout, batch_first=True, norm_first=True
+                )
+                self.transformer = nn.TransformerEncoder(
+                    layer, cfg.num_layers, enable_nested_tensor=False
+                )
             elif cfg.encoder == "tcn":
                 self.tcn = TemporalConv(h, cfg.num_layers, cfg.dropout)
             else:
                 raise ValueError(f"unknown encoder {cfg.encoder!r}")
             seq_out = 2 * h  # last state and masked mean
-        self.static_net = nn.Sequential(nn.Linear(n_static, cfg.static_hidden), nn.GELU()) if n_static else None
-        fused = seq_out + (cfg.static_hidden if n_static else 0) + (2 * n_metrics if cfg.encoder == "static" else 0)
+        self.static_net = (
+            nn.Sequential(nn.Linear(n_static, cfg.static_hidden), nn.GELU()) if n_static else None
+        )
+        fused = (
+            seq_out
+            + (cfg.static_hidden if n_static else 0)
+            + (2 * n_metrics if cfg.encoder == "static" else 0)
+        )
         self.to_embedding = nn.Sequential(
             nn.Linear(fused, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, cfg.embedding_dim)
         )
@@ -84,7 +107,12 @@ class SubscriberModel(nn.Module):
     # -- normalisation -----------------------------------------------------------------------
     @torch.no_grad()
     def set_normalization(self, usage_mean, usage_std, static_mean, static_std) -> None:
-        for name, value in (("usage_mean", usage_mean), ("usage_std", usage_std), ("static_mean", static_mean), ("static_std", static_std)):
+        for name, value in (
+            ("usage_mean", usage_mean),
+            ("usage_std", usage_std),
+            ("static_mean", static_mean),
+            ("static_std", static_std),
+        ):
             getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
 
     def normalize(self, usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -115,7 +143,9 @@ class SubscriberModel(nn.Module):
             elif self.cfg.encoder == "transformer":
                 pad = ~mask.bool()
                 pad[:, -1] = False  # a subscriber with no period still attends to one slot
-                out = self.transformer(h + self.position[: h.shape[1]], src_key_padding_mask=pad)  # (B, T, H)
+                out = self.transformer(
+                    h + self.position[: h.shape[1]], src_key_padding_mask=pad
+                )  # (B, T, H)
             else:
                 out = self.tcn(h)  # (B, T, H)
             out = out.to(x.dtype)
@@ -127,7 +157,9 @@ class SubscriberModel(nn.Module):
             parts.append(self.static_net(s))  # (B, static_hidden)
         return self.to_embedding(torch.cat(parts, dim=-1))  # (B, E)
 
-    def forward(self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         z = self.encode(usage, mask, static)  # (B, E)
         return {
             "embedding": z,

@@ -32,7 +32,13 @@ from gpuseg.errors import RunDirError
 from gpuseg.metrics import MIGRATION_NAMES
 from gpuseg.model import SubscriberModel
 from gpuseg.report import profiles_markdown, segment_profiles
-from gpuseg.store import read_json, write_csv_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
+from gpuseg.store import (
+    read_json,
+    write_csv_atomic,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from gpuseg.synth import generate
 from gpuseg.train import autocast, calibrated, load_checkpoint, save_checkpoint, train_model
 
@@ -55,9 +61,13 @@ def check_run_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
         try:
             previous = to_dict(from_dict(RunConfig, yaml.safe_load(saved.read_text()) or {}))
         except Exception:
-            raise RunDirError(f"{saved}: unreadable config of an earlier run; use another out_dir or --overwrite") from None
+            raise RunDirError(
+                f"{saved}: unreadable config of an earlier run; use another out_dir or --overwrite"
+            ) from None
         current = to_dict(cfg)
-        changed = sorted(k for k in previous if k not in RUN_NEUTRAL and previous[k] != current.get(k))
+        changed = sorted(
+            k for k in previous if k not in RUN_NEUTRAL and previous[k] != current.get(k)
+        )
         if changed:
             raise RunDirError(
                 f"{run_dir}: holds a run of a different config (sections differ: {', '.join(changed)}); "
@@ -81,7 +91,12 @@ def with_world_data(cfg: RunConfig, run_dir: Path) -> RunConfig:
     if cfg.synth is None or cfg.data.usage:
         return cfg
     out = world_dir(cfg, run_dir)
-    data = replace(cfg.data, usage=str(out / "usage.parquet"), static=str(out / "static.parquet"), labels=str(out / "labels.parquet"))
+    data = replace(
+        cfg.data,
+        usage=str(out / "usage.parquet"),
+        static=str(out / "static.parquet"),
+        labels=str(out / "labels.parquet"),
+    )
     return replace(cfg, data=data)
 
 
@@ -95,7 +110,9 @@ def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     return prepare(with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
 
 
-def train_stage(cfg: RunConfig, backend: Backend, run_dir: Path, on_epoch: Callable[[dict], None] | None = None) -> dict:
+def train_stage(
+    cfg: RunConfig, backend: Backend, run_dir: Path, on_epoch: Callable[[dict], None] | None = None
+) -> dict:
     panel = load_panel(run_dir / "panel")
     result = train_model(panel, cfg.model, cfg.train, backend.torch_device, on_epoch)
     save_checkpoint(result, panel.meta, cfg.model, run_dir)
@@ -103,7 +120,14 @@ def train_stage(cfg: RunConfig, backend: Backend, run_dir: Path, on_epoch: Calla
 
 
 @torch.no_grad()
-def embed_panel(model: SubscriberModel, platt: tuple[float, float], panel: Panel, device: torch.device, out_dir: Path, amp: bool = True) -> int:
+def embed_panel(
+    model: SubscriberModel,
+    platt: tuple[float, float],
+    panel: Panel,
+    device: torch.device,
+    out_dir: Path,
+    amp: bool = True,
+) -> int:
     """Embeddings and predictions for every panel row, batch by batch, streamed to Parquet."""
     model.eval()
     id_col = panel.meta["id_column"]
@@ -122,9 +146,12 @@ def embed_panel(model: SubscriberModel, platt: tuple[float, float], panel: Panel
             p = calibrated(out["churn_logit"].float().cpu().numpy(), platt)
             ids = pa.array(panel.ids[sl])
             tables = {
-                "embeddings": pa.table({id_col: ids} | {f"e{j}": emb[:, j] for j in range(emb.shape[1])}),
+                "embeddings": pa.table(
+                    {id_col: ids} | {f"e{j}": emb[:, j] for j in range(emb.shape[1])}
+                ),
                 "predictions": pa.table(
-                    {id_col: ids, "churn_prob": p} | {f"migration_{n}": mig[:, j] for j, n in enumerate(MIGRATION_NAMES)}
+                    {id_col: ids, "churn_prob": p}
+                    | {f"migration_{n}": mig[:, j] for j, n in enumerate(MIGRATION_NAMES)}
                 ),
             }
             for name, table in tables.items():
@@ -141,32 +168,61 @@ def embed_panel(model: SubscriberModel, platt: tuple[float, float], panel: Panel
 
 def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
     model, info = load_checkpoint(run_dir, backend.torch_device)
-    return embed_panel(model, tuple(info["platt"]), load_panel(run_dir / "panel"), backend.torch_device, run_dir, cfg.train.amp)
+    return embed_panel(
+        model,
+        tuple(info["platt"]),
+        load_panel(run_dir / "panel"),
+        backend.torch_device,
+        run_dir,
+        cfg.train.amp,
+    )
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
     table = pq.read_table(path)
     ids = table.column(0).to_numpy(zero_copy_only=False)
-    emb = np.stack([table.column(i).to_numpy() for i in range(1, table.num_columns)], axis=1).astype(np.float32)
+    emb = np.stack(
+        [table.column(i).to_numpy() for i in range(1, table.num_columns)], axis=1
+    ).astype(np.float32)
     return ids, emb
 
 
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     ids, emb = read_embeddings(run_dir / "embeddings.parquet")
     c = cfg.cluster
-    seg = Segmenter(c.algorithm, c.k, c.k_min, c.k_max, c.sample_size, c.min_cluster_size, c.n_init, c.seed, backend).fit(emb)
+    seg = Segmenter(
+        c.algorithm,
+        c.k,
+        c.k_min,
+        c.k_max,
+        c.sample_size,
+        c.min_cluster_size,
+        c.n_init,
+        c.seed,
+        backend,
+    ).fit(emb)
     id_col = load_panel(run_dir / "panel").meta["id_column"]
-    write_parquet_atomic(run_dir / "segments.parquet", pd.DataFrame({id_col: ids, "segment": seg.labels_}))
+    write_parquet_atomic(
+        run_dir / "segments.parquet", pd.DataFrame({id_col: ids, "segment": seg.labels_})
+    )
     state = seg.state()
     write_json_atomic(run_dir / "cluster.json", state)
-    return dict(k=seg.k_, reason=seg.reason_, backend=seg.backend_, sizes=seg.sizes_.tolist(), scores=state["scores"])
+    return dict(
+        k=seg.k_,
+        reason=seg.reason_,
+        backend=seg.backend_,
+        sizes=seg.sizes_.tolist(),
+        scores=state["scores"],
+    )
 
 
 def report_stage(cfg: RunConfig, run_dir: Path) -> pd.DataFrame:
     panel = load_panel(run_dir / "panel")
     labels = pd.read_parquet(run_dir / "segments.parquet")["segment"].to_numpy()
     preds = pd.read_parquet(run_dir / "predictions.parquet")
-    profiles = segment_profiles(panel, labels, preds["churn_prob"].to_numpy(), cfg.segments, cfg.report.usage_metrics)
+    profiles = segment_profiles(
+        panel, labels, preds["churn_prob"].to_numpy(), cfg.segments, cfg.report.usage_metrics
+    )
     out = run_dir / "report"
     write_csv_atomic(out / "segments.csv", profiles)
     write_text_atomic(out / "segments.md", "# Segments\n\n" + profiles_markdown(profiles))
@@ -182,7 +238,9 @@ def truth_check(run_dir: Path, world_dir: Path) -> dict:
     split = np.load(run_dir / "split.npz")
     test_ids = panel.ids[split["test"]]
     t = truth.loc[test_ids]
-    segs = pd.read_parquet(run_dir / "segments.parquet").set_index(panel.meta["id_column"])["segment"]
+    segs = pd.read_parquet(run_dir / "segments.parquet").set_index(panel.meta["id_column"])[
+        "segment"
+    ]
     return dict(
         oracle_auc_test=float(roc_auc_score(t["churn"], t["churn_prob"])),
         segment_ari=float(adjusted_rand_score(truth.loc[segs.index, "segment"], segs.to_numpy())),
@@ -200,12 +258,16 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
     run_dir = Path(run_dir)
     for name in ("model.safetensors", "model.json", "cluster.json", "panel/meta.json"):
         if not (run_dir / name).is_file():
-            raise RunDirError(f"{run_dir / name}: missing; run the whole pipeline (gpuseg run) first")
+            raise RunDirError(
+                f"{run_dir / name}: missing; run the whole pipeline (gpuseg run) first"
+            )
     reference = read_json(run_dir / "panel" / "meta.json")
     model, info = load_checkpoint(run_dir, backend.torch_device)
     seg = Segmenter.from_state(read_json(run_dir / "cluster.json"))
     out_path = Path(out_path)
-    with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        dir=out_path.parent if out_path.parent.exists() else None
+    ) as tmp:
         tmp = Path(tmp)
         meta = prepare(data_cfg, backend, tmp / "panel", reference=reference)
         panel = load_panel(tmp / "panel")
@@ -217,17 +279,32 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
         rejects = pd.read_csv(tmp / "panel" / "rejects.csv")
         rejects_path = out_path.with_name(out_path.stem + ".rejects.csv")
         write_csv_atomic(rejects_path, rejects)
-    return dict(scored=len(preds), rejected=len(rejects), input=meta["counts"]["input"], out=str(out_path), rejects=str(rejects_path))
+    return dict(
+        scored=len(preds),
+        rejected=len(rejects),
+        input=meta["counts"]["input"],
+        out=str(out_path),
+        rejects=str(rejects_path),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Everything
 
 
-def run_pipeline(cfg: RunConfig, backend: Backend, log: Log = _quiet, on_epoch: Callable[[dict], None] | None = None, overwrite: bool = False) -> dict:
+def run_pipeline(
+    cfg: RunConfig,
+    backend: Backend,
+    log: Log = _quiet,
+    on_epoch: Callable[[dict], None] | None = None,
+    overwrite: bool = False,
+) -> dict:
     """synth? -> prepare -> train -> embed -> cluster -> report; returns the summary."""
     run_dir = check_run_dir(cfg, overwrite)
-    summary: dict = dict(run_dir=str(run_dir), backend=dict(device=backend.device, frames=backend.frames, ml=backend.ml))
+    summary: dict = dict(
+        run_dir=str(run_dir),
+        backend=dict(device=backend.device, frames=backend.frames, ml=backend.ml),
+    )
     world = None
     if cfg.synth is not None:
         log(f"synth: {cfg.synth.n_subscribers:,} subscribers x {cfg.synth.n_periods} periods")
@@ -251,6 +328,15 @@ def run_pipeline(cfg: RunConfig, backend: Backend, log: Log = _quiet, on_epoch: 
 
 
 __all__ = [
-    "check_run_dir", "synth_stage", "prepare_stage", "train_stage", "embed_stage", "embed_panel",
-    "cluster_stage", "report_stage", "truth_check", "score", "run_pipeline",
+    "check_run_dir",
+    "synth_stage",
+    "prepare_stage",
+    "train_stage",
+    "embed_stage",
+    "embed_panel",
+    "cluster_stage",
+    "report_stage",
+    "truth_check",
+    "score",
+    "run_pipeline",
 ]

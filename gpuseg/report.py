@@ -44,10 +44,20 @@ def effect_sizes(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 def segment_name(effects: np.ndarray, metrics: list[str], churn_ratio: float) -> str:
     """e.g. 'High roaming_mb, high voice_min, low risk' from the two largest effects."""
     order = np.argsort(-np.abs(effects))[:2]
-    words = [f"{'high' if effects[j] > 0 else 'low'} {metrics[j]}" for j in order if abs(effects[j]) >= 0.5]
+    words = [
+        f"{'high' if effects[j] > 0 else 'low'} {metrics[j]}"
+        for j in order
+        if abs(effects[j]) >= 0.5
+    ]
     if not words:
         words = ["average usage"]
-    risk = "rising risk" if churn_ratio >= 1.5 else "low risk" if churn_ratio <= 0.67 else "average risk"
+    risk = (
+        "rising risk"
+        if churn_ratio >= 1.5
+        else "low risk"
+        if churn_ratio <= 0.67
+        else "average risk"
+    )
     text = ", ".join(words + [risk])
     return text[0].upper() + text[1:]
 
@@ -81,17 +91,25 @@ def segment_profiles(
             segment=c,
             subscribers=int(sel.sum()),
             share=float(sel.mean()),
-            revenue_share=float(subscriber_arpu[sel].sum() / revenue_total) if revenue_total > 0 else np.nan,
+            revenue_share=float(subscriber_arpu[sel].sum() / revenue_total)
+            if revenue_total > 0
+            else np.nan,
             arpu=float(subscriber_arpu[sel].mean()) if sel.any() else np.nan,
             churn_rate=float(churn[known].mean()) if known.any() else np.nan,
-            churn_predicted=float(churn_prob[sel].mean()) if churn_prob is not None and sel.any() else np.nan,
+            churn_predicted=float(churn_prob[sel].mean())
+            if churn_prob is not None and sel.any()
+            else np.nan,
         )
         has_mig = sel & (migration >= 0)
         for j, name in enumerate(MIGRATION_NAMES):
-            row[f"migration_{name}"] = float((migration[has_mig] == j).mean()) if has_mig.any() else np.nan
+            row[f"migration_{name}"] = (
+                float((migration[has_mig] == j).mean()) if has_mig.any() else np.nan
+            )
         for name in shown:
             if name in metrics:
-                row[f"median_{name}"] = float(np.median(means[sel, metrics.index(name)])) if sel.any() else np.nan
+                row[f"median_{name}"] = (
+                    float(np.median(means[sel, metrics.index(name)])) if sel.any() else np.nan
+                )
         ref = base_pred if churn_prob is not None else base_churn
         risk = row["churn_predicted"] if churn_prob is not None else row["churn_rate"]
         row["name"] = segment_name(effects[c], metrics, risk / ref if ref and ref > 0 else 1.0)
@@ -115,7 +133,9 @@ def profiles_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
         for c in cols:
             v = r[c]
             if isinstance(v, float):
-                cells.append("" if np.isnan(v) else f"{v:.{digits}f}" if abs(v) < 100 else f"{v:,.0f}")
+                cells.append(
+                    "" if np.isnan(v) else f"{v:.{digits}f}" if abs(v) < 100 else f"{v:,.0f}"
+                )
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")

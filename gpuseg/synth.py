@@ -70,18 +70,135 @@ class Segment:
 
 
 SEGMENTS = (
-    Segment("heavy_data_streamers", 0.20, 12000, 40, 4, 20, 14, 0.05, 0.5, 20, 0.15, (0.3, 0.4, 0.3), 30, 1.5, 0.10, 0.40, 0.004),
-    Segment("voice_centric_seniors", 0.15, 300, 400, 25, 1, 7, 0.08, 0.4, 20, 0.30, (0.3, 0.5, 0.2), 90, 0.3, 0.15, 0.30, -0.002),
-    Segment("roaming_business", 0.10, 3000, 500, 8, 2500, 22, 0.05, 0.6, 80, 0.02, (0.1, 0.3, 0.6), 60, 1.0, 0.10, 0.50, 0.0),
-    Segment("family_bundles", 0.20, 1500, 200, 30, 30, 11, 0.05, 0.5, 60, 0.05, (0.1, 0.3, 0.6), 70, 2.5, 0.85, 0.80, 0.002),
-    Segment("budget_prepaid", 0.20, 800, 40, 40, 2, 3, 0.06, 0.6, 15, 0.92, (0.7, 0.3, 0.0), 18, 0.2, 0.02, 0.05, -0.003),
-    Segment("dissatisfied", 0.15, 2500, 120, 10, 10, 9, 0.45, 2.5, 20, 0.40, (0.5, 0.35, 0.15), 24, 0.8, 0.10, 0.30, -0.02),
+    Segment(
+        "heavy_data_streamers",
+        0.20,
+        12000,
+        40,
+        4,
+        20,
+        14,
+        0.05,
+        0.5,
+        20,
+        0.15,
+        (0.3, 0.4, 0.3),
+        30,
+        1.5,
+        0.10,
+        0.40,
+        0.004,
+    ),
+    Segment(
+        "voice_centric_seniors",
+        0.15,
+        300,
+        400,
+        25,
+        1,
+        7,
+        0.08,
+        0.4,
+        20,
+        0.30,
+        (0.3, 0.5, 0.2),
+        90,
+        0.3,
+        0.15,
+        0.30,
+        -0.002,
+    ),
+    Segment(
+        "roaming_business",
+        0.10,
+        3000,
+        500,
+        8,
+        2500,
+        22,
+        0.05,
+        0.6,
+        80,
+        0.02,
+        (0.1, 0.3, 0.6),
+        60,
+        1.0,
+        0.10,
+        0.50,
+        0.0,
+    ),
+    Segment(
+        "family_bundles",
+        0.20,
+        1500,
+        200,
+        30,
+        30,
+        11,
+        0.05,
+        0.5,
+        60,
+        0.05,
+        (0.1, 0.3, 0.6),
+        70,
+        2.5,
+        0.85,
+        0.80,
+        0.002,
+    ),
+    Segment(
+        "budget_prepaid",
+        0.20,
+        800,
+        40,
+        40,
+        2,
+        3,
+        0.06,
+        0.6,
+        15,
+        0.92,
+        (0.7, 0.3, 0.0),
+        18,
+        0.2,
+        0.02,
+        0.05,
+        -0.003,
+    ),
+    Segment(
+        "dissatisfied",
+        0.15,
+        2500,
+        120,
+        10,
+        10,
+        9,
+        0.45,
+        2.5,
+        20,
+        0.40,
+        (0.5, 0.35, 0.15),
+        24,
+        0.8,
+        0.10,
+        0.30,
+        -0.02,
+    ),
 )
 
 # Churn logit coefficients; the "hard" preset scales the signal down and the noise up.
 CHURN = dict(
-    intercept=-2.75, prepaid=0.8, near_end=1.3, out_of_contract=0.4, log_tenure=-0.4,
-    decline=-0.9, support=0.3, drops=0.06, family=-0.5, bundles=-0.15, price=0.3,
+    intercept=-2.75,
+    prepaid=0.8,
+    near_end=1.3,
+    out_of_contract=0.4,
+    log_tenure=-0.4,
+    decline=-0.9,
+    support=0.3,
+    drops=0.06,
+    family=-0.5,
+    bundles=-0.15,
+    price=0.3,
 )
 PRESETS = {"default": dict(signal=1.0, noise=1.0), "hard": dict(signal=0.6, noise=2.0)}
 
@@ -95,7 +212,11 @@ def _period_dates(cfg: SynthConfig, n: int) -> pd.DatetimeIndex:
 
 
 def churn_probability(
-    usage: np.ndarray, valid: np.ndarray, static: dict[str, np.ndarray], horizon: int, signal: float = 1.0
+    usage: np.ndarray,
+    valid: np.ndarray,
+    static: dict[str, np.ndarray],
+    horizon: int,
+    signal: float = 1.0,
 ) -> np.ndarray:
     """True probability of churn within the horizon from the observed window and static attributes.
 
@@ -103,7 +224,9 @@ def churn_probability(
     """
     m = {name: i for i, name in enumerate(METRICS)}
     n, t, _ = usage.shape
-    u = np.log1p(usage[:, :, m["data_mb"]] / 500.0) + np.log1p(usage[:, :, m["voice_min"]] / 30.0)  # (N, T)
+    u = np.log1p(usage[:, :, m["data_mb"]] / 500.0) + np.log1p(
+        usage[:, :, m["voice_min"]] / 30.0
+    )  # (N, T)
     # first 8 and last 4 valid periods of each subscriber
     order = np.cumsum(valid, axis=1)  # 1-based rank of each valid period
     count = order[:, -1:]
@@ -151,17 +274,23 @@ def _chunk(cfg: SynthConfig, start: int, n: int, preset: dict) -> dict:
     prepaid = (rng.random(n) < col("p_prepaid")).astype(np.int8)
     probs = np.array([s.contract_probs for s in SEGMENTS])[seg]
     contract_choice = (rng.random(n)[:, None] > np.cumsum(probs, 1)).sum(1)
-    contract_months = np.where(prepaid == 1, 0, np.array([0, 12, 24])[np.minimum(contract_choice, 2)])
+    contract_months = np.where(
+        prepaid == 1, 0, np.array([0, 12, 24])[np.minimum(contract_choice, 2)]
+    )
     tenure = rng.gamma(2.0, col("tenure_months") / 2.0)
     # late joiners: joined during the window, so tenure is short and early periods are absent
     join = np.zeros(n, dtype=np.int64)
     late_mask = rng.random(n) < cfg.late_joiner_frac
     join[late_mask] = rng.integers(1, max(t_obs - 6, 2), size=late_mask.sum())
     periods_per_month = 52.0 / 12.0 if cfg.freq == "W" else 1.0
-    tenure = np.where(late_mask, (t_obs - join) / periods_per_month, tenure + t_obs / periods_per_month)
+    tenure = np.where(
+        late_mask, (t_obs - join) / periods_per_month, tenure + t_obs / periods_per_month
+    )
     # contract end relative to the end of the window, in periods (NaN: no contract)
     months_into = np.where(contract_months > 0, rng.random(n) * np.maximum(contract_months, 1), 0)
-    weeks_left = np.where(contract_months > 0, (contract_months - months_into) * periods_per_month, np.nan)
+    weeks_left = np.where(
+        contract_months > 0, (contract_months - months_into) * periods_per_month, np.nan
+    )
     weeks_left = np.round(weeks_left - 0.0, 0)
     bundles = rng.poisson(col("bundles"))
     family = (rng.random(n) < col("p_family")).astype(np.int8)
@@ -175,7 +304,9 @@ def _chunk(cfg: SynthConfig, start: int, n: int, preset: dict) -> dict:
     decliner = rng.random(n) < 0.12
     decline_start = rng.integers(max(t_obs - 12, 1), max(t_obs - 2, 2), size=n)
     declining = decliner[:, None] & (tt >= decline_start[:, None])  # (N, T)
-    drift = trend[:, None] * tt - 0.08 * declining * (tt - decline_start[:, None])  # (N, T) log-level
+    drift = trend[:, None] * tt - 0.08 * declining * (
+        tt - decline_start[:, None]
+    )  # (N, T) log-level
     season = 0.1 * np.sin(2 * np.pi * tt / (13.0 if cfg.freq == "W" else 3.0))  # (1, T)
     intensity = rng.normal(0, 0.25, n)[:, None]  # shared across usage metrics
 
@@ -197,7 +328,8 @@ def _chunk(cfg: SynthConfig, start: int, n: int, preset: dict) -> dict:
     usage[:, :, 4] = np.where(
         prepaid[:, None] == 1,
         topups * topup_value[:, None],
-        fee[:, None] * np.exp(0.5 * drift + rng.normal(0, 0.05 * noise, (n, t_obs))) + 0.002 * usage[:, :, 3],
+        fee[:, None] * np.exp(0.5 * drift + rng.normal(0, 0.05 * noise, (n, t_obs)))
+        + 0.002 * usage[:, :, 3],
     )
     usage[:, :, 5] = topups
     support_rate = col("support")[:, None] * scale * np.where(declining, 3.0, 1.0)
@@ -230,8 +362,13 @@ def _chunk(cfg: SynthConfig, start: int, n: int, preset: dict) -> dict:
     arpu_next = arpu_now * np.exp(0.5 * slope * h * 1.5 + rng.normal(0, 0.1 * noise, n))
 
     return dict(
-        seg=seg, usage=usage, valid=valid, churn=churn, p_churn=p_churn,
-        arpu_now=arpu_now, arpu_next=arpu_next,
+        seg=seg,
+        usage=usage,
+        valid=valid,
+        churn=churn,
+        p_churn=p_churn,
+        arpu_now=arpu_now,
+        arpu_next=arpu_next,
         static=pd.DataFrame(
             dict(
                 plan_type=np.where(prepaid == 1, "prepaid", "postpaid"),
@@ -298,7 +435,9 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
             flat = ch["usage"][rows]  # (R, M)
             for j, name in enumerate(METRICS):
                 v = flat[:, j]
-                cols[name] = pa.array(v.astype(np.int32) if name in COUNT_METRICS else np.round(v, 2))
+                cols[name] = pa.array(
+                    v.astype(np.int32) if name in COUNT_METRICS else np.round(v, 2)
+                )
             table = pa.table(cols)
             if fmt == "parquet":
                 if writer is None:
@@ -339,7 +478,9 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
     truth["tier_now"] = tier_now.astype(np.int8)
     truth["tier_next"] = tier_next.astype(np.int8)
     migration = np.array(MIGRATION_CLASSES)[np.sign(tier_next - tier_now) + 1]
-    labels = pd.DataFrame(dict(subscriber_id=truth["subscriber_id"], churn=truth["churn"], migration=migration))
+    labels = pd.DataFrame(
+        dict(subscriber_id=truth["subscriber_id"], churn=truth["churn"], migration=migration)
+    )
 
     writer_fn = write_parquet_atomic
     if fmt == "csv":
@@ -348,18 +489,27 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
     writer_fn(out / f"labels.{fmt}", labels)
     write_parquet_atomic(out / "truth.parquet", truth)
 
-    oracle = float(roc_auc_score(truth["churn"], truth["churn_prob"])) if truth["churn"].nunique() > 1 else float("nan")
+    oracle = (
+        float(roc_auc_score(truth["churn"], truth["churn_prob"]))
+        if truth["churn"].nunique() > 1
+        else float("nan")
+    )
     summary = dict(
         n_subscribers=cfg.n_subscribers,
         n_periods=cfg.n_periods,
-        n_rows=int(sum(len(s) for s in statics) and pq.ParquetFile(usage_path).metadata.num_rows if fmt == "parquet" else -1),
+        n_rows=int(
+            sum(len(s) for s in statics) and pq.ParquetFile(usage_path).metadata.num_rows
+            if fmt == "parquet"
+            else -1
+        ),
         churn_rate=float(truth["churn"].mean()),
         oracle_auc=oracle,
         migration_mix={k: float((migration == k).mean()) for k in MIGRATION_CLASSES},
         segments={s.name: float((truth["segment"] == i).mean()) for i, s in enumerate(SEGMENTS)},
         periods=[str(d.date()) for d in (dates[0], dates[-1])],
         config=dict(cfg.__dict__),
-        files={k: str(out / f"{k}.{fmt}") for k in ("usage", "static", "labels")} | {"truth": str(out / "truth.parquet")},
+        files={k: str(out / f"{k}.{fmt}") for k in ("usage", "static", "labels")}
+        | {"truth": str(out / "truth.parquet")},
     )
     write_json_atomic(out / "world.json", summary)
     return summary

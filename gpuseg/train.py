@@ -37,10 +37,16 @@ class Split:
 def split_subscribers(n: int, val_frac: float, test_frac: float, seed: int) -> Split:
     """Random split by subscriber (each subscriber in exactly one part)."""
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
-        raise DataError(f"train.val_frac + train.test_frac must be in (0, 1); got {val_frac} + {test_frac}")
+        raise DataError(
+            f"train.val_frac + train.test_frac must be in (0, 1); got {val_frac} + {test_frac}"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     n_val, n_test = int(round(n * val_frac)), int(round(n * test_frac))
-    return Split(train=np.sort(perm[n_val + n_test :]), val=np.sort(perm[:n_val]), test=np.sort(perm[n_val : n_val + n_test]))
+    return Split(
+        train=np.sort(perm[n_val + n_test :]),
+        val=np.sort(perm[:n_val]),
+        test=np.sort(perm[n_val : n_val + n_test]),
+    )
 
 
 def fit_normalization(panel: Panel, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -68,7 +74,9 @@ def to_device(panel: Panel, device: torch.device) -> dict[str, torch.Tensor]:
     def copy(arr: np.ndarray, dtype) -> torch.Tensor:
         out = torch.empty(arr.shape, dtype=dtype, device=device)
         for start in range(0, len(arr), CHUNK_ROWS):
-            out[start : start + CHUNK_ROWS] = torch.from_numpy(np.array(arr[start : start + CHUNK_ROWS])).to(device, dtype)
+            out[start : start + CHUNK_ROWS] = torch.from_numpy(
+                np.array(arr[start : start + CHUNK_ROWS])
+            ).to(device, dtype)
         return out
 
     return dict(
@@ -81,16 +89,28 @@ def to_device(panel: Panel, device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"
+    )
 
 
 @torch.no_grad()
-def predict(model: SubscriberModel, tensors: dict[str, torch.Tensor], rows: torch.Tensor | None, batch_size: int, amp: bool = True) -> dict[str, torch.Tensor]:
+def predict(
+    model: SubscriberModel,
+    tensors: dict[str, torch.Tensor],
+    rows: torch.Tensor | None,
+    batch_size: int,
+    amp: bool = True,
+) -> dict[str, torch.Tensor]:
     """Embedding, churn logit and migration logits for ``rows`` (all when None), batch by batch."""
     model.eval()
     device = tensors["usage"].device
     n = len(tensors["usage"]) if rows is None else len(rows)
-    outs: dict[str, list[torch.Tensor]] = {"embedding": [], "churn_logit": [], "migration_logits": []}
+    outs: dict[str, list[torch.Tensor]] = {
+        "embedding": [],
+        "churn_logit": [],
+        "migration_logits": [],
+    }
     for start in range(0, n, batch_size):
         idx = slice(start, start + batch_size) if rows is None else rows[start : start + batch_size]
         with autocast(device, amp):
@@ -135,7 +155,9 @@ def train_model(
     torch.manual_seed(cfg.seed)
     labelled = np.flatnonzero(np.asarray(panel.churn) >= 0)
     if len(labelled) < 20:
-        raise DataError(f"training needs churn labels; {len(labelled)} labelled subscribers in the panel")
+        raise DataError(
+            f"training needs churn labels; {len(labelled)} labelled subscribers in the panel"
+        )
     split = split_subscribers(len(labelled), cfg.val_frac, cfg.test_frac, cfg.seed)
     split = Split(*(labelled[s] for s in (split.train, split.val, split.test)))
     churn_all = np.asarray(panel.churn)
@@ -151,7 +173,9 @@ def train_model(
 
     # losses: churn (imbalance via pos_weight), migration (class weights), usage profile
     pos = churn_all[split.train].mean()
-    pos_weight = cfg.pos_weight if cfg.pos_weight is not None else math.sqrt((1 - pos) / max(pos, 1e-6))
+    pos_weight = (
+        cfg.pos_weight if cfg.pos_weight is not None else math.sqrt((1 - pos) / max(pos, 1e-6))
+    )
     mig = np.asarray(panel.migration)[split.train]
     counts = np.bincount(mig[mig >= 0], minlength=3).astype(float) + 1
     mig_weight = torch.tensor((counts.sum() / counts) ** 0.5, dtype=torch.float32, device=device)
@@ -160,7 +184,9 @@ def train_model(
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(split.train) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.epochs * steps_per_epoch, 1), pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=max(cfg.epochs * steps_per_epoch, 1), pct_start=0.15
+    )
     train_rows = torch.as_tensor(split.train, device=device)
     val_rows = torch.as_tensor(split.val, device=device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -173,15 +199,23 @@ def train_model(
         total = 0.0
         for start in range(0, len(perm), cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
-            usage, mask, static = data["usage"][idx], data["mask"][idx], data["static"][idx]  # (B, T, M) (B, T) (B, S)
+            usage, mask, static = (
+                data["usage"][idx],
+                data["mask"][idx],
+                data["static"][idx],
+            )  # (B, T, M) (B, T) (B, S)
             y, ym = data["churn"][idx].float(), data["migration"][idx]
             with autocast(device, cfg.amp):
                 out = model(usage, mask, static)
             target = model.profile_target(model.normalize(usage, mask), mask)  # (B, 2M)
-            loss = cfg.churn_weight * F.binary_cross_entropy_with_logits(out["churn_logit"].float(), y, pos_weight=pos_weight_t)
+            loss = cfg.churn_weight * F.binary_cross_entropy_with_logits(
+                out["churn_logit"].float(), y, pos_weight=pos_weight_t
+            )
             has_mig = ym >= 0
             if bool(has_mig.any()):
-                loss = loss + cfg.migration_weight * F.cross_entropy(out["migration_logits"].float()[has_mig], ym[has_mig], weight=mig_weight)
+                loss = loss + cfg.migration_weight * F.cross_entropy(
+                    out["migration_logits"].float()[has_mig], ym[has_mig], weight=mig_weight
+                )
             loss = loss + cfg.profile_weight * F.mse_loss(out["profile"].float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -195,7 +229,13 @@ def train_model(
 
         val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
         val_auc = float(roc_auc_score(churn_all[split.val], val["churn_logit"].cpu().numpy()))
-        record = dict(epoch=epoch + 1, loss=total / len(perm), val_auc=val_auc, seconds=seconds, subscribers_per_s=len(perm) / seconds)
+        record = dict(
+            epoch=epoch + 1,
+            loss=total / len(perm),
+            val_auc=val_auc,
+            seconds=seconds,
+            subscribers_per_s=len(perm) / seconds,
+        )
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -210,13 +250,17 @@ def train_model(
     model.load_state_dict(best_state)
     val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
     platt = fit_platt(val["churn_logit"].cpu().numpy(), churn_all[split.val])
-    test = predict(model, data, torch.as_tensor(split.test, device=device), 4 * cfg.batch_size, cfg.amp)
+    test = predict(
+        model, data, torch.as_tensor(split.test, device=device), 4 * cfg.batch_size, cfg.amp
+    )
     p_test = calibrated(test["churn_logit"].cpu().numpy(), platt)
     mig_test = np.asarray(panel.migration)[split.test]
     has = mig_test >= 0
     metrics = dict(
         churn=churn_metrics(churn_all[split.test], p_test),
-        migration=migration_metrics(mig_test[has], test["migration_logits"].argmax(1).cpu().numpy()[has]),
+        migration=migration_metrics(
+            mig_test[has], test["migration_logits"].argmax(1).cpu().numpy()[has]
+        ),
         best_epoch=best_epoch,
         epochs_run=len(history),
         val_auc=best_auc,
@@ -230,7 +274,9 @@ def train_model(
 # Checkpoints: weights as safetensors, everything else as JSON
 
 
-def save_checkpoint(result: TrainResult, panel_meta: dict, model_cfg: ModelConfig, run_dir: Path) -> None:
+def save_checkpoint(
+    result: TrainResult, panel_meta: dict, model_cfg: ModelConfig, run_dir: Path
+) -> None:
     from safetensors.torch import save_file
 
     from gpuseg.store import _atomic
@@ -250,11 +296,18 @@ def save_checkpoint(result: TrainResult, panel_meta: dict, model_cfg: ModelConfi
             static_features=panel_meta["static_features"],
         ),
     )
-    np.savez(run_dir / "split.npz", train=result.split.train, val=result.split.val, test=result.split.test)
+    np.savez(
+        run_dir / "split.npz",
+        train=result.split.train,
+        val=result.split.val,
+        test=result.split.test,
+    )
     write_json_atomic(run_dir / "metrics.json", result.metrics | {"history": result.history})
 
 
-def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[SubscriberModel, dict]:
+def load_checkpoint(
+    run_dir: Path, device: torch.device | str = "cpu"
+) -> tuple[SubscriberModel, dict]:
     """Rebuild the model from ``model.json`` and ``model.safetensors`` (no pickle involved)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -271,11 +324,17 @@ def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[
             raise RunDirError(f"{weights}: missing (run gpuseg train first)")
         model.load_state_dict(load_file(str(weights)))
     except (KeyError, TypeError) as exc:
-        raise RunDirError(f"{run_dir / 'model.json'}: incomplete model description ({exc})") from None
+        raise RunDirError(
+            f"{run_dir / 'model.json'}: incomplete model description ({exc})"
+        ) from None
     except SafetensorError as exc:
-        raise RunDirError(f"{run_dir / 'model.safetensors'}: not a valid safetensors file ({exc})") from None
+        raise RunDirError(
+            f"{run_dir / 'model.safetensors'}: not a valid safetensors file ({exc})"
+        ) from None
     except RuntimeError as exc:
-        raise RunDirError(f"{run_dir / 'model.safetensors'}: weights do not match model.json ({str(exc).splitlines()[0]})") from None
+        raise RunDirError(
+            f"{run_dir / 'model.safetensors'}: weights do not match model.json ({str(exc).splitlines()[0]})"
+        ) from None
     return model.to(device).eval(), info
 
 

@@ -44,9 +44,13 @@ def hand_panel() -> Panel:
     mask = np.array([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]], dtype=bool)
     static = np.array([[1.0, 0.5], [0.0, 2.0], [1.0, 1.0]], dtype=np.float32)
     return Panel(
-        usage=usage, mask=mask, static=static,
-        churn=np.array([0, 1, 0], np.int8), migration=np.array([1, 0, 2], np.int8),
-        ids=np.array(["a", "b", "c"]), meta=dict(metrics=["x", "y"], static_features=["s1", "s2"]),
+        usage=usage,
+        mask=mask,
+        static=static,
+        churn=np.array([0, 1, 0], np.int8),
+        migration=np.array([1, 0, 2], np.int8),
+        ids=np.array(["a", "b", "c"]),
+        meta=dict(metrics=["x", "y"], static_features=["s1", "s2"]),
     )
 
 
@@ -84,8 +88,15 @@ def test_window_features_known_values():
 
 def test_drop_is_positive_when_usage_falls():
     usage = np.array([[10, 10, 10, 10, 10, 10, 1, 1]], dtype=np.float32)[:, :, None]
-    panel = Panel(usage, np.ones((1, 8), bool), np.zeros((1, 0), np.float32),
-                  np.zeros(1, np.int8), np.zeros(1, np.int8), np.array(["a"]), dict(metrics=["x"]))
+    panel = Panel(
+        usage,
+        np.ones((1, 8), bool),
+        np.zeros((1, 0), np.float32),
+        np.zeros(1, np.int8),
+        np.zeros(1, np.int8),
+        np.array(["a"]),
+        dict(metrics=["x"]),
+    )
     X = window_features(panel)
     assert column(panel, X, "x__drop")[0] == pytest.approx(np.log(11 / 2))
     assert column(panel, X, "x__slope")[0] < 0
@@ -144,10 +155,12 @@ def test_baselines_beat_chance_on_synthetic_world(world):
 def test_run_baselines_is_deterministic_and_accepts_npz_style_split(world):
     split = world_split(world)
     a = run_baselines(world, split, seed=3, models=["hist_gb"])
-    b = run_baselines(world, dict(train=split.train, val=split.val, test=split.test), seed=3,
-                      models=["hist_gb"])
-    np.testing.assert_array_equal(a["models"]["hist_gb"]["churn"]["proba"],
-                                  b["models"]["hist_gb"]["churn"]["proba"])
+    b = run_baselines(
+        world, dict(train=split.train, val=split.val, test=split.test), seed=3, models=["hist_gb"]
+    )
+    np.testing.assert_array_equal(
+        a["models"]["hist_gb"]["churn"]["proba"], b["models"]["hist_gb"]["churn"]["proba"]
+    )
 
 
 def test_run_baselines_errors(world):
@@ -163,8 +176,15 @@ def test_run_baselines_errors(world):
 
 
 def test_run_baselines_without_migration_labels(world):
-    panel = Panel(world.usage, world.mask, world.static, world.churn,
-                  np.full(len(world), -1, np.int8), world.ids, world.meta)
+    panel = Panel(
+        world.usage,
+        world.mask,
+        world.static,
+        world.churn,
+        np.full(len(world), -1, np.int8),
+        world.ids,
+        world.meta,
+    )
     result = run_baselines(panel, world_split(world), models=["logistic"])
     assert result["models"]["logistic"]["migration"] is None
     assert result["models"]["logistic"]["churn"]["metrics"]["roc_auc"] > 0.7
@@ -203,12 +223,14 @@ def test_xgboost_baseline_when_installed():
 def test_tune_keeps_the_best_by_validation_score():
     X, y = separable()
     grid = [dict(C=1.0), dict(C=0.01), dict(C=0.1)]
-    model, params, score = tune(LogisticBaseline, grid, X[:400], y[:400], X[400:], y[400:],
-                                lambda m, _X, _y: -m.C)  # a score that prefers the smallest C
+    model, params, score = tune(
+        LogisticBaseline, grid, X[:400], y[:400], X[400:], y[400:], lambda m, _X, _y: -m.C
+    )  # a score that prefers the smallest C
     assert params == dict(C=0.01) and model.C == 0.01 and score == -0.01
     # no usable validation rows (one class): the first grid point, score NaN
-    model, params, score = tune(LogisticBaseline, grid, X[:400], y[:400], X[400:], np.zeros(200),
-                                lambda m, _X, _y: -m.C)
+    model, params, score = tune(
+        LogisticBaseline, grid, X[:400], y[:400], X[400:], np.zeros(200), lambda m, _X, _y: -m.C
+    )
     assert params == dict(C=1.0) and np.isnan(score)
 
 

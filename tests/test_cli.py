@@ -32,9 +32,19 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def test_run_writes_every_artifact_and_accounts_for_every_subscriber(tiny_run: Path):
     for name in (
-        "config.yaml", "panel/meta.json", "panel/rejects.csv", "model.safetensors", "model.json",
-        "metrics.json", "predictions.parquet", "embeddings.parquet", "segments.parquet",
-        "cluster.json", "report/segments.md", "report/segments.csv", "summary.json",
+        "config.yaml",
+        "panel/meta.json",
+        "panel/rejects.csv",
+        "model.safetensors",
+        "model.json",
+        "metrics.json",
+        "predictions.parquet",
+        "embeddings.parquet",
+        "segments.parquet",
+        "cluster.json",
+        "report/segments.md",
+        "report/segments.csv",
+        "summary.json",
     ):
         assert (tiny_run / name).is_file(), name
     summary = json.loads((tiny_run / "summary.json").read_text())
@@ -44,7 +54,9 @@ def test_run_writes_every_artifact_and_accounts_for_every_subscriber(tiny_run: P
     preds = pd.read_parquet(tiny_run / "predictions.parquet")
     assert len(segs) == len(preds) == c["output"]
     assert preds["churn_prob"].between(0, 1).all()
-    assert preds[["migration_down", "migration_stay", "migration_up"]].sum(axis=1).round(4).eq(1).all()
+    assert (
+        preds[["migration_down", "migration_stay", "migration_up"]].sum(axis=1).round(4).eq(1).all()
+    )
     assert 0.0 <= summary["truth"]["oracle_auc_test"] <= 1.0
     profiles = pd.read_csv(tiny_run / "report" / "segments.csv")
     assert profiles["subscribers"].sum() == c["output"]
@@ -54,7 +66,11 @@ def test_run_writes_every_artifact_and_accounts_for_every_subscriber(tiny_run: P
 def test_stage_commands_rerun_on_the_same_run_directory(tiny_run: Path):
     s = f"out_dir={tiny_run}"
     for cmd in ("prepare", "embed", "cluster", "report"):
-        r = invoke(cmd, "-c", TINY, "-s", s, "--device", "cpu") if cmd != "report" else invoke(cmd, "-c", TINY, "-s", s)
+        r = (
+            invoke(cmd, "-c", TINY, "-s", s, "--device", "cpu")
+            if cmd != "report"
+            else invoke(cmd, "-c", TINY, "-s", s)
+        )
         assert r.exit_code == 0, (cmd, r.output)
     assert "segments.md" in r.output
 
@@ -74,7 +90,18 @@ def test_score_new_data_counts_in_equals_out_plus_rejected(tiny_run: Path, tmp_p
     usage.to_parquet(tmp_path / "u.parquet")
     static.to_parquet(tmp_path / "s.parquet")
     out = tmp_path / "scores.parquet"
-    r = invoke("score", tiny_run, "--usage", tmp_path / "u.parquet", "--static", tmp_path / "s.parquet", "-o", out, "--device", "cpu")
+    r = invoke(
+        "score",
+        tiny_run,
+        "--usage",
+        tmp_path / "u.parquet",
+        "--static",
+        tmp_path / "s.parquet",
+        "-o",
+        out,
+        "--device",
+        "cpu",
+    )
     assert r.exit_code == 0, r.output
     scores = pd.read_parquet(out)
     rejects = pd.read_csv(tmp_path / "scores.rejects.csv")
@@ -111,14 +138,34 @@ def test_unknown_config_key_is_one_line_exit_1(tmp_path: Path):
 
 
 def test_missing_usage_file_is_one_line_exit_1(tmp_path: Path):
-    line = one_line_error(invoke("prepare", "-s", f"out_dir={tmp_path / 'r'}", "-s", f"data.usage={tmp_path / 'nope.csv'}", "--device", "cpu"))
+    line = one_line_error(
+        invoke(
+            "prepare",
+            "-s",
+            f"out_dir={tmp_path / 'r'}",
+            "-s",
+            f"data.usage={tmp_path / 'nope.csv'}",
+            "--device",
+            "cpu",
+        )
+    )
     assert "nope.csv" in line
 
 
 def test_bad_usage_value_is_one_line_exit_1(tmp_path: Path):
     csv = tmp_path / "usage.csv"
     csv.write_text("subscriber_id,period,data_mb\nA,2026-01-05,1\nA,2026-01-12,-3\n")
-    line = one_line_error(invoke("prepare", "-s", f"out_dir={tmp_path / 'r'}", "-s", f"data.usage={csv}", "--device", "cpu"))
+    line = one_line_error(
+        invoke(
+            "prepare",
+            "-s",
+            f"out_dir={tmp_path / 'r'}",
+            "-s",
+            f"data.usage={csv}",
+            "--device",
+            "cpu",
+        )
+    )
     assert "usage.csv" in line and "data_mb" in line and "row 2" in line
 
 
@@ -130,7 +177,9 @@ def test_explicit_cuda_without_gpu_is_a_clear_error(tmp_path: Path):
 
 
 def test_run_directory_of_another_config_is_refused(tiny_run: Path):
-    line = one_line_error(invoke("report", "-c", TINY, "-s", f"out_dir={tiny_run}", "-s", "cluster.k=4"))
+    line = one_line_error(
+        invoke("report", "-c", TINY, "-s", f"out_dir={tiny_run}", "-s", "cluster.k=4")
+    )
     assert "different config" in line
 
 

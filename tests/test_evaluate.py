@@ -105,8 +105,15 @@ def test_comparison_markdown(evaluation):
 
 def test_evaluate_without_truth_and_custom_output(trained, tmp_path):
     out = tmp_path / "eval.json"
-    result = evaluate_run(trained["run"], trained["panel"], n_boot=0, seed=1, k=20,
-                          baselines=["logistic"], out_path=out)
+    result = evaluate_run(
+        trained["run"],
+        trained["panel"],
+        n_boot=0,
+        seed=1,
+        k=20,
+        baselines=["logistic"],
+        out_path=out,
+    )
     assert [row["model"] for row in result["rows"]] == ["model", "logistic"]
     assert json.loads(out.read_text())["k"] == 20
     assert result["rows"][0]["roc_auc"]["lo"] is None  # n_boot=0: no interval
@@ -122,8 +129,12 @@ def test_evaluate_errors(trained, tmp_path):
     with pytest.raises(RunDirError, match="split.npz"):
         evaluate_run(broken, trained["panel"])
     split = np.load(trained["run"] / "split.npz")
-    np.savez(broken / "split.npz", train=split["train"], val=split["val"],
-             test=np.append(split["test"], 10**6))
+    np.savez(
+        broken / "split.npz",
+        train=split["train"],
+        val=split["val"],
+        test=np.append(split["test"], 10**6),
+    )
     with pytest.raises(DataError, match="panel"):
         evaluate_run(broken, trained["panel"])
     partial = tmp_path / "truth.parquet"
