@@ -9,8 +9,6 @@ Shapes: B subscribers, T periods, M metrics, S static features, E embedding size
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -190,7 +188,3 @@ def flops_per_subscriber(model: SubscriberModel) -> float:
         per_step = 0
     head = 2 * (4 * h * h + h * cfg.embedding_dim)
     return float(t * per_step + head + (2 * model.n_static * cfg.static_hidden))
-
-
-def _init_check() -> None:  # keep math imported for positional extensions
-    _ = math.pi

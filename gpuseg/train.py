@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from gpuseg.config import ModelConfig, RunConfig, TrainConfig, to_dict
+from gpuseg.config import ModelConfig, TrainConfig, to_dict
 from gpuseg.data import Panel
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.metrics import churn_metrics, migration_metrics
@@ -336,7 +336,3 @@ def load_checkpoint(
             f"{run_dir / 'model.safetensors'}: weights do not match model.json ({str(exc).splitlines()[0]})"
         ) from None
     return model.to(device).eval(), info
-
-
-def run_config_summary(cfg: RunConfig) -> dict:
-    return to_dict(cfg.train) | {"encoder": cfg.model.encoder}
