@@ -14,6 +14,7 @@ Run directory layout (``cfg.out_dir``)::
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -52,27 +53,35 @@ def _quiet(_: str) -> None:
 
 
 def check_run_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
-    """Create the run directory, or refuse one that holds a run of a different config."""
+    """Create the run directory, or refuse one that holds a run of a different config.
+
+    With ``overwrite`` a different config is accepted and its training checkpoint is dropped, so
+    training never resumes from another config's state.
+    """
+    import yaml
+
     run_dir = Path(cfg.out_dir)
     saved = run_dir / "config.yaml"
-    if saved.is_file() and not overwrite:
-        import yaml
-
+    if saved.is_file():
         try:
             previous = to_dict(from_dict(RunConfig, yaml.safe_load(saved.read_text()) or {}))
         except Exception:
-            raise RunDirError(
-                f"{saved}: unreadable config of an earlier run; use another out_dir or --overwrite"
-            ) from None
+            if not overwrite:
+                raise RunDirError(
+                    f"{saved}: unreadable config of an earlier run; use another out_dir or --overwrite"
+                ) from None
+            previous = {"unreadable": True}
         current = to_dict(cfg)
         changed = sorted(
             k for k in previous if k not in RUN_NEUTRAL and previous[k] != current.get(k)
         )
-        if changed:
+        if changed and not overwrite:
             raise RunDirError(
-                f"{run_dir}: holds a run of a different config (sections differ: {', '.join(changed)}); "
-                "use another out_dir or --overwrite"
+                f"{run_dir}: holds a run of a different config "
+                f"(sections differ: {', '.join(changed)}); use another out_dir or --overwrite"
             )
+        if changed:
+            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, saved)
     return run_dir
@@ -114,7 +123,14 @@ def train_stage(
     cfg: RunConfig, backend: Backend, run_dir: Path, on_epoch: Callable[[dict], None] | None = None
 ) -> dict:
     panel = load_panel(run_dir / "panel")
-    result = train_model(panel, cfg.model, cfg.train, backend.torch_device, on_epoch)
+    result = train_model(
+        panel,
+        cfg.model,
+        cfg.train,
+        backend.torch_device,
+        on_epoch,
+        checkpoint_dir=run_dir / "checkpoint",
+    )
     save_checkpoint(result, panel.meta, cfg.model, run_dir)
     return result.metrics
 

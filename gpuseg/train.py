@@ -135,6 +135,72 @@ def calibrated(logits: np.ndarray, platt: tuple[float, float]) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(a * logits + b)))
 
 
+class EpochCheckpoint:
+    """Everything needed to resume training after the last finished epoch, without pickle.
+
+    Tensors (model, best model, optimizer moments, RNG states) go to ``state.safetensors``;
+    scalars (epoch, history, scheduler, optimizer groups) to ``state.json``. Both are written
+    atomically, the JSON last, so a run killed mid-write resumes from the previous epoch.
+    """
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+
+    def exists(self) -> bool:
+        return (self.dir / "state.json").is_file() and (self.dir / "state.safetensors").is_file()
+
+    def save(self, model, best_state, opt, sched, gen, scalars: dict) -> None:
+        from safetensors.torch import save_file
+
+        from gpuseg.store import _atomic
+
+        tensors = {
+            f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+        }
+        tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()}
+        opt_state = opt.state_dict()
+        for pid, st in opt_state["state"].items():
+            for name, value in st.items():
+                tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gen"] = gen.get_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic(self.dir / "state.safetensors", lambda p: save_file(tensors, str(p)))
+        meta = dict(
+            scalars, optimizer_groups=opt_state["param_groups"], scheduler=sched.state_dict()
+        )
+        write_json_atomic(self.dir / "state.json", meta)
+
+    def load(self, model, opt, sched, gen) -> tuple[dict, dict]:
+        """Restore model, optimizer, scheduler and RNGs; return (best_state, scalars)."""
+        from safetensors.torch import load_file
+
+        meta = read_json(self.dir / "state.json")
+        try:
+            tensors = load_file(str(self.dir / "state.safetensors"))
+        except Exception as exc:
+            raise RunDirError(
+                f"{self.dir / 'state.safetensors'}: unreadable checkpoint ({exc})"
+            ) from None
+        device = next(model.parameters()).device
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
+        opt.load_state_dict({"state": state, "param_groups": meta.pop("optimizer_groups")})
+        sched.load_state_dict(meta.pop("scheduler"))
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.gen"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        return best, meta
+
+
 @dataclass
 class TrainResult:
     model: SubscriberModel
@@ -150,6 +216,7 @@ def train_model(
     cfg: TrainConfig,
     device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
     """Train the subscriber model on ``panel``; return the best model (by validation AUC) and metrics."""
     torch.manual_seed(cfg.seed)
@@ -191,8 +258,23 @@ def train_model(
     val_rows = torch.as_tensor(split.val, device=device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
-    best_auc, best_state, best_epoch, history, stale = -1.0, None, -1, [], 0
-    for epoch in range(cfg.epochs):
+    best_auc, best_state, best_epoch, history, stale, start_epoch, done = (
+        -1.0,
+        None,
+        -1,
+        [],
+        0,
+        0,
+        False,
+    )
+    ckpt = EpochCheckpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None and ckpt.exists():  # resume after the last finished epoch
+        best_state, saved = ckpt.load(model, opt, sched, gen)
+        best_auc, best_epoch, stale = saved["best_auc"], saved["best_epoch"], saved["stale"]
+        history, start_epoch, done = saved["history"], saved["epoch"], saved["done"]
+    for epoch in range(start_epoch, cfg.epochs):
+        if done:
+            break
         model.train()
         t0 = time.perf_counter()
         perm = train_rows[torch.randperm(len(train_rows), generator=gen).to(device)]
@@ -244,8 +326,19 @@ def train_model(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
-            if stale >= cfg.patience:
-                break
+        done = stale >= cfg.patience or epoch + 1 == cfg.epochs
+        if ckpt is not None:
+            scalars = dict(
+                epoch=epoch + 1,
+                best_auc=best_auc,
+                best_epoch=best_epoch,
+                stale=stale,
+                history=history,
+                done=done,
+            )
+            ckpt.save(model, best_state, opt, sched, gen, scalars)
+        if done:
+            break
 
     model.load_state_dict(best_state)
     val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
