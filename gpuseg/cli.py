@@ -358,6 +358,49 @@ def evaluate_cmd(
     out.print(f"wrote {run / 'evaluation.json'}")
 
 
+@app.command("targets")
+@handle_errors
+def targets_cmd(
+    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
+    output: Annotated[Path, typer.Option("--out", "-o", help=".csv or .parquet")] = Path(
+        "targets.csv"
+    ),
+    segment: Annotated[
+        list[int] | None, typer.Option("--segment", help="learned segment id (repeatable)")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="tag name from the rule file (repeatable)")
+    ] = None,
+    all_tags: Annotated[
+        bool, typer.Option("--all-tags", help="require every --tag, not any")
+    ] = False,
+    min_risk: Annotated[float, typer.Option("--min-risk")] = 0.0,
+    top: Annotated[int | None, typer.Option("--top")] = None,
+    horizon_months: Annotated[float | None, typer.Option("--horizon-months")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Campaign list: by segment, tag and churn risk, ranked by expected value saved.
+
+    Subscribers without marketing consent or in do-not-disturb are always excluded.
+
+    Example: gpuseg targets runs/demo --tag warning --min-risk 0.3 --top 1000 -o targets.csv
+    """
+    from gpuseg.targets import counts_line, select_targets, write_targets
+
+    frame = select_targets(
+        run,
+        segments=segment,
+        tags=tag,
+        tag_mode="all" if all_tags else "any",
+        min_risk=min_risk,
+        top=top,
+        horizon_months=horizon_months,
+    )
+    write_targets(frame, output)
+    out.print(counts_line(frame.attrs["counts"]))
+    out.print(f"wrote {len(frame):,} targets -> {output}")
+
+
 @app.command("tune")
 @handle_errors
 def tune_cmd(
