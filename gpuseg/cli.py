@@ -401,6 +401,26 @@ def targets_cmd(
     out.print(f"wrote {len(frame):,} targets -> {output}")
 
 
+@app.command("bench")
+@handle_errors
+def bench_cmd(
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="small, full or a manifest YAML")
+    ] = "small",
+    output: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench"),
+    debug: DebugOpt = False,
+) -> None:
+    """CPU and GPU throughput of every stage in one run; writes bench.json and bench.md.
+
+    Example: gpuseg bench --profile small --out runs/bench
+    """
+    from gpuseg.bench import run_bench
+
+    run_bench(profile, output, log=out.print)
+    out.print((output / "bench.md").read_text(), soft_wrap=True)
+    out.print(f"wrote {output / 'bench.json'} and bench.md")
+
+
 @app.command("tune")
 @handle_errors
 def tune_cmd(

@@ -199,3 +199,18 @@ def test_targets_command(tiny_run: Path, tmp_path: Path):
     assert picked["marketing_consent"].all() and not picked["do_not_disturb"].any()
     assert (frame["churn_prob"] >= 0.1).all()
     assert frame["expected_value_saved"].is_monotonic_decreasing
+
+
+def test_bench_command_small_profile(tmp_path: Path):
+    r = invoke("bench", "--profile", "small", "-o", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "b" / "bench.json").read_text())
+    ok = [x for x in record["results"] if x["status"] == "ok"]
+    assert {x["stage"] for x in ok} >= {
+        "prepare",
+        "train_epoch",
+        "embed",
+        "kmeans",
+        "hdbscan",
+        "report",
+    }
