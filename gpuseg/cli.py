@@ -86,6 +86,14 @@ def _backend(cfg):
     return backend
 
 
+def _stage(config: Path | None, overrides: list[str] | None, device: str | None):
+    """What every stage command starts with: (config, checked run directory, backend)."""
+    from gpuseg.pipeline import check_run_dir
+
+    cfg = _load(config, overrides, device)
+    return cfg, check_run_dir(cfg), _backend(cfg)
+
+
 @contextlib.contextmanager
 def _epoch_progress(epochs: int):
     """A progress bar over epochs; yields the on_epoch callback for gpuseg.train.train_model."""
@@ -219,11 +227,10 @@ def prepare_cmd(
 
     Example: gpuseg prepare -c configs/demo.yaml -s data.usage=my_usage.parquet
     """
-    from gpuseg.pipeline import check_run_dir, prepare_stage
+    from gpuseg.pipeline import prepare_stage
 
-    cfg = _load(config, set_, device)
-    run_dir = check_run_dir(cfg)
-    meta = prepare_stage(cfg, _backend(cfg), run_dir)
+    cfg, run_dir, backend = _stage(config, set_, device)
+    meta = prepare_stage(cfg, backend, run_dir)
     c = meta["counts"]
     out.print(
         f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x {len(meta['metrics'])} metrics -> {run_dir / 'panel'}"
@@ -242,11 +249,9 @@ def train_cmd(
 
     Example: gpuseg train -c configs/demo.yaml -s train.epochs=10
     """
-    from gpuseg.pipeline import check_run_dir, train_stage
+    from gpuseg.pipeline import train_stage
 
-    cfg = _load(config, set_, device)
-    run_dir = check_run_dir(cfg)
-    backend = _backend(cfg)
+    cfg, run_dir, backend = _stage(config, set_, device)
     with _epoch_progress(cfg.train.epochs) as on_epoch:
         metrics = train_stage(cfg, backend, run_dir, on_epoch)
     out.print(_metrics_table(metrics))
@@ -261,11 +266,10 @@ def embed_cmd(
 
     Example: gpuseg embed -c configs/demo.yaml
     """
-    from gpuseg.pipeline import check_run_dir, embed_stage
+    from gpuseg.pipeline import embed_stage
 
-    cfg = _load(config, set_, device)
-    run_dir = check_run_dir(cfg)
-    n = embed_stage(cfg, _backend(cfg), run_dir)
+    cfg, run_dir, backend = _stage(config, set_, device)
+    n = embed_stage(cfg, backend, run_dir)
     out.print(
         f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, {run_dir / 'predictions.parquet'}"
     )
@@ -280,11 +284,10 @@ def cluster_cmd(
 
     Example: gpuseg cluster -c configs/demo.yaml -s cluster.k=5
     """
-    from gpuseg.pipeline import check_run_dir, cluster_stage
+    from gpuseg.pipeline import cluster_stage
 
-    cfg = _load(config, set_, device)
-    run_dir = check_run_dir(cfg)
-    r = cluster_stage(cfg, _backend(cfg), run_dir)
+    cfg, run_dir, backend = _stage(config, set_, device)
+    r = cluster_stage(cfg, backend, run_dir)
     out.print(
         f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> {run_dir / 'segments.parquet'}"
     )
@@ -439,12 +442,9 @@ def tune_cmd(
 
     Example: gpuseg tune -c configs/demo.yaml -n 30 --storage journal:runs/demo/study.log
     """
-    from gpuseg.pipeline import check_run_dir
     from gpuseg.tune import tune
 
-    cfg = _load(config, set_, device)
-    run_dir = check_run_dir(cfg)
-    backend = _backend(cfg)
+    cfg, run_dir, backend = _stage(config, set_, device)
     r = tune(
         cfg,
         run_dir / "panel",
