@@ -103,6 +103,38 @@ class Backend:
             array = array.get()
         return np.asarray(array)
 
+    # -- Dask: which local cluster and which distributed KMeans (see gpuseg.parallel) -----------
+    def local_cluster(self, n_workers: int | None = None):
+        """A Dask cluster on this machine.
+
+        On GPU with dask-cuda importable: ``LocalCUDACluster``, one worker per visible GPU (or
+        ``n_workers``). Otherwise ``LocalCluster`` with ``n_workers`` single-threaded worker
+        processes (default: one per CPU core).
+        """
+        import os
+
+        if self.gpu:
+            mod, _ = _try_import("dask_cuda")
+            if mod is not None:
+                kw = {} if n_workers is None else dict(n_workers=n_workers)
+                return mod.LocalCUDACluster(dashboard_address=":0", **kw)
+        from distributed import LocalCluster
+
+        return LocalCluster(
+            n_workers=n_workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # any free port: several clusters may share a machine
+        )
+
+    def dask_kmeans(self, **params):
+        """``cuml.dask.cluster.KMeans`` on RAPIDS; None on CPU (gpuseg.parallel runs Lloyd's)."""
+        if self.ml != "cuml":
+            return None
+        from cuml.dask.cluster import KMeans
+
+        return KMeans(**params)
+
 
 def resolve_backend(requested: str = "auto") -> Backend:
     """Pick the backend for ``--device auto|cpu|cuda``.

@@ -24,7 +24,6 @@ by the chunk size whatever the panel size (the panel is usually memory-mapped).
 from __future__ import annotations
 
 import inspect
-import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +40,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from gpuseg.data import Panel
 from gpuseg.errors import DataError
-from gpuseg.metrics import churn_metrics, macro_f1, migration_metrics
+from gpuseg.metrics import churn_metrics, fit_decision_weights, macro_f1, migration_metrics
 from gpuseg.train import Split
 
 WINDOW_STATS = ("mean", "last", "last_quarter", "slope", "drop", "std")
@@ -318,42 +317,6 @@ class XGBoostBaseline(ClassifierMixin, BaseEstimator):
 # ---------------------------------------------------------------------------------------------
 # Multi-class decisions tuned for macro-F1
 
-DECISION_GRID = np.exp(np.linspace(-1.0, 3.0, 17))  # class weight multipliers, e^-1 .. e^3
-
-
-def fast_macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    """Macro-F1 over classes 0..n_classes-1 (0 for a class never true nor predicted)."""
-    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes)
-    cm = cm.reshape(n_classes, n_classes)
-    tp = np.diag(cm).astype(float)
-    denom = cm.sum(0) + cm.sum(1)
-    return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
-
-
-def fit_decision_weights(
-    proba: np.ndarray, y: np.ndarray, grid: Sequence[float] = tuple(DECISION_GRID)
-) -> np.ndarray:
-    """Per-class multipliers w so that ``argmax(proba * w)`` maximises macro-F1 on (proba, y).
-
-    The most frequent class of ``y`` keeps weight 1; every other class tries each value of
-    ``grid`` (an exhaustive search: 17^(K-1) candidates, 289 for the three migration classes).
-    Ties keep the candidate closest to all-ones. ``y`` holds class positions 0..K-1.
-    """
-    proba = np.asarray(proba, dtype=float)
-    y = np.asarray(y, dtype=np.int64)
-    k = proba.shape[1]
-    ref = int(np.argmax(np.bincount(y, minlength=k)))
-    others = [c for c in range(k) if c != ref]
-    best_w, best_score, best_dist = np.ones(k), -1.0, np.inf
-    for combo in itertools.product(grid, repeat=len(others)):
-        w = np.ones(k)
-        w[others] = combo
-        score = fast_macro_f1(y, np.argmax(proba * w, axis=1), k)
-        dist = float(np.abs(np.log(w)).sum())
-        if score > best_score + 1e-12 or (abs(score - best_score) <= 1e-12 and dist < best_dist):
-            best_w, best_score, best_dist = w, score, dist
-    return best_w
-
 
 class DecisionWeighted(ClassifierMixin, BaseEstimator):
     """A classifier whose class decision is re-weighted on validation to maximise macro-F1.
@@ -474,8 +437,12 @@ def run_baselines(
     seed: int = 0,
     models: Sequence[str] | None = None,
     chunk_rows: int = FEATURE_CHUNK_ROWS,
+    test_panel: Panel | None = None,
 ) -> dict:
     """Train each baseline on ``split.train`` (tuned on ``split.val``) and predict ``split.test``.
+
+    With ``test_panel`` (out of time: a later window of the same layout), ``split.test`` indexes
+    that panel's rows, and test features and labels come from it.
 
     Churn models train on rows with a churn label, migration models on rows with a migration
     label (unweighted, then wrapped in :class:`DecisionWeighted`: class decision weights tuned on
@@ -504,15 +471,17 @@ def run_baselines(
 
     t0 = time.perf_counter()
     parts = (split.train, split.val, split.test)
-    X = window_features(panel, np.concatenate(parts), chunk_rows)
-    bounds = np.cumsum([0, *(len(p) for p in parts)])
-    X_tr, X_va, X_te = (X[bounds[i] : bounds[i + 1]] for i in range(3))
+    later = test_panel if test_panel is not None else panel
+    if later.usage.shape[1:] != panel.usage.shape[1:] or later.metrics != panel.metrics:
+        raise DataError("baselines: the test panel's periods or metrics differ from the training's")
+    X = window_features(panel, np.concatenate(parts[:2]), chunk_rows)
+    X_tr, X_va = X[: len(split.train)], X[len(split.train) :]
+    X_te = window_features(later, split.test, chunk_rows)
     feature_seconds = time.perf_counter() - t0
 
-    churn = np.asarray(panel.churn)
-    mig = np.asarray(panel.migration)
-    c_tr, c_va, c_te = (churn[p] for p in parts)
-    g_tr, g_va, g_te = (mig[p] for p in parts)
+    c_tr, c_va = (np.asarray(panel.churn)[p] for p in parts[:2])
+    g_tr, g_va = (np.asarray(panel.migration)[p] for p in parts[:2])
+    c_te, g_te = np.asarray(later.churn)[split.test], np.asarray(later.migration)[split.test]
     if len(np.unique(c_tr[c_tr >= 0])) < 2:
         raise DataError("baselines: the training split needs churners and stayers")
     has_mig = len(np.unique(g_tr[g_tr >= 0])) >= 2

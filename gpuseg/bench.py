@@ -1,9 +1,11 @@
 """``gpuseg bench``: time each pipeline stage on CPU and GPU in the same run.
 
-A benchmark manifest (YAML; ``benchmarks/small.yaml``, ``benchmarks/full.yaml``) lists subscriber
-counts and what to measure. For each size one synthetic world is generated (cached under
-``<out>/worlds``); then, for each backend kind available, each stage runs ``warmup`` times
-untimed and ``repeats`` times timed, and the median wall time is recorded:
+A benchmark manifest (YAML; ``benchmarks/small.yaml``, ``benchmarks/full.yaml``,
+``benchmarks/scaling.yaml``) lists subscriber counts (and optionally a ``period_sweep``: period
+counts measured at ``period_sweep_size`` subscribers) and what to measure. For each size one
+synthetic world is generated (cached under ``<out>/worlds``); then, for each backend kind
+available, each stage runs ``warmup`` times untimed and ``repeats`` times timed, and the median
+wall time is recorded:
 
 - ``prepare``: long usage table -> panel (pandas, or cuDF with RAPIDS)
 - ``train_epoch``: one epoch, forward + backward over all subscribers in contiguous batches
@@ -91,6 +93,16 @@ class BenchManifest:
     kmeans_n_init: int = 1
     hdbscan_max_rows: int = 200_000  # HDBSCAN sample: min(size, this) rows
     hdbscan_min_cluster_size: int = 200
+    period_sweep: list[int] = field(default_factory=list)  # periods measured at one size
+    period_sweep_size: int = 100_000  # subscriber count of the period sweep
+
+    def points(self) -> list[tuple[int, int, bool]]:
+        """(subscribers, periods, gpu only) of every world measured, sizes first, no repeats."""
+        pts = [(s, self.periods, False) for s in self.sizes]
+        pts += [(s, self.periods, True) for s in self.gpu_only_sizes]
+        pts += [(self.period_sweep_size, t, False) for t in self.period_sweep]
+        seen: set[tuple[int, int]] = set()
+        return [p for p in pts if not (p[:2] in seen or seen.add(p[:2]))]
 
 
 def _validate(m: BenchManifest) -> BenchManifest:
@@ -102,6 +114,11 @@ def _validate(m: BenchManifest) -> BenchManifest:
                 raise ConfigError(f"{key}: every size must be at least 10, got {s}")
     if m.periods < 8:
         raise ConfigError(f"periods: need at least 8, got {m.periods}")
+    for t in m.period_sweep:
+        if t < 8:
+            raise ConfigError(f"period_sweep: every period count must be at least 8, got {t}")
+    if m.period_sweep_size < 10:
+        raise ConfigError(f"period_sweep_size: must be at least 10, got {m.period_sweep_size}")
     if m.repeats < 1:
         raise ConfigError(f"repeats: need at least 1, got {m.repeats}")
     if m.warmup < 0:
@@ -253,13 +270,14 @@ def _git_commit() -> str | None:
         return None
 
 
-def _world(size: int, m: BenchManifest, out: Path) -> Path:
-    """The synthetic world for ``size``, generated once and reused across runs."""
+def _world(size: int, m: BenchManifest, out: Path, periods: int | None = None) -> Path:
+    """The synthetic world for ``size`` x ``periods``, generated once and reused across runs."""
     from gpuseg.config import SynthConfig
     from gpuseg.synth import generate
 
-    cfg = SynthConfig(n_subscribers=size, n_periods=m.periods, seed=m.seed)
-    d = out / "worlds" / f"n{size}_t{m.periods}_s{m.seed}"
+    periods = periods or m.periods
+    cfg = SynthConfig(n_subscribers=size, n_periods=periods, seed=m.seed)
+    d = out / "worlds" / f"n{size}_t{periods}_s{m.seed}"
     summary = d / "world.json"
     if summary.is_file():
         try:
@@ -278,9 +296,20 @@ def _world(size: int, m: BenchManifest, out: Path) -> Path:
 class _Run:
     """State for one (size, backend kind): panel, model, embeddings and labels between stages."""
 
-    def __init__(self, size: int, kind: str, backend, world: Path, m: BenchManifest, out: Path):
+    def __init__(
+        self,
+        size: int,
+        kind: str,
+        backend,
+        world: Path,
+        m: BenchManifest,
+        out: Path,
+        periods: int | None = None,
+    ):
         self.size, self.kind, self.backend, self.world, self.m = size, kind, backend, world, m
-        self.panel_dir = out / "panels" / f"n{size}_{kind}"
+        periods = periods or m.periods
+        suffix = "" if periods == m.periods else f"_t{periods}"
+        self.panel_dir = out / "panels" / f"n{size}{suffix}_{kind}"
         self.device = backend.torch_device
         self.gpu = backend.gpu
         self.panel = self.model = self.opt = self.data = None
@@ -508,15 +537,23 @@ def run_bench(
         ),
     )
     results: list[dict] = []
-    sizes = [(s, False) for s in m.sizes] + [(s, True) for s in m.gpu_only_sizes]
-    for size, gpu_only in sizes:
+    for size, periods, gpu_only in m.points():
         world = None
         for kind in kinds:
             full, torch_only, why = backends[kind]
 
-            def skip(stage: str, reason: str, kind: str = kind, size: int = size) -> None:
+            def skip(
+                stage: str, reason: str, kind: str = kind, size: int = size, periods: int = periods
+            ) -> None:
                 results.append(
-                    dict(size=size, kind=kind, stage=stage, status="skipped", reason=reason)
+                    dict(
+                        size=size,
+                        periods=periods,
+                        kind=kind,
+                        stage=stage,
+                        status="skipped",
+                        reason=reason,
+                    )
                 )
 
             if kind == "cpu" and gpu_only:
@@ -528,18 +565,18 @@ def run_bench(
                     skip(stage, why)
                 continue
             if world is None:
-                say(f"world: {size} subscribers x {m.periods} periods")
-                world = _world(size, m, out)
+                say(f"world: {size} subscribers x {periods} periods")
+                world = _world(size, m, out, periods)
             backend = full if full is not None else torch_only
-            run = _Run(size, kind, backend, world, m, out)
+            run = _Run(size, kind, backend, world, m, out, periods)
             for stage in m.stages:
                 if full is None and stage in RAPIDS_STAGES:
                     skip(stage, f"RAPIDS unavailable: {why}")
                     continue
-                say(f"{kind} {size}: {stage}")
+                say(f"{kind} {size} x {periods}: {stage}")
                 fn, n_items, extra = run.run_stage(stage)
                 rec = _measure(fn, backend.gpu, m.warmup, m.repeats)
-                rec = dict(size=size, kind=kind, stage=stage, **rec)
+                rec = dict(size=size, periods=periods, kind=kind, stage=stage, **rec)
                 rec["items"] = n_items
                 rec["subscribers_per_s"] = (
                     n_items / rec["seconds"] if rec["seconds"] > 0 else math.inf
@@ -600,20 +637,22 @@ def bench_markdown(record: dict) -> str:
         "torch.cuda.max_memory_allocated (torch allocator only)",
         "",
     ]
-    by = {(r["stage"], r["size"], r["kind"]): r for r in results}
-    sizes = sorted({r["size"] for r in results})
+    default_t = m["periods"]
+    by = {(r["stage"], r["size"], r.get("periods", default_t), r["kind"]): r for r in results}
+    points = sorted({(r["size"], r.get("periods", default_t)) for r in results})
     stages = [s for s in STAGES if any(r["stage"] == s for r in results)]
     for stage in stages:
         lines += [f"## {stage}", ""]
         head = (
-            "| subscribers | CPU s | CPU subs/s | CPU peak RSS MiB | GPU s | GPU subs/s "
+            "| subscribers x periods | CPU s | CPU subs/s | CPU peak RSS MiB | GPU s | GPU subs/s "
             "| GPU peak MiB (torch) | GPU/CPU throughput |"
         )
         if stage == "train_epoch":
             head += " CPU FLOP/s | GPU FLOP/s |"
         lines += [head, "|" + " --- |" * (head.count("|") - 1)]
-        for size in sizes:
-            c, g = by.get((stage, size, "cpu")), by.get((stage, size, "cuda"))
+        for size, periods in points:
+            c = by.get((stage, size, periods, "cpu"))
+            g = by.get((stage, size, periods, "cuda"))
             if c is None and g is None:
                 continue
             c_ok = c is not None and c["status"] == "ok"
@@ -635,7 +674,7 @@ def bench_markdown(record: dict) -> str:
             ratio = (
                 _fmt(g["subscribers_per_s"] / c["subscribers_per_s"]) if c_ok and g_ok else "n/a"
             )
-            row = [f"{size:,}", *c_cells, *g_cells, ratio]
+            row = [f"{size:,} x {periods}", *c_cells, *g_cells, ratio]
             if stage == "train_epoch":
                 row += [
                     _si(c["achieved_flops_per_s"]) if c_ok else "n/a",

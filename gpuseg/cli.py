@@ -34,6 +34,13 @@ DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="auto, cpu or cuda (overrides the config)")
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        help="run on Dask: local, local:N (N workers) or a scheduler address tcp://host:8786",
+    ),
+]
 
 
 def handle_errors(fn):
@@ -58,6 +65,10 @@ def handle_errors(fn):
             if debug:
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if isinstance(exc, KeyError):  # its message may list subscriber IDs: never shown
+                first = "a key or ID was not found"
+            elif len(first) > 160:
+                first = first[:160] + "..."
             err.print(
                 f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
                 markup=False,
@@ -92,6 +103,18 @@ def _stage(config: Path | None, overrides: list[str] | None, device: str | None)
 
     cfg = _load(config, overrides, device)
     return cfg, check_run_dir(cfg), _backend(cfg)
+
+
+def _run_stage(name: str, cluster: str | None, backend, *args):
+    """``gpuseg.pipeline.<name>(*args)``; with ``--cluster``, ``gpuseg.parallel.<name>`` on Dask."""
+    if cluster is None:
+        from gpuseg import pipeline
+
+        return getattr(pipeline, name)(*args)
+    from gpuseg import parallel
+
+    with parallel.connect(cluster, backend) as client:
+        return getattr(parallel, name)(*args, client)
 
 
 @contextlib.contextmanager
@@ -146,12 +169,12 @@ def _profiles_table(profiles) -> Table:
     cols = [
         "segment",
         "name",
-        "subscribers",
+        "size",
         "share",
         "revenue_share",
         "arpu",
         "churn_rate",
-        "churn_predicted",
+        "churn_pred",
     ]
     for c in cols:
         t.add_column(c, justify="left" if c == "name" else "right")
@@ -203,16 +226,23 @@ def synth(
     seed: int = 0,
     preset: str = "default",
     fmt: Annotated[str, typer.Option("--format")] = "parquet",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="any synth key, e.g. late_joiner_frac=0.2 (repeatable)"),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Write a synthetic telecom world (usage, static, labels, truth) and print its oracle AUC.
 
     Example: gpuseg synth --out data/synth -n 50000 -t 26
+
+    A later window for out-of-time tests: gpuseg synth --out data/later --seed 1 --set shift=8
     """
-    from gpuseg.config import SynthConfig, from_dict
+    from gpuseg.config import SynthConfig, apply_overrides, from_dict
     from gpuseg.synth import generate
 
-    cfg = from_dict(SynthConfig, dict(n_subscribers=n, n_periods=periods, seed=seed, preset=preset))
+    raw = dict(n_subscribers=n, n_periods=periods, seed=seed, preset=preset)
+    cfg = from_dict(SynthConfig, apply_overrides(raw, set_ or []))
     s = generate(cfg, out_dir, fmt)
     out.print(f"wrote {s['n_subscribers']:,} subscribers x {s['n_periods']} periods to {out_dir}")
     out.print(f"churn rate {s['churn_rate']:.3f}  oracle AUC {s['oracle_auc']:.4f}")
@@ -221,16 +251,18 @@ def synth(
 @app.command("prepare")
 @handle_errors
 def prepare_cmd(
-    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    cluster: ClusterOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Raw usage/static/labels tables -> panel artifact in <out_dir>/panel, with rejects.csv.
 
-    Example: gpuseg prepare -c configs/demo.yaml -s data.usage=my_usage.parquet
+    Example: gpuseg prepare -c configs/demo.yaml -s data.usage=my_usage.parquet --cluster local
     """
-    from gpuseg.pipeline import prepare_stage
-
     cfg, run_dir, backend = _stage(config, set_, device)
-    meta = prepare_stage(cfg, backend, run_dir)
+    meta = _run_stage("prepare_stage", cluster, backend, cfg, backend, run_dir)
     c = meta["counts"]
     out.print(
         f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x {len(meta['metrics'])} metrics -> {run_dir / 'panel'}"
@@ -260,16 +292,18 @@ def train_cmd(
 @app.command("embed")
 @handle_errors
 def embed_cmd(
-    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    cluster: ClusterOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Embeddings and predictions of every subscriber in bounded-memory batches, to Parquet.
 
-    Example: gpuseg embed -c configs/demo.yaml
+    Example: gpuseg embed -c configs/demo.yaml --cluster tcp://10.0.0.5:8786
     """
-    from gpuseg.pipeline import embed_stage
-
     cfg, run_dir, backend = _stage(config, set_, device)
-    n = embed_stage(cfg, backend, run_dir)
+    n = _run_stage("embed_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, {run_dir / 'predictions.parquet'}"
     )
@@ -278,16 +312,18 @@ def embed_cmd(
 @app.command("cluster")
 @handle_errors
 def cluster_cmd(
-    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    cluster: ClusterOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Segments from the embeddings (KMeans or HDBSCAN; cuML on GPU, scikit-learn on CPU).
 
-    Example: gpuseg cluster -c configs/demo.yaml -s cluster.k=5
+    Example: gpuseg cluster -c configs/demo.yaml -s cluster.k=5 --cluster local:2
     """
-    from gpuseg.pipeline import cluster_stage
-
     cfg, run_dir, backend = _stage(config, set_, device)
-    r = cluster_stage(cfg, backend, run_dir)
+    r = _run_stage("cluster_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> {run_dir / 'segments.parquet'}"
     )
@@ -295,18 +331,37 @@ def cluster_cmd(
 
 @app.command("report")
 @handle_errors
-def report_cmd(config: ConfigOpt = None, set_: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Per-segment profile (size, revenue, churn, usage medians) as Markdown and CSV.
+def report_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+) -> None:
+    """Segment profiles, classic segments, tags, value x stability, quality: report tables.
+
+    Writes <out_dir>/report/: segments.csv|md, effects.csv, rules.csv, classic.parquet, tags.csv,
+    concentration.json, value_stability.csv, crosstab_*.csv, quality.json and report.md; then
+    report.html, one self-contained page with every chart (-s report.html=false skips it).
 
     Example: gpuseg report -c configs/demo.yaml
     """
+    import json
+
     from gpuseg.pipeline import check_run_dir, report_stage
 
-    cfg = _load(config, set_, None)
+    cfg = _load(config, set_, device)
     run_dir = check_run_dir(cfg)
-    profiles = report_stage(cfg, run_dir)
+    profiles = report_stage(cfg, run_dir, _backend(cfg))
     out.print(_profiles_table(profiles.to_dict(orient="records")))
-    out.print(f"wrote {run_dir / 'report' / 'segments.md'} and segments.csv")
+    report = run_dir / "report"
+    conc = json.loads((report / "concentration.json").read_text())
+    quality = json.loads((report / "quality.json").read_text())
+    ari = quality["stability_ari"]["mean"]
+    out.print(
+        f"top 20% of subscribers hold {conc['top_share']['0.2']:.1%} of revenue (Gini"
+        f" {conc['gini']:.3f}); rules fidelity {quality['rules']['fidelity']:.1%}"
+        + (f"; bootstrap stability ARI {ari:.3f}" if ari is not None else "")
+    )
+    out.print(f"wrote {report / 'report.md'}, segments.md|csv and the other tables in {report}")
+    if cfg.report.html:
+        out.print(f"wrote {report / 'report.html'} (self-contained HTML)")
 
 
 @app.command("score")
@@ -317,22 +372,25 @@ def score_cmd(
     static: Annotated[Path | None, typer.Option("--static")] = None,
     output: Annotated[Path, typer.Option("--out", "-o")] = Path("scores.parquet"),
     device: DeviceOpt = None,
+    cluster: ClusterOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Score new data through a trained run: churn and migration probabilities and segment.
+
+    With --cluster the new data is prepared and scored over partitions on Dask.
 
     Example: gpuseg score runs/demo --usage new_usage.parquet --static new_static.parquet -o scores.parquet
     """
     from dataclasses import replace
 
     from gpuseg.config import load_config
-    from gpuseg.pipeline import score
 
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(None)
     if device is not None:
         cfg = replace(cfg, device=device)
     data = replace(cfg.data, usage=str(usage), static=str(static) if static else None, labels=None)
-    r = score(run, data, _backend(cfg), output)
+    backend = _backend(cfg)
+    r = _run_stage("score", cluster, backend, run, data, backend, output)
     out.print(
         f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected {r['rejected']:,} -> {r['rejects']}"
     )
@@ -346,19 +404,31 @@ def evaluate_cmd(
         Path | None, typer.Option("--truth", help="synthetic truth.parquet for the oracle row")
     ] = None,
     n_boot: Annotated[int, typer.Option("--boot")] = 200,
+    test_panel: Annotated[
+        Path | None,
+        typer.Option("--test-panel", help="out of time: a later window's panel to test on"),
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="JSON result (default RUN/evaluation.json)")
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Model vs baselines (logistic, gradient boosting) vs oracle on the test split, with CIs.
 
     Example: gpuseg evaluate runs/demo --truth runs/demo/world/truth.parquet
+
+    Out of time: gpuseg evaluate runs/jan --test-panel runs/feb/panel --truth runs/feb/world/truth.parquet
     """
     from gpuseg.evaluate import comparison_markdown, evaluate_run
 
-    if truth is None and (run / "world" / "truth.parquet").is_file():
+    if truth is None and test_panel is None and (run / "world" / "truth.parquet").is_file():
         truth = run / "world" / "truth.parquet"
-    result = evaluate_run(run, run / "panel", truth, n_boot=n_boot)
+    out_path = out_path or run / "evaluation.json"
+    result = evaluate_run(
+        run, run / "panel", truth, n_boot=n_boot, test_panel_dir=test_panel, out_path=out_path
+    )
     out.print(comparison_markdown(result), soft_wrap=True)
-    out.print(f"wrote {run / 'evaluation.json'}")
+    out.print(f"wrote {out_path}")
 
 
 @app.command("targets")
@@ -402,6 +472,38 @@ def targets_cmd(
     write_targets(frame, output)
     out.print(counts_line(frame.attrs["counts"]))
     out.print(f"wrote {len(frame):,} targets -> {output}")
+
+
+@app.command("drift")
+@handle_errors
+def drift_cmd(
+    old: Annotated[Path, typer.Argument(help="earlier scoring output (gpuseg score)")],
+    new: Annotated[Path, typer.Argument(help="later scoring output (gpuseg score)")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="folder for drift.json|md")] = Path(
+        "drift"
+    ),
+    bins: Annotated[int, typer.Option("--bins")] = 10,
+    old_panel: Annotated[Path | None, typer.Option("--old-panel", help="panel dir")] = None,
+    new_panel: Annotated[Path | None, typer.Option("--new-panel", help="panel dir")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Drift between two scoring runs: PSI per score and segment share, segment transitions.
+
+    Example: gpuseg drift scores_2026-10.parquet scores_2026-11.parquet -o runs/drift
+    """
+    from gpuseg.drift import drift_runs
+
+    r = drift_runs(old, new, output, bins, old_panel, new_panel)
+    stayed = r["transition"]["stayed"]
+    out.print(
+        f"segment share PSI {r['segments']['psi']:.4f} ({r['segments']['reading']}); "
+        + ", ".join(f"{k} {v['psi']:.4f}" for k, v in r["features"].items())
+    )
+    out.print(
+        f"{r['subscribers']['both']:,} subscribers in both runs"
+        + (f", {stayed:.1%} kept their segment" if stayed is not None else "")
+    )
+    out.print(f"{r['verdict']}; wrote {output / 'drift.json'} and drift.md")
 
 
 @app.command("bench")

@@ -17,7 +17,14 @@ class Segmenter:
     """Cluster subscriber embeddings into segments.
 
     Parameters mirror :class:`gpuseg.config.ClusterConfig`. With ``k=None`` the number of segments
-    is chosen over ``[k_min, k_max]`` by the silhouette score on a sample of ``sample_size`` rows.
+    is chosen over ``[k_min, k_max]`` by the silhouette score on a sample of ``sample_size`` rows;
+    the Davies-Bouldin index is computed next to it (``scores_``) and the choice explained in
+    ``reason_``.
+
+    Stability (``stability_ari_``): ``stability_repeats`` re-fits of the chosen model (same k for
+    KMeans, same settings for HDBSCAN) on bootstrap samples of the sample rows, each with its own
+    seed derived from ``seed``; each re-fit labels the sample rows and is compared with the final
+    labels there by the adjusted Rand index (1 = the same partition).
     """
 
     def __init__(
@@ -31,6 +38,7 @@ class Segmenter:
         n_init: int = 4,
         seed: int = 0,
         backend: Backend | None = None,
+        stability_repeats: int = 5,
     ):
         self.algorithm = algorithm
         self.k = k
@@ -41,6 +49,7 @@ class Segmenter:
         self.n_init = n_init
         self.seed = seed
         self.backend = backend
+        self.stability_repeats = stability_repeats
 
     # -- helpers ----------------------------------------------------------------------------
     def _backend(self) -> Backend:
@@ -104,47 +113,86 @@ class Segmenter:
                 k = best[1]
                 model = self._kmeans(k).fit(z)
                 best = (k, model)
+                by_db = min(self.scores_, key=lambda s: s["davies_bouldin"])["k"]
+                chosen = next(s for s in self.scores_ if s["k"] == k)
             self.k_, self.model_ = best
             self.cluster_centers_ = be.to_numpy(self.model_.cluster_centers_).astype(np.float32)
             self.labels_ = self._nearest(z)
             self.reason_ = (
                 f"k={self.k_} fixed in config"
                 if len(ks) == 1
-                else f"k={self.k_}: highest silhouette over k in {ks[0]}..{ks[-1]}"
+                else f"k={self.k_}: highest silhouette ({chosen['silhouette']:.3f}) over k in "
+                f"{ks[0]}..{ks[-1]}; Davies-Bouldin {chosen['davies_bouldin']:.3f}"
+                + (" (also the lowest)" if by_db == self.k_ else f" (lowest at k={by_db})")
             )
         elif self.algorithm == "hdbscan":
-            model = be.hdbscan(
-                min_cluster_size=min(self.min_cluster_size, max(len(sample) // 10, 2))
-            )
-            sample_labels = be.to_numpy(model.fit_predict(z[sample]))
-            clusters = sorted(set(sample_labels.tolist()) - {-1})
-            if not clusters:
+            centers, sample_labels = self._hdbscan_centers(z[sample])
+            if centers is None:
                 raise ConfigError(
                     "cluster: HDBSCAN found no cluster; lower cluster.min_cluster_size"
                 )
-            # extend to all rows: nearest centroid of the sample's clusters (noise joins the nearest)
-            self.cluster_centers_ = np.stack(
-                [z[sample][sample_labels == c].mean(0) for c in clusters]
-            ).astype(np.float32)
-            self.k_ = len(clusters)
+            # extend to all rows: nearest centroid of the sample's clusters (noise: the nearest)
+            self.cluster_centers_ = centers
+            model = self._hdbscan_model_
+            self.k_ = len(centers)
             self.model_ = model
             self.noise_fraction_ = float((sample_labels == -1).mean())
             self.labels_ = self._nearest(z)
-            self.reason_ = f"HDBSCAN on {len(sample)} rows found {self.k_} clusters ({self.noise_fraction_:.1%} noise)"
+            self.reason_ = (
+                f"HDBSCAN on {len(sample)} rows found {self.k_} clusters "
+                f"({self.noise_fraction_:.1%} noise)"
+            )
         else:
             raise ConfigError(f"cluster.algorithm: unknown algorithm {self.algorithm!r}")
         self.backend_ = be.ml
         self.sizes_ = np.bincount(self.labels_, minlength=self.k_)
+        self.stability_ari_ = self._stability(z[sample], self.labels_[sample])
         return self
 
-    def _nearest(self, z: np.ndarray, chunk: int = 262_144) -> np.ndarray:
-        out = np.empty(len(z), dtype=np.int32)
-        c = self.cluster_centers_
-        cc = (c * c).sum(1)
-        for s in range(0, len(z), chunk):
-            b = z[s : s + chunk]
-            out[s : s + chunk] = np.argmin(cc[None, :] - 2 * b @ c.T, axis=1)
+    def _hdbscan_centers(self, zs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """HDBSCAN on ``zs``: (centroids of its clusters or None when it finds none, labels)."""
+        be = self._backend()
+        params: dict = dict(min_cluster_size=min(self.min_cluster_size, max(len(zs) // 10, 2)))
+        if be.ml == "sklearn":
+            params["copy"] = True  # explicit: silences scikit-learn's FutureWarning
+        model = be.hdbscan(**params)
+        labels = be.to_numpy(model.fit_predict(zs))
+        clusters = sorted(set(labels.tolist()) - {-1})
+        self._hdbscan_model_ = model
+        if not clusters:
+            return None, labels
+        return np.stack([zs[labels == c].mean(0) for c in clusters]).astype(np.float32), labels
+
+    def _stability(self, zs: np.ndarray, labels: np.ndarray) -> list[float]:
+        """ARI of re-fits on bootstrap samples of ``zs`` against ``labels`` (see the class doc)."""
+        from sklearn.metrics import adjusted_rand_score
+
+        out = []
+        for r in range(self.stability_repeats):
+            rng = np.random.default_rng([self.seed, r + 1])
+            boot = zs[rng.integers(0, len(zs), size=len(zs))]
+            if self.algorithm == "kmeans":
+                est = (
+                    self._backend()
+                    .kmeans(
+                        n_clusters=self.k_,
+                        n_init=self.n_init,
+                        random_state=self.seed + r + 1,
+                        max_iter=300,
+                    )
+                    .fit(boot)
+                )
+                centers = self._backend().to_numpy(est.cluster_centers_).astype(np.float32)
+            else:
+                centers, _ = self._hdbscan_centers(boot)
+                if centers is None:  # no cluster at all: as unstable as it gets
+                    out.append(0.0)
+                    continue
+            out.append(float(adjusted_rand_score(labels, _nearest_to(zs, centers))))
         return out
+
+    def _nearest(self, z: np.ndarray) -> np.ndarray:
+        return _nearest_to(z, self.cluster_centers_)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Segment of each row: nearest learned centre (the same rule for both algorithms)."""
@@ -164,6 +212,7 @@ class Segmenter:
             backend=self.backend_,
             scores=self.scores_,
             reason=self.reason_,
+            stability_ari=list(getattr(self, "stability_ari_", [])),
         )
 
     @classmethod
@@ -174,4 +223,15 @@ class Segmenter:
         seg.scale_ = np.asarray(state["scale"], dtype=np.float32)
         seg.cluster_centers_ = np.asarray(state["centers"], dtype=np.float32)
         seg.backend_, seg.scores_, seg.reason_ = state["backend"], state["scores"], state["reason"]
+        seg.stability_ari_ = list(state.get("stability_ari", []))  # absent in older runs
         return seg
+
+
+def _nearest_to(z: np.ndarray, centers: np.ndarray, chunk: int = 262_144) -> np.ndarray:
+    """Index of the nearest row of ``centers`` for each row of ``z``, in chunks."""
+    out = np.empty(len(z), dtype=np.int32)
+    cc = (centers * centers).sum(1)
+    for s in range(0, len(z), chunk):
+        b = z[s : s + chunk]
+        out[s : s + chunk] = np.argmin(cc[None, :] - 2 * b @ centers.T, axis=1)
+    return out

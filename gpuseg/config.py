@@ -33,6 +33,7 @@ class SynthConfig:
     late_joiner_frac: float = 0.0  # share of subscribers who join during the window
     missing_frac: float = 0.0  # share of (subscriber, period) rows dropped at random
     noise: float = 1.0  # multiplier on observation noise
+    shift: int = 0  # a later window: starts this many periods later, with market drift
     seed: int = 0
     out_dir: str = ""  # where the world's files go; empty: <run out_dir>/world
 
@@ -59,6 +60,20 @@ class DataConfig:
     migration_column: str = "migration"  # values down/stay/up or -1/0/1
     revenue_metric: str = "revenue"  # the metric that ARPU and value tiers are computed from
     max_missing_frac: float = 1.0  # subscribers with more missing periods than this are rejected
+    # Churn from an explicit label column, or derived from the usage (see gpuseg.labels): the last
+    # label_periods periods become the label window and leave the observation window.
+    churn_definition: Literal["label", "no_usage", "inactivity"] = "label"
+    label_periods: int = 0
+    inactivity_days: int = 30  # churn_definition=inactivity: this many days without activity
+    period_days: float | None = None  # None: from the period dates (weekly 7, monthly ~30.4)
+    activity_metrics: list[str] | None = None  # None: every metric counts as activity
+    window_offset: int = 0  # drop the latest periods first: an earlier window, for out-of-time
+    # Privacy (see gpuseg.privacy): subscriber IDs -> keyed-hash pseudonyms as they are read.
+    # The config names where the key is (env var name or file path), never the key itself.
+    pseudonymize: bool = False
+    id_key_env: str = "GPUSEG_ID_KEY"
+    id_key_file: str | None = None  # read instead of the environment variable when given
+    pseudonym_chars: int = 0  # hex characters kept (0: all 64); fewer risks collisions
 
 
 @dataclass
@@ -72,6 +87,8 @@ class ModelConfig:
     static_hidden: int = 32
     dropout: float = 0.1
     n_heads: int = 4  # transformer only
+    window_summary: bool = True  # fuse fixed window aggregates (means, trend, last, std)
+    head_hidden: int = 0  # hidden width of the churn and migration heads; 0: linear heads
 
 
 @dataclass
@@ -106,6 +123,7 @@ class ClusterConfig:
     min_cluster_size: int = 200  # HDBSCAN only
     n_init: int = 4
     seed: int = 0
+    stability_repeats: int = 5  # re-fits on bootstrap samples for the stability ARI (0: none)
 
 
 @dataclass
@@ -113,6 +131,12 @@ class ReportConfig:
     """Segment profiles and reports (see :mod:`gpuseg.report`)."""
 
     usage_metrics: list[str] | None = None  # None: every metric
+    tree_max_depth: int = 4  # decision-tree rules that recognise each segment from plain columns
+    tree_sample: int = 200_000  # subscribers the tree is fitted on (it is scored on all)
+    chunk_size: int = 100_000  # subscribers per chunk when computing per-subscriber tables
+    seed: int = 0  # the tree's sample and fit
+    html: bool = True  # also write report/report.html (see gpuseg.html)
+    map_sample: int = 5000  # subscribers in the HTML report's 2-D embedding map (0: no map)
 
 
 @dataclass

@@ -20,11 +20,19 @@ import pandas as pd
 import torch
 
 from gpuseg.baselines import run_baselines
+from gpuseg.config import load_config
 from gpuseg.data import Panel, load_panel
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.metrics import churn_report, migration_report, paired_difference, roc_auc
 from gpuseg.store import write_json_atomic
-from gpuseg.train import Split, calibrated, load_checkpoint, predict, to_device
+from gpuseg.train import (
+    Split,
+    calibrated,
+    load_checkpoint,
+    migration_decision,
+    predict,
+    to_device,
+)
 
 COLUMNS = (
     "roc_auc",
@@ -104,7 +112,8 @@ def model_predictions(
     device: str | torch.device = "cpu",
     batch_size: int = 4096,
 ) -> dict[str, np.ndarray]:
-    """Calibrated churn probability (Platt from the run) and migration class of ``rows``."""
+    """Calibrated churn probability (Platt from the run) and migration class of ``rows`` (the
+    run's validation-fitted class weights)."""
     device = torch.device(device)
     model, info = load_checkpoint(Path(run_dir), device)
     _check_compatible(info, panel, Path(run_dir))
@@ -115,12 +124,17 @@ def model_predictions(
     return dict(
         churn_proba=calibrated(logits, platt),
         churn_logit=logits,
-        migration_pred=out["migration_logits"].argmax(1).cpu().numpy().astype(np.int8),
+        migration_pred=migration_decision(
+            out["migration_logits"].cpu().numpy(), info.get("migration_weights", (1.0, 1.0, 1.0))
+        ),
     )
 
 
-def oracle_probabilities(truth_path: str | Path, ids: np.ndarray, id_column: str) -> np.ndarray:
-    """The synthetic world's true churn probability for each of ``ids`` (in that order)."""
+def oracle_probabilities(
+    truth_path: str | Path, ids: np.ndarray, id_column: str, data_cfg=None
+) -> np.ndarray:
+    """The synthetic world's true churn probability for each of ``ids`` (in that order); with
+    ``data_cfg.pseudonymize`` the truth's ids are hashed like the panel's first."""
     path = Path(truth_path)
     if not path.is_file():
         raise DataError(f"{path}: truth file not found")
@@ -133,6 +147,10 @@ def oracle_probabilities(truth_path: str | Path, ids: np.ndarray, id_column: str
         if col not in truth.columns:
             raise DataError(f"{path}: column '{col}' not found in the truth table")
     prob = truth.assign(**{key: truth[key].astype(str)}).set_index(key)["churn_prob"]
+    if data_cfg is not None:
+        from gpuseg.privacy import pseudonymize_ids
+
+        prob.index = pseudonymize_ids(prob.index.to_numpy(), data_cfg, path)
     if prob.index.has_duplicates:
         raise DataError(f"{path}: duplicate subscriber ids in the truth table")
     aligned = prob.reindex(pd.Index(np.asarray(ids).astype(str))).to_numpy(dtype=np.float64)
@@ -172,8 +190,14 @@ def evaluate_run(
     baselines: list[str] | None = None,
     device: str | torch.device = "cpu",
     out_path: str | Path | None = None,
+    test_panel_dir: str | Path | None = None,
 ) -> dict:
     """Compare the run's model with the baselines (and the oracle) on the run's test split.
+
+    Out of time: with ``test_panel_dir`` (a panel of a later window, same periods and metrics,
+    prepared with the run's reference), every labelled subscriber of that panel is a test row;
+    the baselines still train on the run's train/val rows of ``panel_dir``, and ``truth_path``
+    must be the later world's truth.
 
     ``k`` is the precision-at-k cut (a fraction of the test rows below 1, a count otherwise);
     ``baselines`` defaults to every baseline available here. Writes the result as JSON to
@@ -186,16 +210,20 @@ def evaluate_run(
     t0 = time.perf_counter()
     panel = load_panel(panel_dir)
     split = load_split(run_dir, len(panel))
+    later = panel
+    if test_panel_dir is not None:
+        later = load_panel(test_panel_dir)
+        split = Split(split.train, split.val, np.flatnonzero(np.asarray(later.churn) >= 0))
     test = split.test
-    y = np.asarray(panel.churn)[test].astype(int)
-    g = np.asarray(panel.migration)[test].astype(int)
+    y = np.asarray(later.churn)[test].astype(int)
+    g = np.asarray(later.migration)[test].astype(int)
     labelled, mig_labelled = y >= 0, g >= 0
     if len(np.unique(y[labelled])) < 2:
         raise DataError(f"{run_dir}: the test split needs churners and stayers to be evaluated")
 
     seconds: dict[str, float] = {}
     t1 = time.perf_counter()
-    pred = model_predictions(run_dir, panel, test, device)
+    pred = model_predictions(run_dir, later, test, device)
     seconds["model"] = time.perf_counter() - t1
 
     # (name, churn probabilities over test rows, migration classes or None)
@@ -203,10 +231,16 @@ def evaluate_run(
         ("model", pred["churn_proba"], pred["migration_pred"])
     ]
     if truth_path is not None:
-        oracle = oracle_probabilities(truth_path, panel.ids[test], panel.meta.get("id_column", ""))
+        config = Path(run_dir) / "config.yaml"  # the run's data section says how ids were hashed
+        data_cfg = load_config(config).data if config.is_file() else None
+        oracle = oracle_probabilities(
+            truth_path, later.ids[test], later.meta.get("id_column", ""), data_cfg
+        )
         entries.append(("oracle", oracle, None))
     t1 = time.perf_counter()
-    base = run_baselines(panel, split, seed=seed, models=baselines)
+    base = run_baselines(
+        panel, split, seed=seed, models=baselines, test_panel=None if later is panel else later
+    )
     seconds["baselines"] = time.perf_counter() - t1
     for name, res in base["models"].items():
         mig = res["migration"]["pred"] if res["migration"] is not None else None
@@ -243,6 +277,7 @@ def evaluate_run(
     result = dict(
         run_dir=str(run_dir),
         panel_dir=str(panel_dir),
+        test_panel_dir=str(test_panel_dir) if test_panel_dir is not None else None,
         truth=str(truth_path) if truth_path is not None else None,
         n_boot=n_boot,
         seed=seed,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.metrics import (
     average_precision_score,
@@ -185,6 +188,46 @@ def expected_calibration_error(
 def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     """Macro-F1 over the three migration classes (down, stay, up)."""
     return float(f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Class decisions for macro-F1
+
+DECISION_GRID = np.exp(np.linspace(-1.0, 3.0, 17))  # class weight multipliers, e^-1 .. e^3
+
+
+def fast_macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over classes 0..n_classes-1 (0 for a class never true nor predicted)."""
+    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes)
+    cm = cm.reshape(n_classes, n_classes)
+    tp = np.diag(cm).astype(float)
+    denom = cm.sum(0) + cm.sum(1)
+    return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
+
+
+def fit_decision_weights(
+    proba: np.ndarray, y: np.ndarray, grid: Sequence[float] = tuple(DECISION_GRID)
+) -> np.ndarray:
+    """Per-class multipliers w so that ``argmax(proba * w)`` maximises macro-F1 on (proba, y).
+
+    The most frequent class of ``y`` keeps weight 1; every other class tries each value of
+    ``grid`` (an exhaustive search: 17^(K-1) candidates, 289 for the three migration classes).
+    Ties keep the candidate closest to all-ones. ``y`` holds class positions 0..K-1.
+    """
+    proba = np.asarray(proba, dtype=float)
+    y = np.asarray(y, dtype=np.int64)
+    k = proba.shape[1]
+    ref = int(np.argmax(np.bincount(y, minlength=k)))
+    others = [c for c in range(k) if c != ref]
+    best_w, best_score, best_dist = np.ones(k), -1.0, np.inf
+    for combo in itertools.product(grid, repeat=len(others)):
+        w = np.ones(k)
+        w[others] = combo
+        score = fast_macro_f1(y, np.argmax(proba * w, axis=1), k)
+        dist = float(np.abs(np.log(w)).sum())
+        if score > best_score + 1e-12 or (abs(score - best_score) <= 1e-12 and dist < best_dist):
+            best_w, best_score, best_dist = w, score, dist
+    return best_w
 
 
 def with_ci(

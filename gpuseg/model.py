@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from gpuseg.config import ModelConfig
 
 N_MIGRATION = 3  # down, stay, up
+SUMMARY_STATS = 7  # per-metric window aggregates in SubscriberModel.window_summary
 
 
 class TemporalConv(nn.Module):
@@ -89,18 +90,25 @@ class SubscriberModel(nn.Module):
         self.static_net = (
             nn.Sequential(nn.Linear(n_static, cfg.static_hidden), nn.GELU()) if n_static else None
         )
+        summary = cfg.window_summary or cfg.encoder == "static"
         fused = (
             seq_out
             + (cfg.static_hidden if n_static else 0)
-            + (2 * n_metrics if cfg.encoder == "static" else 0)
+            + (SUMMARY_STATS * n_metrics + 1 if summary else 0)
         )
         self.to_embedding = nn.Sequential(
             nn.Linear(fused, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, cfg.embedding_dim)
         )
         e = cfg.embedding_dim
-        self.churn_head = nn.Sequential(nn.GELU(), nn.Linear(e, 1))
-        self.migration_head = nn.Sequential(nn.GELU(), nn.Linear(e, N_MIGRATION))
+        self.churn_head = self._head(e, cfg.head_hidden, 1)
+        self.migration_head = self._head(e, cfg.head_hidden, N_MIGRATION)
         self.profile_head = nn.Linear(e, 2 * n_metrics)
+
+    @staticmethod
+    def _head(e: int, hidden: int, out: int) -> nn.Module:
+        if hidden <= 0:
+            return nn.Sequential(nn.GELU(), nn.Linear(e, out))
+        return nn.Sequential(nn.GELU(), nn.Linear(e, hidden), nn.GELU(), nn.Linear(hidden, out))
 
     # -- normalisation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -126,15 +134,43 @@ class SubscriberModel(nn.Module):
         recent = (x[:, -q:] * m[:, -q:]).sum(1) / m[:, -q:].sum(1).clamp_min(1)  # (B, M)
         return torch.cat([whole, recent], dim=1)
 
+    def window_summary(
+        self, x: torch.Tensor, mask: torch.Tensor, usage: torch.Tensor
+    ) -> torch.Tensor:
+        """Fixed window aggregates over present periods, per metric: of normalised usage x (B, T, M)
+        the mean, the mean of the last quarter, the latest present value, the least-squares slope
+        and the standard deviation; of raw usage the level of the whole window's and of the last
+        quarter's mean (log1p then standardised, like ARPU); then the share of present periods:
+        (B, 7M + 1). Late joiners and gaps only change which periods count."""
+        m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        t = x.shape[1]
+        count = m.sum(1).clamp_min(1)  # (B, 1)
+        mean = (x * m).sum(1) / count  # (B, M)
+        q = max(t // 4, 1)
+        recent = (x[:, -q:] * m[:, -q:]).sum(1) / m[:, -q:].sum(1).clamp_min(1)  # (B, M)
+        steps = torch.arange(t, device=x.device, dtype=x.dtype).view(1, t, 1)  # (1, T, 1)
+        last_idx = (steps * m).amax(1).long()  # (B, 1) latest present period (0 when none)
+        last = x.gather(1, last_idx.unsqueeze(-1).expand(-1, 1, x.shape[2])).squeeze(1)  # (B, M)
+        dt = (steps - (steps * m).sum(1, keepdim=True) / count.unsqueeze(1)) * m  # (B, T, 1)
+        dev = (x - mean.unsqueeze(1)) * m  # (B, T, M)
+        slope = (dt * dev).sum(1) / (dt * dt).sum(1).clamp_min(1e-6)  # (B, M)
+        std = ((dev * dev).sum(1) / count).sqrt()  # (B, M)
+        share = m.mean(1)  # (B, 1)
+        raw = usage.clamp_min(0).to(x.dtype) * m  # (B, T, M)
+        level = torch.log1p(raw.sum(1) / count)  # (B, M)
+        level_recent = torch.log1p(raw[:, -q:].sum(1) / m[:, -q:].sum(1).clamp_min(1))  # (B, M)
+        levels = [(v - self.usage_mean) / self.usage_std for v in (level, level_recent)]
+        return torch.cat([mean, recent, last, slope * (t / 4), std, *levels, share], dim=1)
+
     # -- forward -----------------------------------------------------------------------------
     def encode(self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         """Raw usage (B, T, M), mask (B, T), raw static (B, S) -> embedding (B, E)."""
         x = self.normalize(usage, mask)  # (B, T, M)
         m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         parts = []
-        if self.cfg.encoder == "static":
-            parts.append(self.profile_target(x, mask))  # (B, 2M) window aggregates
-        else:
+        if self.cfg.window_summary or self.cfg.encoder == "static":
+            parts.append(self.window_summary(x, mask, usage))  # (B, 7M + 1) window aggregates
+        if self.cfg.encoder != "static":
             h = self.input(torch.cat([x, m], dim=-1))  # (B, T, H)
             if self.cfg.encoder in ("gru", "lstm"):
                 out, _ = self.rnn(h)  # (B, T, H)

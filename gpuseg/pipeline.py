@@ -9,7 +9,7 @@ Run directory layout (``cfg.out_dir``)::
     predictions.parquet    subscriber id, churn probability, migration probabilities
     embeddings.parquet     subscriber id, e0..eE
     segments.parquet       subscriber id, segment; cluster.json: centres, k, scores, backend
-    report/segments.md|csv per-segment profile; summary.json: the headline figures
+    report/                every report table (gpuseg.report.write_report); summary.json: headlines
 """
 
 from __future__ import annotations
@@ -28,17 +28,18 @@ import torch
 from gpuseg.backend import Backend
 from gpuseg.cluster import Segmenter
 from gpuseg.config import RunConfig, from_dict, save_config, to_dict
-from gpuseg.data import Panel, load_panel, prepare
+from gpuseg.data import Panel, load_panel, prepare, read_rows
+from gpuseg.ddp import DistContext
 from gpuseg.errors import RunDirError
 from gpuseg.metrics import MIGRATION_NAMES
 from gpuseg.model import SubscriberModel
-from gpuseg.report import profiles_markdown, segment_profiles
+from gpuseg.report import build_report, write_report
 from gpuseg.store import (
     read_json,
+    require,
     write_csv_atomic,
     write_json_atomic,
     write_parquet_atomic,
-    write_text_atomic,
 )
 from gpuseg.synth import generate
 from gpuseg.train import autocast, calibrated, load_checkpoint, save_checkpoint, train_model
@@ -120,18 +121,25 @@ def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
 
 
 def train_stage(
-    cfg: RunConfig, backend: Backend, run_dir: Path, on_epoch: Callable[[dict], None] | None = None
+    cfg: RunConfig,
+    backend: Backend,
+    run_dir: Path,
+    on_epoch: Callable[[dict], None] | None = None,
+    dist: DistContext | None = None,
 ) -> dict:
+    """Train on the run's panel and write the model; under DDP (``dist``) only rank 0 writes."""
     panel = load_panel(run_dir / "panel")
     result = train_model(
         panel,
         cfg.model,
         cfg.train,
-        backend.torch_device,
+        backend.torch_device if dist is None else dist.device,
         on_epoch,
         checkpoint_dir=run_dir / "checkpoint",
+        dist=dist,
     )
-    save_checkpoint(result, panel.meta, cfg.model, run_dir)
+    if dist is None or dist.is_main:
+        save_checkpoint(result, panel.meta, cfg.model, run_dir)
     return result.metrics
 
 
@@ -143,33 +151,42 @@ def embed_panel(
     device: torch.device,
     out_dir: Path,
     amp: bool = True,
+    segmenter: Segmenter | None = None,
+    embeddings: bool = True,
 ) -> int:
-    """Embeddings and predictions for every panel row, batch by batch, streamed to Parquet."""
+    """Embeddings and predictions for every panel row, batch by batch, streamed to Parquet.
+
+    Panel rows are read block by block with explicit file reads (:func:`gpuseg.data.read_rows`),
+    so a memory-mapped panel of any size never enters the resident set. With ``segmenter`` the
+    predictions get each row's segment; ``embeddings=False`` skips embeddings.parquet.
+    """
     model.eval()
     id_col = panel.meta["id_column"]
     writers: dict[str, pq.ParquetWriter] = {}
-    tmp = {name: out_dir / f".{name}.parquet.tmp" for name in ("embeddings", "predictions")}
+    names = ("embeddings", "predictions") if embeddings else ("predictions",)
+    tmp = {name: out_dir / f".{name}.parquet.tmp" for name in names}
     try:
         for s in range(0, len(panel), EMBED_BATCH):
-            sl = slice(s, s + EMBED_BATCH)
-            usage = torch.from_numpy(np.array(panel.usage[sl], dtype=np.float32)).to(device)
-            mask = torch.from_numpy(np.array(panel.mask[sl], dtype=bool)).to(device)
-            static = torch.from_numpy(np.array(panel.static[sl], dtype=np.float32)).to(device)
+            e = s + EMBED_BATCH
+            usage = torch.from_numpy(read_rows(panel.usage, s, e).astype(np.float32, copy=False))
+            mask = torch.from_numpy(read_rows(panel.mask, s, e).astype(bool, copy=False))
+            static = torch.from_numpy(read_rows(panel.static, s, e).astype(np.float32, copy=False))
             with autocast(device, amp):
-                out = model(usage, mask, static)
+                out = model(usage.to(device), mask.to(device), static.to(device))
             emb = out["embedding"].float().cpu().numpy()
             mig = torch.softmax(out["migration_logits"].float(), -1).cpu().numpy()
             p = calibrated(out["churn_logit"].float().cpu().numpy(), platt)
-            ids = pa.array(panel.ids[sl])
-            tables = {
-                "embeddings": pa.table(
-                    {id_col: ids} | {f"e{j}": emb[:, j] for j in range(emb.shape[1])}
-                ),
-                "predictions": pa.table(
-                    {id_col: ids, "churn_prob": p}
-                    | {f"migration_{n}": mig[:, j] for j, n in enumerate(MIGRATION_NAMES)}
-                ),
+            ids = pa.array(panel.ids[s:e])
+            preds = {id_col: ids, "churn_prob": p} | {
+                f"migration_{n}": mig[:, j] for j, n in enumerate(MIGRATION_NAMES)
             }
+            if segmenter is not None:
+                preds["segment"] = segmenter.predict(emb)
+            tables = {"predictions": pa.table(preds)}
+            if embeddings:
+                tables["embeddings"] = pa.table(
+                    {id_col: ids} | {f"e{j}": emb[:, j] for j in range(emb.shape[1])}
+                )
             for name, table in tables.items():
                 if name not in writers:
                     writers[name] = pq.ParquetWriter(tmp[name], table.schema)
@@ -216,6 +233,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
         c.n_init,
         c.seed,
         backend,
+        c.stability_repeats,
     ).fit(emb)
     id_col = load_panel(run_dir / "panel").meta["id_column"]
     write_parquet_atomic(
@@ -232,26 +250,49 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     )
 
 
-def report_stage(cfg: RunConfig, run_dir: Path) -> pd.DataFrame:
-    panel = load_panel(run_dir / "panel")
-    labels = pd.read_parquet(run_dir / "segments.parquet")["segment"].to_numpy()
-    preds = pd.read_parquet(run_dir / "predictions.parquet")
-    profiles = segment_profiles(
-        panel, labels, preds["churn_prob"].to_numpy(), cfg.segments, cfg.report.usage_metrics
+def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) -> pd.DataFrame:
+    """Every report table into ``run_dir/report`` (see :func:`gpuseg.report.write_report`), then
+    ``report.html`` unless ``cfg.report.html`` is off (see :func:`gpuseg.html.render_report`).
+
+    Reads the panel and its attributes, segments.parquet, predictions.parquet (aligned to the
+    panel by id) and cluster.json; returns the segment profiles.
+    """
+    from gpuseg.data import load_attributes
+    from gpuseg.targets import _aligned
+
+    panel = load_panel(require(run_dir / "panel", "run `gpuseg prepare` first"))
+    id_col = panel.meta.get("id_column", "subscriber_id")
+    ids = np.asarray(panel.ids).astype(str)
+    labels = _aligned(run_dir / "segments.parquet", ids, id_col, "segment").to_numpy(np.int64)
+    churn_prob = _aligned(run_dir / "predictions.parquet", ids, id_col, "churn_prob").to_numpy(
+        np.float64
     )
-    out = run_dir / "report"
-    write_csv_atomic(out / "segments.csv", profiles)
-    write_text_atomic(out / "segments.md", "# Segments\n\n" + profiles_markdown(profiles))
-    return profiles
+    attr_path = run_dir / "panel" / "attributes.parquet"
+    attributes = load_attributes(run_dir / "panel") if attr_path.is_file() else None
+    state = read_json(run_dir / "cluster.json") if (run_dir / "cluster.json").is_file() else None
+    tables = build_report(
+        panel, attributes, labels, churn_prob, cfg.report, cfg.segments, cfg.tags, state
+    )
+    write_report(tables, run_dir / "report", id_col)
+    if cfg.report.html:
+        from gpuseg.html import render_report
+
+        render_report(run_dir, cfg, backend)
+    return tables.profiles
 
 
-def truth_check(run_dir: Path, world_dir: Path) -> dict:
-    """On a synthetic world: oracle AUC on the test split and ARI of segments against the truth."""
+def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
+    """On a synthetic world: oracle AUC on the test split and ARI of segments against the truth.
+    With ``data_cfg.pseudonymize`` the truth's ids are hashed like the panel's."""
     from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
+    from gpuseg.privacy import pseudonymize_ids
+
     truth = pd.read_parquet(world_dir / "truth.parquet").set_index("subscriber_id")
+    if data_cfg is not None:
+        truth.index = pseudonymize_ids(truth.index.astype(str).to_numpy(), data_cfg)
     panel = load_panel(run_dir / "panel")
-    split = np.load(run_dir / "split.npz")
+    split = np.load(run_dir / "split.npz", allow_pickle=False)
     test_ids = panel.ids[split["test"]]
     t = truth.loc[test_ids]
     segs = pd.read_parquet(run_dir / "segments.parquet").set_index(panel.meta["id_column"])[
@@ -281,22 +322,27 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
     model, info = load_checkpoint(run_dir, backend.torch_device)
     seg = Segmenter.from_state(read_json(run_dir / "cluster.json"))
     out_path = Path(out_path)
-    with tempfile.TemporaryDirectory(
-        dir=out_path.parent if out_path.parent.exists() else None
-    ) as tmp:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # streamed end to end: prepare by chunks, predictions and segments block by block
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".gpuseg-score-") as tmp:
         tmp = Path(tmp)
         meta = prepare(data_cfg, backend, tmp / "panel", reference=reference)
         panel = load_panel(tmp / "panel")
-        embed_panel(model, tuple(info["platt"]), panel, backend.torch_device, tmp)
-        preds = pd.read_parquet(tmp / "predictions.parquet")
-        _, emb = read_embeddings(tmp / "embeddings.parquet")
-        preds["segment"] = seg.predict(emb)
-        write_parquet_atomic(out_path, preds)
+        scored = embed_panel(
+            model,
+            tuple(info["platt"]),
+            panel,
+            backend.torch_device,
+            tmp,
+            segmenter=seg,
+            embeddings=False,
+        )
+        (tmp / "predictions.parquet").replace(out_path)
         rejects = pd.read_csv(tmp / "panel" / "rejects.csv")
         rejects_path = out_path.with_name(out_path.stem + ".rejects.csv")
         write_csv_atomic(rejects_path, rejects)
     return dict(
-        scored=len(preds),
+        scored=scored,
         rejected=len(rejects),
         input=meta["counts"]["input"],
         out=str(out_path),
@@ -336,9 +382,9 @@ def run_pipeline(
     log(f"cluster: {cfg.cluster.algorithm} on {backend.ml}")
     summary["cluster"] = cluster_stage(cfg, backend, run_dir)
     log("report")
-    summary["profiles"] = report_stage(cfg, run_dir).to_dict(orient="records")
+    summary["profiles"] = report_stage(cfg, run_dir, backend).to_dict(orient="records")
     if world is not None:
-        summary["truth"] = truth_check(run_dir, Path(world["files"]["truth"]).parent)
+        summary["truth"] = truth_check(run_dir, Path(world["files"]["truth"]).parent, cfg.data)
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
 

@@ -60,6 +60,43 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> Path:
     return _atomic(path, write)
 
 
+def concat_npy_atomic(path: Path, sources: list[Path], chunk_rows: int = 65_536) -> Path:
+    """Concatenate ``.npy`` files along axis 0 into ``path``, streaming (memory: one chunk)."""
+    arrays = [np.load(s, mmap_mode="r", allow_pickle=False) for s in sources]
+    shape = (sum(len(a) for a in arrays),) + arrays[0].shape[1:]
+
+    def write(p: Path) -> None:
+        out = np.lib.format.open_memmap(p, mode="w+", dtype=arrays[0].dtype, shape=shape)
+        row = 0
+        for a in arrays:
+            for s in range(0, len(a), chunk_rows):
+                block = a[s : s + chunk_rows]
+                out[row : row + len(block)] = block
+                row += len(block)
+        out.flush()
+        del out
+
+    return _atomic(path, write)
+
+
+def concat_parquet_atomic(path: Path, sources: list[Path]) -> Path:
+    """Concatenate Parquet files with compatible schemas into ``path``, one file at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(s) for s in sources]
+    schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
+
+    def write(p: Path) -> None:
+        with pq.ParquetWriter(p, schema) as writer:
+            for s in sources:
+                for i in range(pq.ParquetFile(s).num_row_groups):  # one row group in memory
+                    table = pq.ParquetFile(s).read_row_group(i).replace_schema_metadata(None)
+                    writer.write_table(table.select(schema.names).cast(schema))
+
+    return _atomic(path, write)
+
+
 def write_parquet_atomic(path: Path, frame) -> Path:
     return _atomic(path, lambda p: frame.to_parquet(p, index=False))
 

@@ -15,6 +15,11 @@ window, where each subscriber's trend continues; churners migrate down.
 
 Generation is vectorised and chunked by subscriber (fixed chunk size, one seed per chunk), so the
 output depends only on the config and 1M subscribers fit in a few GiB.
+
+``shift`` = s makes a *later window* for out-of-time tests: the window starts s periods later
+(dates and seasonal phase move) and the market has drifted (data and roaming usage are 1 % per
+period of shift higher, voice and SMS 0.5 % lower), while the churn process stays the same. Use
+another seed too, so the subscribers are new draws.
 """
 
 from __future__ import annotations
@@ -205,9 +210,11 @@ PRESETS = {"default": dict(signal=1.0, noise=1.0), "hard": dict(signal=0.6, nois
 
 def _period_dates(cfg: SynthConfig, n: int) -> pd.DatetimeIndex:
     if cfg.freq == "W":
-        return pd.date_range(pd.Timestamp(cfg.start), periods=n, freq="7D")
+        return pd.date_range(
+            pd.Timestamp(cfg.start) + pd.Timedelta(weeks=cfg.shift), periods=n, freq="7D"
+        )
     # monthly: the first period is the month holding ``start`` ("MS" alone would skip to the next)
-    first = pd.Timestamp(cfg.start).to_period("M").to_timestamp()
+    first = (pd.Timestamp(cfg.start).to_period("M") + cfg.shift).to_timestamp()
     return pd.date_range(first, periods=n, freq="MS")
 
 
@@ -307,7 +314,7 @@ def _chunk(cfg: SynthConfig, start: int, n: int, preset: dict) -> dict:
     drift = trend[:, None] * tt - 0.08 * declining * (
         tt - decline_start[:, None]
     )  # (N, T) log-level
-    season = 0.1 * np.sin(2 * np.pi * tt / (13.0 if cfg.freq == "W" else 3.0))  # (1, T)
+    season = 0.1 * np.sin(2 * np.pi * (tt + cfg.shift) / (13.0 if cfg.freq == "W" else 3.0))
     intensity = rng.normal(0, 0.25, n)[:, None]  # shared across usage metrics
 
     def level(base: np.ndarray, spread: float = 0.35) -> np.ndarray:  # (N, 1) per-subscriber level
@@ -321,6 +328,9 @@ def _chunk(cfg: SynthConfig, start: int, n: int, preset: dict) -> dict:
     usage[:, :, 1] = continuous(level(col("voice_min")))
     usage[:, :, 2] = rng.poisson(level(col("sms")) * np.exp(drift + season))
     usage[:, :, 3] = continuous(level(col("roaming_mb"), 0.4), 0.5) * (rng.random((n, t_obs)) < 0.8)
+    if cfg.shift:  # the market has moved on since the reference window
+        usage[:, :, [0, 3]] *= np.float32(np.exp(0.01 * cfg.shift))
+        usage[:, :, [1, 2]] *= np.float32(np.exp(-0.005 * cfg.shift))
     fee = level(col("fee"), 0.25)[:, 0]
     topup_rate = np.where(prepaid == 1, 0.9 * scale, 0.0)[:, None] * np.exp(0.5 * drift)
     topups = rng.poisson(topup_rate * np.ones((1, t_obs)))

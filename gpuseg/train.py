@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
+from gpuseg import ddp
 from gpuseg.config import ModelConfig, TrainConfig, to_dict
 from gpuseg.data import Panel
+from gpuseg.ddp import DistContext
 from gpuseg.errors import DataError, RunDirError
-from gpuseg.metrics import churn_metrics, migration_metrics
+from gpuseg.metrics import churn_metrics, fit_decision_weights, migration_metrics
 from gpuseg.model import SubscriberModel
 from gpuseg.store import read_json, write_json_atomic
 
@@ -68,15 +70,20 @@ def fit_normalization(panel: Panel, rows: np.ndarray) -> dict[str, np.ndarray]:
     return dict(usage_mean=mean, usage_std=std, static_mean=smean, static_std=sstd)
 
 
-def to_device(panel: Panel, device: torch.device) -> dict[str, torch.Tensor]:
-    """The whole panel as tensors on ``device``, copied in chunks (memory-mapped source)."""
+def to_device(
+    panel: Panel, device: torch.device, rows: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
+    """The panel as tensors on ``device``, copied in chunks (memory-mapped source): every row, or
+    only ``rows`` (in that order; only those rows are read from disk)."""
 
     def copy(arr: np.ndarray, dtype) -> torch.Tensor:
-        out = torch.empty(arr.shape, dtype=dtype, device=device)
-        for start in range(0, len(arr), CHUNK_ROWS):
-            out[start : start + CHUNK_ROWS] = torch.from_numpy(
-                np.array(arr[start : start + CHUNK_ROWS])
-            ).to(device, dtype)
+        n = len(arr) if rows is None else len(rows)
+        out = torch.empty((n, *arr.shape[1:]), dtype=dtype, device=device)
+        for start in range(0, n, CHUNK_ROWS):
+            part = slice(start, start + CHUNK_ROWS)
+            out[part] = torch.from_numpy(np.array(arr[part if rows is None else rows[part]])).to(
+                device, dtype
+            )
         return out
 
     return dict(
@@ -128,6 +135,26 @@ def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return 1.0, 0.0
     lr = LogisticRegression(C=1e6, max_iter=1000).fit(logits.reshape(-1, 1), y)
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+def fit_migration_weights(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-class multipliers on the migration probabilities that maximise macro-F1 on validation
+    (the same decision rule the baselines get); ones when validation has no migration labels."""
+    has = np.asarray(y) >= 0
+    if not has.any():
+        return np.ones(logits.shape[1])
+    return fit_decision_weights(softmax(logits[has]), np.asarray(y)[has].astype(np.int64))
+
+
+def migration_decision(logits: np.ndarray, weights) -> np.ndarray:
+    """Migration class per row: argmax of the softmax probabilities times the class weights."""
+    return np.argmax(softmax(logits) * np.asarray(weights), axis=1).astype(np.int8)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def calibrated(logits: np.ndarray, platt: tuple[float, float]) -> np.ndarray:
@@ -201,6 +228,27 @@ class EpochCheckpoint:
         return best, meta
 
 
+def device_rows(
+    panel: Panel, split: Split, device: torch.device, dist: DistContext | None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The panel tensors this process works on, and its train, validation and test rows in them.
+
+    Single process: the whole panel, indexed by the split's rows. Under DDP: only this rank's
+    shard of the training rows, plus the validation and test rows on rank 0 (which alone
+    evaluates); the other ranks hold no validation or test rows.
+    """
+    if dist is None:
+        parts = (split.train, split.val, split.test)
+        data = to_device(panel, device)
+    else:
+        shard = ddp.shard_rows(split.train, dist.rank, dist.world_size)
+        held = [shard] + ([split.val, split.test] if dist.is_main else [shard[:0], shard[:0]])
+        data = to_device(panel, device, np.concatenate(held))
+        ends = np.cumsum([len(h) for h in held])
+        parts = tuple(np.arange(e - len(h), e) for h, e in zip(held, ends, strict=True))
+    return data, *(torch.as_tensor(p, device=device) for p in parts)
+
+
 @dataclass
 class TrainResult:
     model: SubscriberModel
@@ -208,6 +256,7 @@ class TrainResult:
     split: Split
     platt: tuple[float, float]
     history: list[dict]
+    migration_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # class decision: argmax(p * w)
 
 
 def train_model(
@@ -217,8 +266,16 @@ def train_model(
     device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
     checkpoint_dir: Path | None = None,
+    dist: DistContext | None = None,
 ) -> TrainResult:
-    """Train the subscriber model on ``panel``; return the best model (by validation AUC) and metrics."""
+    """Train the subscriber model on ``panel``; return the best model (by validation AUC) and metrics.
+
+    With ``dist`` (under torchrun, see :mod:`gpuseg.ddp`) the model runs in DDP: each rank trains
+    on its shard of the training rows with ``cfg.batch_size / world_size`` rows per step (the
+    global batch stays ``cfg.batch_size``); rank 0 validates, decides early stopping, writes the
+    epoch checkpoints and computes the final metrics, and every rank returns the same result.
+    """
+    main = dist is None or dist.is_main
     torch.manual_seed(cfg.seed)
     labelled = np.flatnonzero(np.asarray(panel.churn) >= 0)
     if len(labelled) < 20:
@@ -234,9 +291,16 @@ def train_model(
     # model with normalisation fitted on the training split only
     n, t, m = panel.usage.shape
     model = SubscriberModel(m, panel.static.shape[1], t, model_cfg)
-    model.set_normalization(**fit_normalization(panel, split.train))
+    if main:  # under DDP the other ranks receive it from rank 0 in ddp.wrap
+        model.set_normalization(**fit_normalization(panel, split.train))
     model.to(device)
-    data = to_device(panel, device)
+    net = model  # what the training steps call: the model, or under DDP its wrapper
+    if dist is not None:  # a step without migration labels leaves the migration head unused
+        net = ddp.wrap(
+            model, dist, unused=bool((np.asarray(panel.migration)[split.train] < 0).any())
+        )
+    data, train_rows, val_rows, test_rows = device_rows(panel, split, device, dist)
+    batch_size = ddp.local_batch_size(cfg.batch_size, dist)
 
     # losses: churn (imbalance via pos_weight), migration (class weights), usage profile
     pos = churn_all[split.train].mean()
@@ -250,12 +314,12 @@ def train_model(
     pos_weight_t = torch.tensor(pos_weight, device=device)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(split.train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(train_rows) / batch_size)  # the same on every rank
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(cfg.epochs * steps_per_epoch, 1), pct_start=0.15
     )
-    train_rows = torch.as_tensor(split.train, device=device)
-    val_rows = torch.as_tensor(split.val, device=device)
+    # one seed on every rank: equal shard lengths keep the RNG states equal, so rank 0's
+    # checkpoint resumes every rank exactly
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
     best_auc, best_state, best_epoch, history, stale, start_epoch, done = (
@@ -272,15 +336,16 @@ def train_model(
         best_state, saved = ckpt.load(model, opt, sched, gen)
         best_auc, best_epoch, stale = saved["best_auc"], saved["best_epoch"], saved["stale"]
         history, start_epoch, done = saved["history"], saved["epoch"], saved["done"]
+    ddp.barrier(dist)  # every rank has read the checkpoint before rank 0 writes the next one
     for epoch in range(start_epoch, cfg.epochs):
         if done:
             break
-        model.train()
+        net.train()
         t0 = time.perf_counter()
         perm = train_rows[torch.randperm(len(train_rows), generator=gen).to(device)]
         total = 0.0
-        for start in range(0, len(perm), cfg.batch_size):
-            idx = perm[start : start + cfg.batch_size]
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start : start + batch_size]
             usage, mask, static = (
                 data["usage"][idx],
                 data["mask"][idx],
@@ -288,7 +353,7 @@ def train_model(
             )  # (B, T, M) (B, T) (B, S)
             y, ym = data["churn"][idx].float(), data["migration"][idx]
             with autocast(device, cfg.amp):
-                out = model(usage, mask, static)
+                out = net(usage, mask, static)  # under DDP, backward averages the gradients
             target = model.profile_target(model.normalize(usage, mask), mask)  # (B, 2M)
             loss = cfg.churn_weight * F.binary_cross_entropy_with_logits(
                 out["churn_logit"].float(), y, pos_weight=pos_weight_t
@@ -309,14 +374,20 @@ def train_model(
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
 
-        val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
-        val_auc = float(roc_auc_score(churn_all[split.val], val["churn_logit"].cpu().numpy()))
+        rows_seen, val_auc = len(perm), math.nan
+        if main:
+            val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
+            val_auc = float(roc_auc_score(churn_all[split.val], val["churn_logit"].cpu().numpy()))
+        if dist is not None:  # totals of the job; rank 0's validation AUC on every rank
+            total, rows_seen = ddp.all_reduce([total, rows_seen], dist)
+            (seconds,) = ddp.all_reduce([seconds], dist, op="max")
+            (val_auc,) = ddp.broadcast([val_auc], dist)
         record = dict(
             epoch=epoch + 1,
-            loss=total / len(perm),
+            loss=total / rows_seen,
             val_auc=val_auc,
             seconds=seconds,
-            subscribers_per_s=len(perm) / seconds,
+            subscribers_per_s=rows_seen / seconds,
         )
         history.append(record)
         if on_epoch is not None:
@@ -326,8 +397,8 @@ def train_model(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
-        done = stale >= cfg.patience or epoch + 1 == cfg.epochs
-        if ckpt is not None:
+        done = stale >= cfg.patience or epoch + 1 == cfg.epochs  # the same on every rank
+        if ckpt is not None and main:
             scalars = dict(
                 epoch=epoch + 1,
                 best_auc=best_auc,
@@ -341,26 +412,39 @@ def train_model(
             break
 
     model.load_state_dict(best_state)
-    val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
-    platt = fit_platt(val["churn_logit"].cpu().numpy(), churn_all[split.val])
-    test = predict(
-        model, data, torch.as_tensor(split.test, device=device), 4 * cfg.batch_size, cfg.amp
+    platt = mig_weights = metrics = None  # rank 0 computes them and sends them to the others
+    if main:  # calibration on validation, metrics on test (under DDP rank 0 holds both)
+        val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
+        platt = fit_platt(val["churn_logit"].cpu().numpy(), churn_all[split.val])
+        mig_weights = fit_migration_weights(
+            val["migration_logits"].cpu().numpy(), np.asarray(panel.migration)[split.val]
+        )
+        test = predict(model, data, test_rows, 4 * cfg.batch_size, cfg.amp)
+        p_test = calibrated(test["churn_logit"].cpu().numpy(), platt)
+        mig_test = np.asarray(panel.migration)[split.test]
+        has = mig_test >= 0
+        metrics = dict(
+            churn=churn_metrics(churn_all[split.test], p_test),
+            migration=migration_metrics(
+                mig_test[has],
+                migration_decision(test["migration_logits"].cpu().numpy(), mig_weights)[has],
+            ),
+            best_epoch=best_epoch,
+            epochs_run=len(history),
+            val_auc=best_auc,
+            pos_weight=pos_weight,
+            sizes=dict(train=len(split.train), val=len(split.val), test=len(split.test)),
+        )
+    if dist is not None:
+        platt, mig_weights, metrics = ddp.broadcast_object((platt, mig_weights, metrics), dist)
+    return TrainResult(
+        model=model,
+        metrics=metrics,
+        split=split,
+        platt=platt,
+        history=history,
+        migration_weights=tuple(float(w) for w in mig_weights),
     )
-    p_test = calibrated(test["churn_logit"].cpu().numpy(), platt)
-    mig_test = np.asarray(panel.migration)[split.test]
-    has = mig_test >= 0
-    metrics = dict(
-        churn=churn_metrics(churn_all[split.test], p_test),
-        migration=migration_metrics(
-            mig_test[has], test["migration_logits"].argmax(1).cpu().numpy()[has]
-        ),
-        best_epoch=best_epoch,
-        epochs_run=len(history),
-        val_auc=best_auc,
-        pos_weight=pos_weight,
-        sizes=dict(train=len(split.train), val=len(split.val), test=len(split.test)),
-    )
-    return TrainResult(model=model, metrics=metrics, split=split, platt=platt, history=history)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,16 +469,18 @@ def save_checkpoint(
             n_periods=result.model.n_periods,
             model=to_dict(model_cfg),
             platt=list(result.platt),
+            migration_weights=list(result.migration_weights),
             metrics=panel_meta["metrics"],
             static_features=panel_meta["static_features"],
         ),
     )
-    np.savez(
-        run_dir / "split.npz",
-        train=result.split.train,
-        val=result.split.val,
-        test=result.split.test,
-    )
+    split = dict(train=result.split.train, val=result.split.val, test=result.split.test)
+
+    def write_split(p: Path) -> None:
+        with open(p, "wb") as fh:  # a file object, so numpy does not append ".npz"
+            np.savez(fh, **split)
+
+    _atomic(run_dir / "split.npz", write_split)
     write_json_atomic(run_dir / "metrics.json", result.metrics | {"history": result.history})
 
 

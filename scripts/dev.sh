@@ -26,6 +26,24 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+# Headless Chromium for the HTML report's browser test (tests/test_html.py skips without one):
+# installed from the Debian packages when missing, apt-get exists and we are root or have
+# passwordless sudo. Never fatal; instant when a browser is already on PATH.
+install_chromium() {
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || command -v google-chrome >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 || return 0
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    sudo -n true >/dev/null 2>&1 || return 0
+    sudo="sudo -n"
+  fi
+  echo "set-up: installing chromium for the HTML report test (apt-get, once)" >&2
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+      --no-install-recommends chromium; } >/dev/null 2>&1 \
+    || echo "set-up: chromium not installed; the browser test will skip" >&2
+}
+case "${1:-}" in test | setup) install_chromium || true ;; esac
 case "${1:-}" in
   demo) shift; exec "$VENV/bin/gpuseg" run --config configs/demo.yaml --overwrite "$@" ;;
   test) shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;

@@ -15,9 +15,7 @@ from gpuseg.baselines import (
     LogisticBaseline,
     XGBoostBaseline,
     as_split,
-    fast_macro_f1,
     feature_names,
-    fit_decision_weights,
     run_baselines,
     tune,
     window_features,
@@ -25,7 +23,7 @@ from gpuseg.baselines import (
 from gpuseg.config import DataConfig, SynthConfig
 from gpuseg.data import Panel, load_panel, prepare
 from gpuseg.errors import DataError
-from gpuseg.metrics import macro_f1
+from gpuseg.metrics import fast_macro_f1, fit_decision_weights, macro_f1
 from gpuseg.synth import generate
 from gpuseg.train import Split, split_subscribers
 

@@ -59,7 +59,8 @@ def test_run_writes_every_artifact_and_accounts_for_every_subscriber(tiny_run: P
     )
     assert 0.0 <= summary["truth"]["oracle_auc_test"] <= 1.0
     profiles = pd.read_csv(tiny_run / "report" / "segments.csv")
-    assert profiles["subscribers"].sum() == c["output"]
+    assert profiles["size"].sum() == c["output"]
+    assert (tiny_run / "report" / "report.html").is_file()
     assert abs(profiles["share"].sum() - 1) < 1e-6
 
 

@@ -98,3 +98,50 @@ def test_errors():
         Segmenter(backend=CPU).fit(x[:, 0])
     with pytest.raises(ConfigError, match="no valid k"):
         Segmenter(k=None, k_min=60, k_max=70, backend=CPU).fit(x)
+
+
+def test_davies_bouldin_and_reason_next_to_silhouette():
+    x, _ = blobs()
+    seg = Segmenter(k=None, k_min=3, k_max=6, n_init=2, seed=0, backend=CPU).fit(x)
+    assert all(s["davies_bouldin"] > 0 for s in seg.scores_)
+    best_db = min(seg.scores_, key=lambda s: s["davies_bouldin"])["k"]
+    assert best_db == seg.k_ == 4  # well-separated blobs: both indices agree
+    assert "Davies-Bouldin" in seg.reason_ and "also the lowest" in seg.reason_
+
+
+def test_bootstrap_stability_tells_structure_from_noise():
+    x, _ = blobs()
+    stable = Segmenter(k=4, n_init=2, seed=0, stability_repeats=4, backend=CPU).fit(x)
+    assert len(stable.stability_ari_) == 4 and min(stable.stability_ari_) > 0.95
+    noise = np.random.default_rng(0).uniform(size=(800, 6)).astype(np.float32)
+    unstable = Segmenter(k=6, n_init=2, seed=0, stability_repeats=4, backend=CPU).fit(noise)
+    assert np.mean(unstable.stability_ari_) < 0.6
+    again = Segmenter(k=6, n_init=2, seed=0, stability_repeats=4, backend=CPU).fit(noise)
+    assert again.stability_ari_ == unstable.stability_ari_  # seeds flow from `seed`
+    other = Segmenter(k=6, n_init=2, seed=1, stability_repeats=4, backend=CPU).fit(noise)
+    assert other.stability_ari_ != unstable.stability_ari_
+    assert Segmenter(k=4, stability_repeats=0, backend=CPU).fit(x).stability_ari_ == []
+
+
+def test_stability_is_kept_in_state_and_old_states_load():
+    x, _ = blobs(n=400)
+    seg = Segmenter(k=4, n_init=2, stability_repeats=2, backend=CPU).fit(x)
+    state = json.loads(json.dumps(seg.state()))
+    assert state["stability_ari"] == seg.stability_ari_
+    del state["stability_ari"]  # cluster.json written before stability existed
+    assert Segmenter.from_state(state).stability_ari_ == []
+
+
+def test_hdbscan_stability_on_a_sample():
+    x, y = blobs(n=1200, k=3, seed=2)
+    seg = Segmenter(
+        algorithm="hdbscan",
+        min_cluster_size=40,
+        sample_size=500,
+        stability_repeats=2,
+        seed=0,
+        backend=CPU,
+    ).fit(x)
+    assert len(seg.labels_) == 1200 and seg.k_ == 3  # fitted on 500 rows, extended to all
+    assert adjusted_rand_score(y, seg.labels_) > 0.95
+    assert len(seg.stability_ari_) == 2 and min(seg.stability_ari_) > 0.9

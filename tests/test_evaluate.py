@@ -141,3 +141,40 @@ def test_evaluate_errors(trained, tmp_path):
     pd.read_parquet(trained["truth"]).iloc[:100].to_parquet(partial)
     with pytest.raises(DataError, match="no true churn probability"):
         evaluate_run(trained["run"], trained["panel"], partial, n_boot=0, baselines=["logistic"])
+
+
+def test_evaluate_out_of_time(trained, tmp_path):
+    """A later, drifted window of new subscribers: every labelled one is a test row, the baselines
+    still train on the run's own training rows, and the oracle is the later world's."""
+    later = tmp_path / "later"
+    summary = generate(SynthConfig(n_subscribers=1500, seed=1, shift=8), later / "world")
+    assert summary["periods"][0] == "2026-03-02"  # 8 weeks after the default start
+    cfg = DataConfig(
+        usage=str(later / "world" / "usage.parquet"),
+        static=str(later / "world" / "static.parquet"),
+        labels=str(later / "world" / "labels.parquet"),
+    )
+    prepare(cfg, resolve_backend("cpu"), later / "panel")
+    out = tmp_path / "oot.json"
+    result = evaluate_run(
+        trained["run"],
+        trained["panel"],
+        later / "world" / "truth.parquet",
+        n_boot=20,
+        test_panel_dir=later / "panel",
+        out_path=out,
+    )
+    later_panel = load_panel(later / "panel")
+    assert result["test"]["n"] == int((np.asarray(later_panel.churn) >= 0).sum()) == 1500
+    assert result["test_panel_dir"] == str(later / "panel")
+    rows = {row["model"]: row for row in result["rows"]}
+    assert set(rows) == {"model", "oracle", *default_models()}
+    for row in rows.values():
+        assert 0.5 < row["roc_auc"]["value"] <= 1.0
+    # the oracle row is the later world's truth on the later subscribers
+    truth = pd.read_parquet(later / "world" / "truth.parquet")
+    assert rows["oracle"]["roc_auc"]["value"] == pytest.approx(
+        roc_auc(truth["churn"].to_numpy(), truth["churn_prob"].to_numpy()), abs=1e-9
+    )
+    assert json.loads(out.read_text())["test"]["n"] == 1500
+    assert (trained["run"] / "evaluation.json").read_text() != out.read_text()

@@ -1,0 +1,234 @@
+"""Labels derived from the usage itself, for data that comes without a churn or migration column.
+
+The last ``label_periods`` periods of the usage table form the **label window**; the periods before
+it are the **observation window**, the only ones the model and the baselines see. From the label
+window:
+
+- churn, ``no_usage``: no activity at all in the label window;
+- churn, ``inactivity``: a run of at least ``ceil(inactivity_days / period_days)`` consecutive
+  inactive periods inside the label window (prepaid-style: no top-up or usage for N days);
+- migration: the value tier (quantile cuts of the observation window's recent ARPU, fitted on the
+  population) in the label window against the tier at the end of the observation window; churners
+  count as ``down``, as in the synthetic world.
+
+A period is *active* when it is present and any activity metric is above zero. With
+``window_offset`` = s the last s periods are dropped first, so the same export gives an earlier
+window (train) and a later one (test): the out-of-time protocol of
+:func:`gpuseg.evaluate.evaluate_run`.
+
+Everything here is a function over arrays of one block of subscribers (except the tier cuts,
+which are population quantiles passed in), so it applies chunk by chunk and per partition.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gpuseg.config import DataConfig
+from gpuseg.errors import ConfigError
+from gpuseg.store import read_json, write_json_atomic
+
+BLOCK_ROWS = 65_536  # subscribers per block when rewriting a panel
+
+DOWN, STAY, UP = 0, 1, 2
+
+
+def check_windows(n_periods: int, label_periods: int, window_offset: int) -> int:
+    """Number of observation periods left, or a ConfigError naming the key."""
+    if label_periods <= 0:
+        raise ConfigError("data.label_periods: must be > 0 when churn is derived from usage")
+    if window_offset < 0:
+        raise ConfigError("data.window_offset: must be >= 0")
+    n_obs = n_periods - window_offset - label_periods
+    if n_obs < 2:
+        raise ConfigError(
+            f"data.label_periods + data.window_offset = {label_periods + window_offset} leave "
+            f"{n_obs} observation periods of {n_periods}; need at least 2"
+        )
+    return n_obs
+
+
+def active_periods(usage: np.ndarray, mask: np.ndarray, metric_idx: list[int]) -> np.ndarray:
+    """(B, T) bool: present and any of the activity metrics above zero."""
+    return np.asarray(mask, dtype=bool) & (np.asarray(usage)[:, :, metric_idx] > 0).any(axis=2)
+
+
+def longest_inactive_run(active: np.ndarray) -> np.ndarray:
+    """(B,) length of the longest run of consecutive inactive periods in each row of (B, T)."""
+    run = np.zeros(active.shape[0], dtype=np.int64)
+    best = np.zeros_like(run)
+    for t in range(active.shape[1]):
+        run = np.where(active[:, t], 0, run + 1)
+        best = np.maximum(best, run)
+    return best
+
+
+def inactivity_periods(definition: str, label_periods: int, days: int, period_days: float) -> int:
+    """Consecutive inactive periods in the label window that make a churner."""
+    if definition == "no_usage":
+        return label_periods
+    k = math.ceil(days / period_days)
+    if k > label_periods:
+        raise ConfigError(
+            f"data.inactivity_days: {days} days are {k} periods, more than the label window's "
+            f"{label_periods} (data.label_periods)"
+        )
+    return max(k, 1)
+
+
+def recent_arpu(revenue: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """(B,) mean revenue over the present periods among the last k of (B, T)."""
+    r, m = np.asarray(revenue, dtype=np.float64)[:, -k:], np.asarray(mask, dtype=bool)[:, -k:]
+    return (r * m).sum(1) / np.maximum(m.sum(1), 1)
+
+
+def tier_cuts(arpu: np.ndarray, quantiles=(0.2, 0.4, 0.6, 0.8)) -> np.ndarray:
+    """Population cut points of the value tiers (quintiles by default)."""
+    return np.quantile(np.asarray(arpu, dtype=np.float64), quantiles)
+
+
+def derive_block(
+    usage: np.ndarray,
+    mask: np.ndarray,
+    *,
+    n_obs: int,
+    label_periods: int,
+    min_inactive: int,
+    activity_idx: list[int],
+    revenue_idx: int | None,
+    cuts: np.ndarray | None,
+    arpu_periods: int = 4,
+) -> dict[str, np.ndarray]:
+    """One block of subscribers: usage (B, T_all, M), mask (B, T_all) -> observation window and
+    labels. ``n_obs`` periods from the start are observed, the next ``label_periods`` are the
+    label window (any later periods, the offset, are ignored). Migration is -1 without revenue."""
+    lab = slice(n_obs, n_obs + label_periods)
+    active = active_periods(usage[:, lab], mask[:, lab], activity_idx)  # (B, L)
+    churn = (longest_inactive_run(active) >= min_inactive).astype(np.int8)
+    migration = np.full(len(churn), -1, dtype=np.int8)
+    if revenue_idx is not None and cuts is not None:
+        now = recent_arpu(usage[:, :n_obs, revenue_idx], mask[:, :n_obs], arpu_periods)
+        nxt = recent_arpu(usage[:, lab, revenue_idx], mask[:, lab], label_periods)
+        tier_now = np.searchsorted(cuts, now, side="right")
+        tier_next = np.where(churn == 1, -1, np.searchsorted(cuts, nxt, side="right"))
+        migration = (np.sign(tier_next - tier_now) + 1).astype(np.int8)  # down 0, stay 1, up 2
+    return dict(
+        usage=usage[:, :n_obs],
+        mask=mask[:, :n_obs],
+        churn=churn,
+        migration=migration,
+    )
+
+
+def period_days_of(periods: list[str], given: float | None) -> float:
+    """Days per period: ``given``, else the median spacing of the period dates."""
+    if given is not None:
+        if given <= 0:
+            raise ConfigError("data.period_days: must be > 0")
+        return float(given)
+    dates = pd.to_datetime(pd.Series(periods), errors="coerce")
+    if dates.isna().any() or len(dates) < 2:
+        raise ConfigError(
+            "data.period_days: the periods are not dates, so set how many days a period holds"
+        )
+    return float(dates.diff().dt.days.iloc[1:].median())
+
+
+def _metric_index(metrics: list[str], names: list[str], key: str) -> list[int]:
+    for name in names:
+        if name not in metrics:
+            raise ConfigError(f"{key}: metric '{name}' is not in the panel ({', '.join(metrics)})")
+    return [metrics.index(name) for name in names]
+
+
+def derive_panel_labels(panel_dir: str | Path, cfg: DataConfig) -> dict:
+    """Rewrite a prepared panel directory in place: the observation window (usage, mask) and
+    churn/migration derived from the label window, block by block. Updates and returns meta."""
+    panel_dir = Path(panel_dir)
+    if cfg.labels:
+        raise ConfigError(
+            f"data.labels and data.churn_definition={cfg.churn_definition} both given; "
+            "use one source of labels"
+        )
+    meta = read_json(panel_dir / "meta.json")
+    usage = np.load(panel_dir / "usage.npy", mmap_mode="r", allow_pickle=False)
+    mask = np.load(panel_dir / "mask.npy", mmap_mode="r", allow_pickle=False)
+    n, t, _ = usage.shape
+    n_obs = check_windows(t, cfg.label_periods, cfg.window_offset)
+    metrics = list(meta["metrics"])
+    activity = _metric_index(metrics, cfg.activity_metrics or metrics, "data.activity_metrics")
+    revenue = metrics.index(cfg.revenue_metric) if cfg.revenue_metric in metrics else None
+    days = period_days_of(list(meta["periods"]), cfg.period_days)
+    min_inactive = inactivity_periods(
+        cfg.churn_definition, cfg.label_periods, cfg.inactivity_days, days
+    )
+    blocks = [slice(s, min(s + BLOCK_ROWS, n)) for s in range(0, n, BLOCK_ROWS)]
+    cuts = None
+    if revenue is not None:
+        arpu = (
+            np.concatenate(
+                [recent_arpu(usage[b, :n_obs, revenue], mask[b, :n_obs], 4) for b in blocks]
+            )
+            if n
+            else np.zeros(0)
+        )
+        cuts = tier_cuts(arpu) if n else None
+
+    tmp = {k: panel_dir / f".{k}.npy.tmp" for k in ("usage", "mask", "churn", "migration")}
+    out = dict(
+        usage=np.lib.format.open_memmap(tmp["usage"], "w+", np.float32, (n, n_obs, usage.shape[2])),
+        mask=np.lib.format.open_memmap(tmp["mask"], "w+", bool, (n, n_obs)),
+        churn=np.lib.format.open_memmap(tmp["churn"], "w+", np.int8, (n,)),
+        migration=np.lib.format.open_memmap(tmp["migration"], "w+", np.int8, (n,)),
+    )
+    for b in blocks:
+        part = derive_block(
+            np.asarray(usage[b]),
+            np.asarray(mask[b]),
+            n_obs=n_obs,
+            label_periods=cfg.label_periods,
+            min_inactive=min_inactive,
+            activity_idx=activity,
+            revenue_idx=revenue,
+            cuts=cuts,
+        )
+        for key, arr in out.items():
+            arr[b] = part[key]
+    for arr in out.values():
+        arr.flush()
+    del out, usage, mask
+    for key, path in tmp.items():
+        path.replace(panel_dir / f"{key}.npy")
+
+    periods = list(meta["periods"])
+    meta["periods"] = periods[:n_obs]
+    churn = np.load(panel_dir / "churn.npy", allow_pickle=False)
+    meta["labels"] = dict(
+        definition=cfg.churn_definition,
+        label_window=[periods[n_obs], periods[n_obs + cfg.label_periods - 1]],
+        window_offset=cfg.window_offset,
+        min_inactive_periods=min_inactive,
+        period_days=days,
+        tier_cuts=None if cuts is None else [float(c) for c in cuts],
+        churn_rate=float(churn.mean()) if n else None,
+    )
+    meta["labelled"] = dict(churn=n, migration=n if cuts is not None else 0)
+    write_json_atomic(panel_dir / "meta.json", meta)
+    return meta
+
+
+__all__ = [
+    "derive_panel_labels",
+    "period_days_of",
+    "check_windows",
+    "active_periods",
+    "longest_inactive_run",
+    "inactivity_periods",
+    "recent_arpu",
+    "tier_cuts",
+    "derive_block",
+]
