@@ -7,9 +7,12 @@ same code runs on both; inputs are standardised with statistics learned in ``fit
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from gpuseg.backend import Backend, resolve_backend
+from gpuseg.config import ClusterConfig
 from gpuseg.errors import ConfigError
 
 
@@ -50,6 +53,13 @@ class Segmenter:
         self.seed = seed
         self.backend = backend
         self.stability_repeats = stability_repeats
+
+    @classmethod
+    def from_config(cls, cfg: ClusterConfig, backend: Backend | None = None) -> Segmenter:
+        """An unfitted Segmenter with every parameter from the config's cluster section."""
+        return cls(
+            **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}, backend=backend
+        )
 
     # -- helpers ----------------------------------------------------------------------------
     def _backend(self) -> Backend:

@@ -622,18 +622,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
     from sklearn.metrics import davies_bouldin_score, silhouette_score
 
     c = cfg.cluster
-    seg = Segmenter(
-        c.algorithm,
-        c.k,
-        c.k_min,
-        c.k_max,
-        c.sample_size,
-        c.min_cluster_size,
-        c.n_init,
-        c.seed,
-        backend,
-        c.stability_repeats,
-    )
+    seg = Segmenter.from_config(c, backend)
     if c.algorithm not in ("kmeans", "hdbscan"):
         raise ConfigError(f"cluster.algorithm: unknown algorithm {c.algorithm!r}")
     path = str(run_dir / "embeddings.parquet")

@@ -223,18 +223,7 @@ def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     ids, emb = read_embeddings(run_dir / "embeddings.parquet")
     c = cfg.cluster
-    seg = Segmenter(
-        c.algorithm,
-        c.k,
-        c.k_min,
-        c.k_max,
-        c.sample_size,
-        c.min_cluster_size,
-        c.n_init,
-        c.seed,
-        backend,
-        c.stability_repeats,
-    ).fit(emb)
+    seg = Segmenter.from_config(c, backend).fit(emb)
     id_col = load_panel(run_dir / "panel").meta["id_column"]
     write_parquet_atomic(
         run_dir / "segments.parquet", pd.DataFrame({id_col: ids, "segment": seg.labels_})
