@@ -21,7 +21,7 @@ mkdir -p "$OUT"
 # Out of time: new subscribers (seed 1) in a window 8 weeks later with market drift, scored by
 # the default run's model; baselines train on the default run's training rows.
 "$GPUSEG" synth --out "$OUT/later/world" -n 50000 -t 26 --seed 1 --set shift=8
-"$GPUSEG" prepare -c configs/demo.yaml --overwrite --set out_dir="$OUT/later" \
+"$GPUSEG" prepare -c configs/demo.yaml --set out_dir="$OUT/later" \
   --set data.usage="$OUT/later/world/usage.parquet" \
   --set data.static="$OUT/later/world/static.parquet" \
   --set data.labels="$OUT/later/world/labels.parquet"
