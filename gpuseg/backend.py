@@ -155,7 +155,8 @@ def resolve_backend(requested: str = "auto") -> Backend:
             )
         if not has_rapids:
             raise BackendError(
-                f"--device cuda: RAPIDS is missing ({why_not}); install gpuseg[cuda12] or gpuseg[cuda13]"
+                f"--device cuda: RAPIDS is missing ({why_not}); install gpuseg[cuda12] or "
+                "gpuseg[cuda13]"
             )
         return Backend("cuda", "cudf", "cuml")
     if not has_cuda:

@@ -1,4 +1,5 @@
-"""The ``gpuseg`` command line: each command loads config, calls one library function, prints a summary.
+"""The ``gpuseg`` command line: each command loads config, calls one library function, prints a
+summary.
 
 Errors from the library (:class:`GpusegError`) become one line on stderr and exit code 1; any other
 exception is reported in one line too (exit 2) unless ``--debug`` asks for the traceback.
@@ -70,7 +71,8 @@ def handle_errors(fn):
             elif len(first) > 160:
                 first = first[:160] + "..."
             err.print(
-                f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+                f"internal error: {type(exc).__name__}: {first} (run with --debug for the "
+                "traceback)",
                 markup=False,
                 soft_wrap=True,
             )
@@ -133,7 +135,10 @@ def _epoch_progress(epochs: int):
         task = progress.add_task("train", total=epochs, status="")
 
         def on_epoch(r: dict) -> None:
-            status = f"loss {r['loss']:.4f}  val AUC {r['val_auc']:.4f}  {r['subscribers_per_s']:,.0f} subs/s"
+            status = (
+                f"loss {r['loss']:.4f}  val AUC {r['val_auc']:.4f}  "
+                f"{r['subscribers_per_s']:,.0f} subs/s"
+            )
             progress.update(task, completed=r["epoch"], status=status)
             if not out.is_terminal:
                 out.print(f"  epoch {r['epoch']:>3}  {status}")
@@ -265,10 +270,12 @@ def prepare_cmd(
     meta = _run_stage("prepare_stage", cluster, backend, cfg, backend, run_dir)
     c = meta["counts"]
     out.print(
-        f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x {len(meta['metrics'])} metrics -> {run_dir / 'panel'}"
+        f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x "
+        f"{len(meta['metrics'])} metrics -> {run_dir / 'panel'}"
     )
     out.print(
-        f"input {c['input']:,} = output {c['output']:,} + rejected {c['rejected']:,} (see {run_dir / 'panel' / 'rejects.csv'})"
+        f"input {c['input']:,} = output {c['output']:,} + rejected {c['rejected']:,} (see "
+        f"{run_dir / 'panel' / 'rejects.csv'})"
     )
 
 
@@ -305,7 +312,8 @@ def embed_cmd(
     cfg, run_dir, backend = _stage(config, set_, device)
     n = _run_stage("embed_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
-        f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, {run_dir / 'predictions.parquet'}"
+        f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, "
+        f"{run_dir / 'predictions.parquet'}"
     )
 
 
@@ -325,7 +333,8 @@ def cluster_cmd(
     cfg, run_dir, backend = _stage(config, set_, device)
     r = _run_stage("cluster_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
-        f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> {run_dir / 'segments.parquet'}"
+        f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> "
+        f"{run_dir / 'segments.parquet'}"
     )
 
 
@@ -379,7 +388,7 @@ def score_cmd(
 
     With --cluster the new data is prepared and scored over partitions on Dask.
 
-    Example: gpuseg score runs/demo --usage new_usage.parquet --static new_static.parquet -o scores.parquet
+    Example: gpuseg score runs/demo --usage new.parquet --static new_static.parquet -o s.parquet
     """
     from dataclasses import replace
 
@@ -392,7 +401,8 @@ def score_cmd(
     backend = _backend(cfg)
     r = _run_stage("score", cluster, backend, run, data, backend, output)
     out.print(
-        f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected {r['rejected']:,} -> {r['rejects']}"
+        f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected "
+        f"{r['rejected']:,} -> {r['rejects']}"
     )
 
 
@@ -417,7 +427,7 @@ def evaluate_cmd(
 
     Example: gpuseg evaluate runs/demo --truth runs/demo/world/truth.parquet
 
-    Out of time: gpuseg evaluate runs/jan --test-panel runs/feb/panel --truth runs/feb/world/truth.parquet
+    Out of time: gpuseg evaluate runs/jan --test-panel runs/feb/panel --truth feb/truth.parquet
     """
     from gpuseg.evaluate import comparison_markdown, evaluate_run
 
@@ -604,7 +614,9 @@ def run_cmd(
     if truth:
         gap = truth["oracle_auc_test"] - s["metrics"]["churn"]["roc_auc"]
         out.print(
-            f"churn ROC-AUC {s['metrics']['churn']['roc_auc']:.4f} vs oracle {truth['oracle_auc_test']:.4f} (gap {gap:.4f}); segment ARI vs truth {truth['segment_ari']:.3f}"
+            f"churn ROC-AUC {s['metrics']['churn']['roc_auc']:.4f} vs oracle "
+            f"{truth['oracle_auc_test']:.4f} (gap {gap:.4f}); segment ARI vs truth "
+            f"{truth['segment_ari']:.3f}"
         )
     out.print(f"run directory: {s['run_dir']}")
 

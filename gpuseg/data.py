@@ -176,7 +176,8 @@ def parse_periods_typed(
     if values.dtype.kind == "f":
         if np.isnan(values).any():
             raise DataError(
-                f"{path}: column '{column}' row {int(np.flatnonzero(np.isnan(values))[0]) + 1 + r0}: missing period"
+                f"{path}: column '{column}' row "
+                f"{int(np.flatnonzero(np.isnan(values))[0]) + 1 + r0}: missing period"
             )
         if (values != np.round(values)).any():
             raise DataError(f"{path}: column '{column}': periods must be whole numbers or dates")
@@ -189,7 +190,8 @@ def parse_periods_typed(
             pass  # mixed objects: fall through to the string formats, which name the bad row
     if text.isna().any():
         raise DataError(
-            f"{path}: column '{column}' row {int(np.flatnonzero(text.isna())[0]) + 1 + r0}: missing period"
+            f"{path}: column '{column}' row {int(np.flatnonzero(text.isna())[0]) + 1 + r0}: "
+            "missing period"
         )
     text = text.astype(str).str.strip()
     for fmt, suffix in _PERIOD_FORMATS:
@@ -207,7 +209,8 @@ def parse_periods_typed(
     if text.str.fullmatch(r"-?\d+").all():
         return text.astype(np.int64).to_numpy(), False
     raise DataError(
-        f"{path}: column '{column}' row {1 + r0}: unreadable period (use YYYY-MM-DD, YYYY-MM, YYYY-Www or integers)"
+        f"{path}: column '{column}' row {1 + r0}: unreadable period (use YYYY-MM-DD, YYYY-MM, "
+        "YYYY-Www or integers)"
     )
 
 
@@ -228,7 +231,8 @@ def _metric_map(
         for name, col in cfg.metrics.items():
             if col not in columns:
                 raise DataError(
-                    f"{path}: column '{col}' (metric '{name}' in data.metrics) not found; columns: {', '.join(columns[:20])}"
+                    f"{path}: column '{col}' (metric '{name}' in data.metrics) not found; "
+                    f"columns: {', '.join(columns[:20])}"
                 )
         return dict(cfg.metrics)
     numeric = [c for c in columns if c not in exclude]
@@ -260,7 +264,8 @@ def load_long(
     ids_col = frame[cfg.id_column]
     if bool(ids_col.isna().any()):
         raise DataError(
-            f"{path}: column '{cfg.id_column}' row {_first_row(ids_col.isna())}: missing subscriber id"
+            f"{path}: column '{cfg.id_column}' row {_first_row(ids_col.isna())}: missing "
+            "subscriber id"
         )
     raw_periods = _host(frame[cfg.period_column])
     period_keys, is_date = parse_periods_typed(raw_periods, path, cfg.period_column)
@@ -319,13 +324,15 @@ def load_wide(
     for name, prefix in metrics.items():
         if prefix not in found:
             raise DataError(
-                f"{path}: no columns match metric '{prefix}' (metric '{name}') with data.wide_pattern"
+                f"{path}: no columns match metric '{prefix}' (metric '{name}') with "
+                "data.wide_pattern"
             )
     periods = sorted({p for _, p in cells})
     ids_col = frame[cfg.id_column]
     if bool(ids_col.isna().any()):
         raise DataError(
-            f"{path}: column '{cfg.id_column}' row {_first_row(ids_col.isna())}: missing subscriber id"
+            f"{path}: column '{cfg.id_column}' row {_first_row(ids_col.isna())}: missing "
+            "subscriber id"
         )
     ids = pseudonymize_ids(_host(ids_col.astype("str")), cfg, path)
     dup = pd.Series(ids).duplicated().to_numpy()
@@ -417,7 +424,8 @@ def encode_static(
                 )
                 if mapped.isna().any():
                     raise DataError(
-                        f"{path}: column '{c}' row {int(np.flatnonzero(mapped.isna())[0]) + 1}: not a boolean"
+                        f"{path}: column '{c}' row {int(np.flatnonzero(mapped.isna())[0]) + 1}: "
+                        "not a boolean"
                     )
                 s = mapped
             blocks.append(s.astype(float).fillna(0).to_numpy().astype(np.float32)[:, None])
@@ -436,11 +444,13 @@ def encode_static(
                 bad = np.isnan(v) & s.notna().to_numpy()
                 if bad.any():
                     raise DataError(
-                        f"{path}: column '{c}' row {int(np.flatnonzero(bad)[0]) + 1}: non-numeric value"
+                        f"{path}: column '{c}' row {int(np.flatnonzero(bad)[0]) + 1}: non-numeric "
+                        "value"
                     )
             if np.isinf(v).any():
                 raise DataError(
-                    f"{path}: column '{c}' row {int(np.flatnonzero(np.isinf(v))[0]) + 1}: infinite value"
+                    f"{path}: column '{c}' row {int(np.flatnonzero(np.isinf(v))[0]) + 1}: "
+                    "infinite value"
                 )
             miss = np.isnan(v)
             blocks.append(np.nan_to_num(v, nan=0.0).astype(np.float32)[:, None])
@@ -486,7 +496,8 @@ def _labels(
     if unknown.any():
         row = int(np.flatnonzero(unknown)[0]) + 1
         raise DataError(
-            f"{path}: row {row}: label for a subscriber not in the usage table ({int(unknown.sum())} such rows)"
+            f"{path}: row {row}: label for a subscriber not in the usage table "
+            f"({int(unknown.sum())} such rows)"
         )
     dup = lab_ids.duplicated().to_numpy()
     if dup.any():
@@ -496,7 +507,8 @@ def _labels(
         bad = ~c.isin([0, 1]) & frame[cfg.churn_column].notna()  # 'yes' is bad, not unknown
         if bad.any():
             raise DataError(
-                f"{path}: column '{cfg.churn_column}' row {int(np.flatnonzero(bad)[0]) + 1}: churn must be 0 or 1"
+                f"{path}: column '{cfg.churn_column}' row {int(np.flatnonzero(bad)[0]) + 1}: "
+                "churn must be 0 or 1"
             )
         churn[pos[found]] = c.fillna(-1).astype(np.int8).to_numpy()[found]
     if cfg.migration_column in frame.columns:
@@ -507,7 +519,8 @@ def _labels(
         if bad.any():
             row = int(np.flatnonzero(bad)[0]) + 1
             raise DataError(
-                f"{path}: column '{cfg.migration_column}' row {row}: migration must be down/stay/up or -1/0/1"
+                f"{path}: column '{cfg.migration_column}' row {row}: migration must be "
+                "down/stay/up or -1/0/1"
             )
         mapped = np.array([-1 if v is None else v for v in lut] + [-1], dtype=np.int8)[codes]
         migration[pos[found]] = mapped[found]

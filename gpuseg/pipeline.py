@@ -69,7 +69,8 @@ def check_run_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
         except Exception:
             if not overwrite:
                 raise RunDirError(
-                    f"{saved}: unreadable config of an earlier run; use another out_dir or --overwrite"
+                    f"{saved}: unreadable config of an earlier run; use another out_dir or "
+                    "--overwrite"
                 ) from None
             previous = {"unreadable": True}
         current = to_dict(cfg)

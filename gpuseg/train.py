@@ -52,7 +52,8 @@ def split_subscribers(n: int, val_frac: float, test_frac: float, seed: int) -> S
 
 
 def fit_normalization(panel: Panel, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-metric mean/std of log1p(usage) over present periods, and static mean/std, on ``rows``."""
+    """Per-metric mean/std of log1p(usage) over present periods, and static mean/std, on "
+    "``rows``."""
     m = panel.usage.shape[2]
     s1, s2, cnt = np.zeros(m), np.zeros(m), 0.0
     for start in range(0, len(rows), CHUNK_ROWS):
@@ -268,7 +269,8 @@ def train_model(
     checkpoint_dir: Path | None = None,
     dist: DistContext | None = None,
 ) -> TrainResult:
-    """Train the subscriber model on ``panel``; return the best model (by validation AUC) and metrics.
+    """Train the subscriber model on ``panel``; return the best model (by validation AUC) and
+    metrics.
 
     With ``dist`` (under torchrun, see :mod:`gpuseg.ddp`) the model runs in DDP: each rank trains
     on its shard of the training rows with ``cfg.batch_size / world_size`` rows per step (the
@@ -512,6 +514,7 @@ def load_checkpoint(
         ) from None
     except RuntimeError as exc:
         raise RunDirError(
-            f"{run_dir / 'model.safetensors'}: weights do not match model.json ({str(exc).splitlines()[0]})"
+            f"{run_dir / 'model.safetensors'}: weights do not match model.json "
+            f"({str(exc).splitlines()[0]})"
         ) from None
     return model.to(device).eval(), info
