@@ -98,7 +98,12 @@ def concat_parquet_atomic(path: Path, sources: list[Path]) -> Path:
 
 
 def write_parquet_atomic(path: Path, frame) -> Path:
-    return _atomic(path, lambda p: frame.to_parquet(p, index=False))
+    """A pandas frame (without its index) or a pyarrow Table to Parquet."""
+    if hasattr(frame, "to_parquet"):
+        return _atomic(path, lambda p: frame.to_parquet(p, index=False))
+    import pyarrow.parquet as pq
+
+    return _atomic(path, lambda p: pq.write_table(frame, p, compression="snappy"))
 
 
 def write_csv_atomic(path: Path, frame) -> Path:
