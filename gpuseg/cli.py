@@ -137,6 +137,7 @@ def _epoch_progress(epochs: int):
         def on_epoch(r: dict) -> None:
             status = (
                 f"loss {r['loss']:.4f}  val AUC {r['val_auc']:.4f}  "
+                f"val migration F1 {r.get('val_migration_f1', float('nan')):.3f}  "
                 f"{r['subscribers_per_s']:,.0f} subs/s"
             )
             progress.update(task, completed=r["epoch"], status=status)

@@ -89,6 +89,13 @@ class ModelConfig:
     n_heads: int = 4  # transformer only
     window_summary: bool = True  # fuse fixed window aggregates (means, trend, last, std)
     head_hidden: int = 0  # hidden width of the churn and migration heads; 0: linear heads
+    # churn and migration heads also read the window aggregates and standardised static attributes
+    # directly (a wide path next to the embedding), each as a linear term plus the MLP above
+    wide_heads: bool = False
+    # with wide_heads: also a piecewise-linear encoding of each wide input over this many quantile
+    # bins fitted on the training split (Gorishniy et al. 2022), so thresholds are linear; 0: none
+    wide_bins: int = 0
+    wide_bins_churn: bool = True  # False: only the migration head reads the binned encoding
 
 
 @dataclass
@@ -99,7 +106,10 @@ class TrainConfig:
     batch_size: int = 512
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    patience: int = 4  # epochs without validation AUC gain before stopping
+    patience: int = 4  # epochs without a gain in the selection score before stopping
+    # the epoch kept: best validation churn ROC-AUC, or best sum of it and the validation
+    # migration macro-F1 (argmax classes)
+    select: Literal["churn_auc", "churn_auc+migration_f1"] = "churn_auc"
     val_frac: float = 0.15
     test_frac: float = 0.15
     pos_weight: float | None = None  # None: sqrt(negatives / positives)

@@ -38,6 +38,26 @@ class TemporalConv(nn.Module):
         return h.transpose(1, 2)  # (B, T, H)
 
 
+class WideHead(nn.Module):
+    """A linear term plus an optional one-hidden-layer MLP over the same input: (B, D) -> (B, O).
+
+    The linear term holds what a logistic regression on the window aggregates would learn; the
+    MLP adds thresholds and interactions (value-tier boundaries, contract-end windows)."""
+
+    def __init__(self, d_in: int, hidden: int, out: int):
+        super().__init__()
+        self.linear = nn.Linear(d_in, out)
+        self.mlp = (
+            nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, out))
+            if hidden > 0
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)  # (B, O)
+        return y if self.mlp is None else y + self.mlp(x)
+
+
 class SubscriberModel(nn.Module):
     """Encoder -> embedding -> churn, migration and usage-profile heads.
 
@@ -100,8 +120,17 @@ class SubscriberModel(nn.Module):
             nn.Linear(fused, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, cfg.embedding_dim)
         )
         e = cfg.embedding_dim
-        self.churn_head = self._head(e, cfg.head_hidden, 1)
-        self.migration_head = self._head(e, cfg.head_hidden, N_MIGRATION)
+        if cfg.wide_heads:  # heads see [embedding, window aggregates, standardised static]
+            n_wide = SUMMARY_STATS * n_metrics + 1 + n_static
+            # bin edges of the piecewise-linear encoding, fitted on training rows (set_bins)
+            self.register_buffer("bin_edges", torch.zeros(n_wide, max(cfg.wide_bins, 0) + 1))
+            wide = e + n_wide * (1 + max(cfg.wide_bins, 0))
+            self.churn_width = wide if cfg.wide_bins_churn else e + n_wide
+            self.churn_head = WideHead(self.churn_width, cfg.head_hidden, 1)
+            self.migration_head = WideHead(wide, cfg.head_hidden, N_MIGRATION)
+        else:
+            self.churn_head = self._head(e, cfg.head_hidden, 1)
+            self.migration_head = self._head(e, cfg.head_hidden, N_MIGRATION)
         self.profile_head = nn.Linear(e, 2 * n_metrics)
 
     @staticmethod
@@ -120,6 +149,20 @@ class SubscriberModel(nn.Module):
             ("static_std", static_std),
         ):
             getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+
+    @torch.no_grad()
+    def set_bins(self, edges) -> None:
+        """Quantile bin edges (n_wide, wide_bins + 1) for the piecewise-linear wide encoding."""
+        self.bin_edges.copy_(torch.as_tensor(edges, dtype=torch.float32))
+
+    def piecewise_linear(self, w: torch.Tensor) -> torch.Tensor:
+        """(B, F) -> (B, F * K): per feature and bin, the position within the bin clipped to
+        [0, 1] (0 below it, 1 above it), so a linear layer over it is a piecewise-linear function
+        with knots at the training quantiles. A bin of zero width is a step at its edge."""
+        lo, hi = self.bin_edges[:, :-1], self.bin_edges[:, 1:]  # (F, K)
+        width = (hi - lo).clamp_min(1e-6)
+        z = ((w.unsqueeze(-1).float() - lo) / width).clamp(0, 1)  # (B, F, K)
+        return z.flatten(1).to(w.dtype)
 
     def normalize(self, usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = (torch.log1p(usage.clamp_min(0)) - self.usage_mean) / self.usage_std  # (B, T, M)
@@ -165,11 +208,20 @@ class SubscriberModel(nn.Module):
     # -- forward -----------------------------------------------------------------------------
     def encode(self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         """Raw usage (B, T, M), mask (B, T), raw static (B, S) -> embedding (B, E)."""
+        return self._encode(usage, mask, static)[0]
+
+    def _encode(
+        self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> embedding (B, E), and with ``wide_heads`` the heads' wide input (B, 7M + 1 + S)."""
         x = self.normalize(usage, mask)  # (B, T, M)
         m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         parts = []
+        summary = None
+        if self.cfg.window_summary or self.cfg.encoder == "static" or self.cfg.wide_heads:
+            summary = self.window_summary(x, mask, usage)  # (B, 7M + 1) window aggregates
         if self.cfg.window_summary or self.cfg.encoder == "static":
-            parts.append(self.window_summary(x, mask, usage))  # (B, 7M + 1) window aggregates
+            parts.append(summary)
         if self.cfg.encoder != "static":
             h = self.input(torch.cat([x, m], dim=-1))  # (B, T, H)
             if self.cfg.encoder in ("gru", "lstm"):
@@ -186,19 +238,41 @@ class SubscriberModel(nn.Module):
             last = out[:, -1]  # (B, H) padded at the start, so the last step is the latest period
             mean = (out * m).sum(1) / m.sum(1).clamp_min(1)  # (B, H)
             parts += [last, mean]
+        s = (static - self.static_mean) / self.static_std  # (B, S)
         if self.static_net is not None:
-            s = (static - self.static_mean) / self.static_std  # (B, S)
             parts.append(self.static_net(s))  # (B, static_hidden)
-        return self.to_embedding(torch.cat(parts, dim=-1))  # (B, E)
+        z = self.to_embedding(torch.cat(parts, dim=-1))  # (B, E)
+        wide = None
+        if self.cfg.wide_heads:
+            wide = self.wide_features(summary, s)  # (B, F)
+            if self.cfg.wide_bins > 0:
+                wide = torch.cat([wide, self.piecewise_linear(wide)], dim=-1)  # (B, F (1 + K))
+        return z, wide
+
+    @staticmethod
+    def wide_features(summary: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Window aggregates (B, 7M + 1) and standardised static (B, S) -> (B, F)."""
+        return torch.cat([summary, s.to(summary.dtype)], dim=-1)
+
+    @torch.no_grad()
+    def wide_inputs(
+        self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor
+    ) -> torch.Tensor:
+        """The wide features before encoding, (B, F): what :meth:`set_bins` is fitted on."""
+        x = self.normalize(usage, mask)
+        s = (static - self.static_mean) / self.static_std
+        return self.wide_features(self.window_summary(x, mask, usage), s)
 
     def forward(
         self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        z = self.encode(usage, mask, static)  # (B, E)
+        z, wide = self._encode(usage, mask, static)  # (B, E), (B, 7M + 1 + S) or None
+        h = z if wide is None else torch.cat([z, wide.to(z.dtype)], dim=-1)  # heads' input
+        h_churn = h if wide is None else h[:, : self.churn_width]
         return {
             "embedding": z,
-            "churn_logit": self.churn_head(z).squeeze(-1),  # (B,)
-            "migration_logits": self.migration_head(z),  # (B, 3)
+            "churn_logit": self.churn_head(h_churn).squeeze(-1),  # (B,)
+            "migration_logits": self.migration_head(h),  # (B, 3)
             "profile": self.profile_head(z),  # (B, 2M)
         }
 

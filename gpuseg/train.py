@@ -22,7 +22,7 @@ from gpuseg.config import ModelConfig, TrainConfig, to_dict
 from gpuseg.data import Panel
 from gpuseg.ddp import DistContext
 from gpuseg.errors import DataError, RunDirError
-from gpuseg.metrics import churn_metrics, fit_decision_weights, migration_metrics
+from gpuseg.metrics import churn_metrics, fit_decision_weights, macro_f1, migration_metrics
 from gpuseg.model import SubscriberModel
 from gpuseg.store import read_json, write_json_atomic
 
@@ -69,6 +69,32 @@ def fit_normalization(panel: Panel, rows: np.ndarray) -> dict[str, np.ndarray]:
     smean = static.mean(0) if len(static) else np.zeros(panel.static.shape[1])
     sstd = static.std(0) + 1e-3 if len(static) else np.ones(panel.static.shape[1])
     return dict(usage_mean=mean, usage_std=std, static_mean=smean, static_std=sstd)
+
+
+def fit_bins(
+    model: SubscriberModel,
+    panel: Panel,
+    rows: np.ndarray,
+    n_bins: int,
+    seed: int,
+    sample: int = 100_000,
+) -> np.ndarray:
+    """Quantile bin edges (F, n_bins + 1) of the model's wide features over (a seeded sample of
+    at most ``sample`` of) the training ``rows``; the model's normalisation must be set first."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))
+    parts = []
+    for start in range(0, len(rows), CHUNK_ROWS):
+        r = rows[start : start + CHUNK_ROWS]
+        parts.append(
+            model.wide_inputs(
+                torch.as_tensor(np.asarray(panel.usage[r], dtype=np.float32)),
+                torch.as_tensor(np.asarray(panel.mask[r], dtype=np.float32)),
+                torch.as_tensor(np.asarray(panel.static[r], dtype=np.float32)),
+            ).numpy()
+        )
+    w = np.concatenate(parts).astype(np.float64)  # (n, F)
+    return np.quantile(w, np.linspace(0.0, 1.0, n_bins + 1), axis=0).T  # (F, n_bins + 1)
 
 
 def to_device(
@@ -295,6 +321,8 @@ def train_model(
     model = SubscriberModel(m, panel.static.shape[1], t, model_cfg)
     if main:  # under DDP the other ranks receive it from rank 0 in ddp.wrap
         model.set_normalization(**fit_normalization(panel, split.train))
+        if model_cfg.wide_heads and model_cfg.wide_bins > 0:
+            model.set_bins(fit_bins(model, panel, split.train, model_cfg.wide_bins, cfg.seed))
     model.to(device)
     net = model  # what the training steps call: the model, or under DDP its wrapper
     if dist is not None:  # a step without migration labels leaves the migration head unused
@@ -314,6 +342,8 @@ def train_model(
     mig_weight = torch.tensor((counts.sum() / counts) ** 0.5, dtype=torch.float32, device=device)
     mig_weight = mig_weight / mig_weight.mean()
     pos_weight_t = torch.tensor(pos_weight, device=device)
+    mig_val = np.asarray(panel.migration)[split.val]
+    has_val_mig = mig_val >= 0
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / batch_size)  # the same on every rank
@@ -324,7 +354,8 @@ def train_model(
     # checkpoint resumes every rank exactly
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
-    best_auc, best_state, best_epoch, history, stale, start_epoch, done = (
+    best_score, best_auc, best_state, best_epoch, history, stale, start_epoch, done = (
+        -1.0,
         -1.0,
         None,
         -1,
@@ -337,6 +368,7 @@ def train_model(
     if ckpt is not None and ckpt.exists():  # resume after the last finished epoch
         best_state, saved = ckpt.load(model, opt, sched, gen)
         best_auc, best_epoch, stale = saved["best_auc"], saved["best_epoch"], saved["stale"]
+        best_score = saved.get("best_score", best_auc)
         history, start_epoch, done = saved["history"], saved["epoch"], saved["done"]
     ddp.barrier(dist)  # every rank has read the checkpoint before rank 0 writes the next one
     for epoch in range(start_epoch, cfg.epochs):
@@ -376,26 +408,33 @@ def train_model(
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
 
-        rows_seen, val_auc = len(perm), math.nan
+        rows_seen, val_auc, val_f1 = len(perm), math.nan, math.nan
         if main:
             val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
             val_auc = float(roc_auc_score(churn_all[split.val], val["churn_logit"].cpu().numpy()))
-        if dist is not None:  # totals of the job; rank 0's validation AUC on every rank
+            if has_val_mig.any():  # argmax classes; the fitted decision comes after training
+                pred = val["migration_logits"].float().argmax(1).cpu().numpy()
+                val_f1 = macro_f1(mig_val[has_val_mig], pred[has_val_mig])
+        if dist is not None:  # totals of the job; rank 0's validation scores on every rank
             total, rows_seen = ddp.all_reduce([total, rows_seen], dist)
             (seconds,) = ddp.all_reduce([seconds], dist, op="max")
-            (val_auc,) = ddp.broadcast([val_auc], dist)
+            val_auc, val_f1 = ddp.broadcast([val_auc, val_f1], dist)
+        score = val_auc
+        if cfg.select == "churn_auc+migration_f1" and math.isfinite(val_f1):
+            score = val_auc + val_f1
         record = dict(
             epoch=epoch + 1,
             loss=total / rows_seen,
             val_auc=val_auc,
+            val_migration_f1=val_f1,
             seconds=seconds,
             subscribers_per_s=rows_seen / seconds,
         )
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if val_auc > best_auc + 1e-4:
-            best_auc, best_epoch, stale = val_auc, epoch + 1, 0
+        if score > best_score + 1e-4:
+            best_score, best_auc, best_epoch, stale = score, val_auc, epoch + 1, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
@@ -404,6 +443,7 @@ def train_model(
             scalars = dict(
                 epoch=epoch + 1,
                 best_auc=best_auc,
+                best_score=best_score,
                 best_epoch=best_epoch,
                 stale=stale,
                 history=history,
