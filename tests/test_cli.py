@@ -111,7 +111,8 @@ def test_score_new_data_counts_in_equals_out_plus_rejected(tiny_run: Path, tmp_p
     assert set(scores.columns) >= {"subscriber_id", "churn_prob", "segment"}
     # the same subscribers get the same predictions as in the run itself
     run_preds = pd.read_parquet(tiny_run / "predictions.parquet").set_index("subscriber_id")
-    joined = scores.set_index("subscriber_id").join(run_preds, rsuffix="_run")
+    joined = scores.merge(run_preds, on="subscriber_id", suffixes=("", "_run"))
+    assert len(joined) == len(scores)
     assert (joined["churn_prob"] - joined["churn_prob_run"]).abs().max() < 1e-5
 
 
