@@ -51,7 +51,7 @@ from gpuseg.config import DataConfig, ModelConfig, RunConfig, from_dict
 from gpuseg.data import Panel, encode_static, load_panel
 from gpuseg.data import prepare as prepare_single
 from gpuseg.errors import BackendError, ConfigError, DataError, RunDirError
-from gpuseg.pipeline import embed_panel, read_embeddings, with_world_data
+from gpuseg.pipeline import check_scoring_run, embed_panel, read_embeddings, with_world_data
 from gpuseg.store import (
     concat_npy_atomic,
     concat_parquet_atomic,
@@ -480,11 +480,7 @@ def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path,
     import tempfile
 
     run_dir = Path(run_dir)
-    for name in ("model.safetensors", "model.json", "cluster.json", "panel/meta.json"):
-        if not (run_dir / name).is_file():
-            raise RunDirError(
-                f"{run_dir / name}: missing; run the whole pipeline (gpuseg run) first"
-            )
+    check_scoring_run(run_dir)
     reference = read_json(run_dir / "panel" / "meta.json")
     state = read_json(run_dir / "cluster.json")
     out_path = Path(out_path)

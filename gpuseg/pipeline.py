@@ -298,16 +298,21 @@ def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
 # Scoring new data
 
 
-def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
-    """New raw tables through a trained run: churn and migration probabilities and segment."""
-    import tempfile
-
-    run_dir = Path(run_dir)
+def check_scoring_run(run_dir: Path) -> None:
+    """RunDirError naming the first file a trained run needs for scoring that is missing."""
     for name in ("model.safetensors", "model.json", "cluster.json", "panel/meta.json"):
         if not (run_dir / name).is_file():
             raise RunDirError(
                 f"{run_dir / name}: missing; run the whole pipeline (gpuseg run) first"
             )
+
+
+def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
+    """New raw tables through a trained run: churn and migration probabilities and segment."""
+    import tempfile
+
+    run_dir = Path(run_dir)
+    check_scoring_run(run_dir)
     reference = read_json(run_dir / "panel" / "meta.json")
     model, info = load_checkpoint(run_dir, backend.torch_device)
     seg = Segmenter.from_state(read_json(run_dir / "cluster.json"))
