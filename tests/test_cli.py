@@ -216,3 +216,15 @@ def test_bench_command_small_profile(tmp_path: Path):
         "hdbscan",
         "report",
     }
+
+
+@pytest.mark.parametrize("cluster", [None, "local:1"])
+def test_score_with_an_untrained_run_dir_names_the_missing_file(tmp_path: Path, cluster):
+    run = tmp_path / "untrained"
+    run.mkdir()
+    args = ["score", run, "--usage", tmp_path / "usage.parquet", "-o", tmp_path / "s.parquet"]
+    if cluster:
+        pytest.importorskip("distributed")
+        args += ["--cluster", cluster]
+    line = one_line_error(invoke(*args))
+    assert "model.safetensors: missing" in line and "gpuseg run" in line
