@@ -96,6 +96,19 @@ class ModelConfig:
     # bins fitted on the training split (Gorishniy et al. 2022), so thresholds are linear; 0: none
     wide_bins: int = 0
     wide_bins_churn: bool = True  # False: only the migration head reads the binned encoding
+    # static attributes enter as sign(x) log1p(|x|) before standardisation (tenure, contract
+    # months and weeks to contract end act on churn roughly in log scale, like the logistic
+    # baseline's features); False: standardised raw values (checkpoints before this option)
+    static_log: bool = False
+    # > 0: the window aggregates also hold each metric's level over the last this many periods;
+    # with weekly data 4 is the last month, the ARPU window value tiers are cut on
+    # (:func:`gpuseg.labels.recent_arpu`), so the migration heads see it exactly; 0: not added
+    last_level_periods: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("wide_bins", "last_level_periods"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"model.{key}: must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass

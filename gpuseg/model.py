@@ -19,6 +19,11 @@ N_MIGRATION = 3  # down, stay, up
 SUMMARY_STATS = 7  # per-metric window aggregates in SubscriberModel.window_summary
 
 
+def signed_log1p(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) * log1p(|x|), elementwise: tames heavy-tailed attributes and keeps their sign."""
+    return x.sign() * torch.log1p(x.abs())
+
+
 class TemporalConv(nn.Module):
     """Causal dilated 1-D convolutions (a small TCN) over (B, T, H)."""
 
@@ -111,20 +116,20 @@ class SubscriberModel(nn.Module):
             nn.Sequential(nn.Linear(n_static, cfg.static_hidden), nn.GELU()) if n_static else None
         )
         summary = cfg.window_summary or cfg.encoder == "static"
+        # window aggregates: SUMMARY_STATS per metric, the share present, the last-N level
+        self.n_summary = (SUMMARY_STATS + (cfg.last_level_periods > 0)) * n_metrics + 1
         fused = (
-            seq_out
-            + (cfg.static_hidden if n_static else 0)
-            + (SUMMARY_STATS * n_metrics + 1 if summary else 0)
+            seq_out + (cfg.static_hidden if n_static else 0) + (self.n_summary if summary else 0)
         )
         self.to_embedding = nn.Sequential(
             nn.Linear(fused, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, cfg.embedding_dim)
         )
         e = cfg.embedding_dim
         if cfg.wide_heads:  # heads see [embedding, window aggregates, standardised static]
-            n_wide = SUMMARY_STATS * n_metrics + 1 + n_static
+            n_wide = self.n_summary + n_static
             # bin edges of the piecewise-linear encoding, fitted on training rows (set_bins)
-            self.register_buffer("bin_edges", torch.zeros(n_wide, max(cfg.wide_bins, 0) + 1))
-            wide = e + n_wide * (1 + max(cfg.wide_bins, 0))
+            self.register_buffer("bin_edges", torch.zeros(n_wide, cfg.wide_bins + 1))
+            wide = e + n_wide * (1 + cfg.wide_bins)
             self.churn_width = wide if cfg.wide_bins_churn else e + n_wide
             self.churn_head = WideHead(self.churn_width, cfg.head_hidden, 1)
             self.migration_head = WideHead(wide, cfg.head_hidden, N_MIGRATION)
@@ -164,6 +169,12 @@ class SubscriberModel(nn.Module):
         z = ((w.unsqueeze(-1).float() - lo) / width).clamp(0, 1)  # (B, F, K)
         return z.flatten(1).to(w.dtype)
 
+    def scale_static(self, static: torch.Tensor) -> torch.Tensor:
+        """Raw static (B, S) -> standardised (B, S), after signed log1p with ``static_log``."""
+        if self.cfg.static_log:
+            static = signed_log1p(static)
+        return (static - self.static_mean) / self.static_std
+
     def normalize(self, usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = (torch.log1p(usage.clamp_min(0)) - self.usage_mean) / self.usage_std  # (B, T, M)
         return x * mask.unsqueeze(-1)  # missing periods are exactly 0
@@ -183,8 +194,9 @@ class SubscriberModel(nn.Module):
         """Fixed window aggregates over present periods, per metric: of normalised usage x (B, T, M)
         the mean, the mean of the last quarter, the latest present value, the least-squares slope
         and the standard deviation; of raw usage the level of the whole window's and of the last
-        quarter's mean (log1p then standardised, like ARPU); then the share of present periods:
-        (B, 7M + 1). Late joiners and gaps only change which periods count."""
+        quarter's mean (log1p then standardised, like ARPU), and with ``last_level_periods`` = k
+        of the last k periods' mean; then the share of present periods: (B, 7M + 1), or
+        (B, 8M + 1) with k. Late joiners and gaps only change which periods count."""
         m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         t = x.shape[1]
         count = m.sum(1).clamp_min(1)  # (B, 1)
@@ -202,7 +214,11 @@ class SubscriberModel(nn.Module):
         raw = usage.clamp_min(0).to(x.dtype) * m  # (B, T, M)
         level = torch.log1p(raw.sum(1) / count)  # (B, M)
         level_recent = torch.log1p(raw[:, -q:].sum(1) / m[:, -q:].sum(1).clamp_min(1))  # (B, M)
-        levels = [(v - self.usage_mean) / self.usage_std for v in (level, level_recent)]
+        levels = [level, level_recent]
+        k = self.cfg.last_level_periods
+        if k > 0:  # (B, M) level over the last k periods, e.g. the last month's ARPU
+            levels.append(torch.log1p(raw[:, -k:].sum(1) / m[:, -k:].sum(1).clamp_min(1)))
+        levels = [(v - self.usage_mean) / self.usage_std for v in levels]
         return torch.cat([mean, recent, last, slope * (t / 4), std, *levels, share], dim=1)
 
     # -- forward -----------------------------------------------------------------------------
@@ -213,13 +229,13 @@ class SubscriberModel(nn.Module):
     def _encode(
         self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> embedding (B, E), and with ``wide_heads`` the heads' wide input (B, 7M + 1 + S)."""
+        """-> embedding (B, E), and with ``wide_heads`` the heads' wide input (B, F)."""
         x = self.normalize(usage, mask)  # (B, T, M)
         m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         parts = []
         summary = None
         if self.cfg.window_summary or self.cfg.encoder == "static" or self.cfg.wide_heads:
-            summary = self.window_summary(x, mask, usage)  # (B, 7M + 1) window aggregates
+            summary = self.window_summary(x, mask, usage)  # (B, n_summary) window aggregates
         if self.cfg.window_summary or self.cfg.encoder == "static":
             parts.append(summary)
         if self.cfg.encoder != "static":
@@ -238,7 +254,7 @@ class SubscriberModel(nn.Module):
             last = out[:, -1]  # (B, H) padded at the start, so the last step is the latest period
             mean = (out * m).sum(1) / m.sum(1).clamp_min(1)  # (B, H)
             parts += [last, mean]
-        s = (static - self.static_mean) / self.static_std  # (B, S)
+        s = self.scale_static(static)  # (B, S)
         if self.static_net is not None:
             parts.append(self.static_net(s))  # (B, static_hidden)
         z = self.to_embedding(torch.cat(parts, dim=-1))  # (B, E)
@@ -251,7 +267,7 @@ class SubscriberModel(nn.Module):
 
     @staticmethod
     def wide_features(summary: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Window aggregates (B, 7M + 1) and standardised static (B, S) -> (B, F)."""
+        """Window aggregates (B, n_summary) and standardised static (B, S) -> (B, F)."""
         return torch.cat([summary, s.to(summary.dtype)], dim=-1)
 
     @torch.no_grad()
@@ -260,13 +276,12 @@ class SubscriberModel(nn.Module):
     ) -> torch.Tensor:
         """The wide features before encoding, (B, F): what :meth:`set_bins` is fitted on."""
         x = self.normalize(usage, mask)
-        s = (static - self.static_mean) / self.static_std
-        return self.wide_features(self.window_summary(x, mask, usage), s)
+        return self.wide_features(self.window_summary(x, mask, usage), self.scale_static(static))
 
     def forward(
         self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        z, wide = self._encode(usage, mask, static)  # (B, E), (B, 7M + 1 + S) or None
+        z, wide = self._encode(usage, mask, static)  # (B, E), (B, F) or None
         h = z if wide is None else torch.cat([z, wide.to(z.dtype)], dim=-1)  # heads' input
         h_churn = h if wide is None else h[:, : self.churn_width]
         return {

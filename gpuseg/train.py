@@ -23,7 +23,7 @@ from gpuseg.data import Panel
 from gpuseg.ddp import DistContext
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.metrics import churn_metrics, fit_decision_weights, macro_f1, migration_metrics
-from gpuseg.model import SubscriberModel
+from gpuseg.model import SubscriberModel, signed_log1p
 from gpuseg.store import read_json, write_json_atomic
 
 CHUNK_ROWS = 65_536  # rows per host->device copy and per normalisation pass
@@ -51,9 +51,12 @@ def split_subscribers(n: int, val_frac: float, test_frac: float, seed: int) -> S
     )
 
 
-def fit_normalization(panel: Panel, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-metric mean/std of log1p(usage) over present periods, and static mean/std, on "
-    "``rows``."""
+def fit_normalization(
+    panel: Panel, rows: np.ndarray, static_log: bool = False
+) -> dict[str, np.ndarray]:
+    """Per-metric mean/std of log1p(usage) over present periods, and static mean/std (of signed
+    log1p(static) with ``static_log``, as :meth:`SubscriberModel.scale_static` reads it), on
+    ``rows``."""
     m = panel.usage.shape[2]
     s1, s2, cnt = np.zeros(m), np.zeros(m), 0.0
     for start in range(0, len(rows), CHUNK_ROWS):
@@ -66,6 +69,8 @@ def fit_normalization(panel: Panel, rows: np.ndarray) -> dict[str, np.ndarray]:
     mean = s1 / max(cnt, 1)
     std = np.sqrt(np.maximum(s2 / max(cnt, 1) - mean**2, 0)) + 1e-3
     static = np.asarray(panel.static[rows], dtype=np.float64)
+    if static_log:
+        static = signed_log1p(torch.from_numpy(static)).numpy()
     smean = static.mean(0) if len(static) else np.zeros(panel.static.shape[1])
     sstd = static.std(0) + 1e-3 if len(static) else np.ones(panel.static.shape[1])
     return dict(usage_mean=mean, usage_std=std, static_mean=smean, static_std=sstd)
@@ -320,7 +325,9 @@ def train_model(
     n, t, m = panel.usage.shape
     model = SubscriberModel(m, panel.static.shape[1], t, model_cfg)
     if main:  # under DDP the other ranks receive it from rank 0 in ddp.wrap
-        model.set_normalization(**fit_normalization(panel, split.train))
+        model.set_normalization(
+            **fit_normalization(panel, split.train, static_log=model_cfg.static_log)
+        )
         if model_cfg.wide_heads and model_cfg.wide_bins > 0:
             model.set_bins(fit_bins(model, panel, split.train, model_cfg.wide_bins, cfg.seed))
     model.to(device)

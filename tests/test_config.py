@@ -118,6 +118,8 @@ def test_non_string_yaml_keys(tmp_path):
         ("segments.value_quantiles=[0.5, x]", "segments.value_quantiles[1]"),
         ("train=5", "train"),
         ("cluster.k=many", "cluster.k"),
+        ("model.wide_bins=-1", "model.wide_bins"),  # the right type, out of range
+        ("model.last_level_periods=-4", "model.last_level_periods"),
     ],
 )
 def test_wrong_type_names_key(override, expected):

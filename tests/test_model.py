@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -169,6 +171,45 @@ def test_wide_head_reads_static_directly():
     a, b = model(usage, mask, static), model(usage, mask, moved)
     assert not torch.allclose(a["churn_logit"], b["churn_logit"])
     torch.testing.assert_close(a["embedding"], b["embedding"])
+
+
+def test_static_log_scales_static_before_standardising():
+    """With static_log the static attributes (tenure, weeks to contract end, possibly negative)
+    enter as sign(x) log1p(|x|), standardised by the buffers; without it, raw and standardised."""
+    static = torch.tensor([[0.0, -3.0, 120.0], [1.0, 2.0, 6.0]])  # (2, 3)
+    mean, std = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([2.0, 0.5, 4.0])
+    for log in (False, True):
+        model = SubscriberModel(M, 3, T, ModelConfig(static_log=log))
+        model.set_normalization(torch.zeros(M), torch.ones(M), mean, std)
+        x = static.sign() * torch.log1p(static.abs()) if log else static
+        torch.testing.assert_close(model.scale_static(static), (x - mean) / std)
+    usage, mask, _ = inputs()
+    out = model(usage, mask, static.repeat(B // 2, 1))  # the whole model runs on it
+    assert torch.isfinite(out["churn_logit"]).all()
+
+
+def test_last_level_periods_adds_the_last_k_periods_level():
+    """last_level_periods = k appends, per metric, log1p of the mean raw value over the present
+    periods among the last k, standardised like the usage; the other aggregates are unchanged."""
+    k = 4
+    base = make_wide(0, 0)
+    cfg = dataclasses.replace(base.cfg, last_level_periods=k)
+    model = SubscriberModel(M, S, T, cfg).eval()
+    mean, std = torch.full((M,), 1.0), torch.full((M,), 2.0)
+    for m_ in (base, model):
+        m_.set_normalization(mean, std, torch.zeros(S), torch.ones(S))
+    usage, mask, static = inputs()
+    x = model.normalize(usage, mask)
+    plain, extended = base.window_summary(x, mask, usage), model.window_summary(x, mask, usage)
+    assert model.n_summary == 8 * M + 1 and extended.shape == (B, 8 * M + 1)
+    torch.testing.assert_close(extended[:, : 7 * M], plain[:, : 7 * M])
+    torch.testing.assert_close(extended[:, -1], plain[:, -1])  # the share of present periods
+    m = mask[:, -k:].float().unsqueeze(-1)  # (B, k, 1)
+    level = torch.log1p((usage[:, -k:] * m).sum(1) / m.sum(1).clamp_min(1))  # (B, M)
+    torch.testing.assert_close(extended[:, 7 * M : 8 * M], (level - mean) / std)
+    out = model(usage, mask, static)
+    assert model.wide_inputs(usage, mask, static).shape == (B, 8 * M + 1 + S)
+    assert out["migration_logits"].shape == (B, N_MIGRATION)
 
 
 def test_piecewise_linear_encoding():

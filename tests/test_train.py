@@ -208,6 +208,11 @@ def test_fit_normalization_uses_present_periods_of_given_rows(tiny_panel):
     np.testing.assert_allclose(stats["usage_std"], x[present].std(0) + 1e-3, rtol=1e-6)
     static = np.asarray(tiny_panel.static[rows], dtype=np.float64)
     np.testing.assert_allclose(stats["static_mean"], static.mean(0), rtol=1e-9, atol=1e-12)
+    logged = fit_normalization(tiny_panel, rows, static_log=True)  # statistics of sign * log1p
+    slog = np.sign(static) * np.log1p(np.abs(static))
+    np.testing.assert_allclose(logged["static_mean"], slog.mean(0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(logged["static_std"], slog.std(0) + 1e-3, rtol=1e-6)
+    np.testing.assert_array_equal(logged["usage_mean"], stats["usage_mean"])
 
 
 def test_calibrated_is_monotonic():
@@ -219,7 +224,8 @@ def test_calibrated_is_monotonic():
 
 def test_wide_bins_fitted_on_training_rows(tiny_panel, tmp_path):
     """The piecewise-linear bin edges are the quantiles of the wide features of training rows
-    (validation and test rows do not move them), and a wide model trains and round-trips."""
+    (validation and test rows do not move them), and a wide model with log-scaled static
+    attributes trains and round-trips."""
     cfg = ModelConfig(
         encoder="gru",
         hidden_size=16,
@@ -228,6 +234,7 @@ def test_wide_bins_fitted_on_training_rows(tiny_panel, tmp_path):
         wide_heads=True,
         head_hidden=8,
         wide_bins=4,
+        static_log=True,
     )
     res = train_model(tiny_panel, cfg, TrainConfig(epochs=1, batch_size=64, seed=0), CPU)
     r = np.sort(res.split.train)
