@@ -3,8 +3,10 @@
 # oracle, on the default world, the hard world and out of time (a later, drifted window).
 #
 #   bash benchmarks/models.sh [OUT]      (default OUT: runs/compare; ~10 min on 2 CPU cores)
+#   SEEDS="1 2" bash benchmarks/models.sh [OUT]   also other splits: ~5 min more per seed
 #
-# Writes OUT/{default,hard,out_of_time}.md (and each run's evaluation.json) and prints them.
+# Writes OUT/{default,hard,out_of_time}.md (and each run's evaluation.json) and prints them;
+# with SEEDS also OUT/{default,hard}_seed{S}.md (train.seed=S: another split and initialisation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/compare}
@@ -27,3 +29,13 @@ mkdir -p "$OUT"
   --set data.labels="$OUT/later/world/labels.parquet"
 "$GPUSEG" evaluate "$OUT/default" --boot "$BOOT" --test-panel "$OUT/later/panel" \
   --truth "$OUT/later/world/truth.parquet" -o "$OUT/out_of_time.json" | tee "$OUT/out_of_time.md"
+
+# Other splits of the same worlds (train.seed draws the split and the initialisation).
+for S in ${SEEDS:-}; do
+  for W in default:demo hard:hard; do
+    NAME=${W%%:*} CFG=${W##*:}
+    "$GPUSEG" run -c "configs/$CFG.yaml" --set out_dir="$OUT/${NAME}_seed$S" \
+      --set train.seed="$S" --overwrite
+    "$GPUSEG" evaluate "$OUT/${NAME}_seed$S" --boot "$BOOT" | tee "$OUT/${NAME}_seed$S.md"
+  done
+done
