@@ -24,12 +24,12 @@ by the chunk size whatever the panel size (the panel is usually memory-mapped).
 from __future__ import annotations
 
 import inspect
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -41,6 +41,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from gpuseg.data import Panel
 from gpuseg.errors import DataError
 from gpuseg.metrics import churn_metrics, fit_decision_weights, macro_f1, migration_metrics
+from gpuseg.model import window_stats as model_window_stats
 from gpuseg.train import Split
 
 WINDOW_STATS = ("mean", "last", "last_quarter", "slope", "drop", "std")
@@ -64,45 +65,14 @@ def window_stats(usage: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Window aggregates of one chunk: usage (B, T, M), mask (B, T) -> (B, 6 * M + 1).
 
     Columns are grouped by statistic (all metrics' means, then all metrics' last values, ...) and
-    end with the share of present periods. Computed in float64, returned as float32.
+    end with the share of present periods. :func:`gpuseg.model.window_stats` (the model's
+    ``wide_window_stats`` reads the same features) computed in float64, returned as float32.
     """
-    u = np.asarray(usage, dtype=np.float64)
-    m = np.asarray(mask, dtype=bool)
-    b, t, n_metrics = u.shape
-    w = m.astype(np.float64)[..., None]  # (B, T, 1)
-    u = u * w  # absent periods contribute nothing, whatever they hold
-    count = w.sum(1)  # (B, 1)
-    safe = np.maximum(count, 1.0)
-
-    mean = u.sum(1) / safe  # (B, M)
-    dev = (u - mean[:, None, :]) * w
-    std = np.sqrt((dev * dev).sum(1) / safe)
-
-    tt = np.arange(t, dtype=np.float64)[None, :, None]  # (1, T, 1)
-    t_mean = (tt * w).sum(1) / safe  # (B, 1)
-    t_dev = (tt - t_mean[:, None, :]) * w  # (B, T, 1)
-    sxx = (t_dev * t_dev).sum(1)  # (B, 1)
-    slope = np.where(sxx > 0, (t_dev * dev).sum(1) / np.where(sxx > 0, sxx, 1.0), 0.0)
-
-    has_any = m.any(1)
-    last_idx = t - 1 - np.argmax(m[:, ::-1], axis=1)  # latest present period (T-1 when none)
-    last = u[np.arange(b), last_idx] * has_any[:, None]
-
-    def window_mean(in_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ww = w * in_window[None, :, None]
-        n = ww.sum(1)
-        return (u * ww).sum(1) / np.maximum(n, 1.0), n[:, 0] > 0
-
-    q = math.ceil(t / 4)
-    periods = np.arange(t)
-    last_q, has_q = window_mean(periods >= t - q)
-    first_h, has_h = window_mean(periods < max(t // 2, 1))
-    both = (has_q & has_h)[:, None]
-    drop = np.where(both, np.log1p(np.maximum(first_h, 0)) - np.log1p(np.maximum(last_q, 0)), 0.0)
-
-    share = count / t
-    out = np.concatenate([mean, last, last_q, slope, drop, std, share], axis=1)
-    return out.astype(np.float32)
+    out = model_window_stats(
+        torch.as_tensor(np.asarray(usage, dtype=np.float64)),
+        torch.as_tensor(np.asarray(mask, dtype=bool)),
+    )
+    return out.numpy().astype(np.float32)
 
 
 def window_features(

@@ -95,7 +95,9 @@ class ModelConfig:
     # with wide_heads: also a piecewise-linear encoding of each wide input over this many quantile
     # bins fitted on the training split (Gorishniy et al. 2022), so thresholds are linear; 0: none
     wide_bins: int = 0
-    wide_bins_churn: bool = True  # False: only the migration head reads the binned encoding
+    # which binned inputs the churn head reads too: True all, "static" only the static
+    # attributes' (thresholds such as a contract-end window), False none (only the migration head)
+    wide_bins_churn: bool | Literal["static"] = True
     # static attributes enter as sign(x) log1p(|x|) before standardisation (tenure, contract
     # months and weeks to contract end act on churn roughly in log scale, like the logistic
     # baseline's features); False: standardised raw values (checkpoints before this option)
@@ -104,6 +106,11 @@ class ModelConfig:
     # with weekly data 4 is the last month, the ARPU window value tiers are cut on
     # (:func:`gpuseg.labels.recent_arpu`), so the migration heads see it exactly; 0: not added
     last_level_periods: int = 0
+    # with wide_heads: the wide path also reads the feature baselines' window aggregates
+    # (gpuseg.model.window_stats: raw-scale mean, last value, last-quarter mean, slope, drop,
+    # std), signed log1p then standardised on training rows, so the heads hold what the
+    # logistic baseline holds; False: not added (checkpoints before this option)
+    wide_window_stats: bool = False
 
     def __post_init__(self) -> None:
         for key in ("wide_bins", "last_level_periods"):

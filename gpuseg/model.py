@@ -9,6 +9,8 @@ Shapes: B subscribers, T periods, M metrics, S static features, E embedding size
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,6 +24,48 @@ SUMMARY_STATS = 7  # per-metric window aggregates in SubscriberModel.window_summ
 def signed_log1p(x: torch.Tensor) -> torch.Tensor:
     """sign(x) * log1p(|x|), elementwise: tames heavy-tailed attributes and keeps their sign."""
     return x.sign() * torch.log1p(x.abs())
+
+
+def window_stats(usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Raw-scale window aggregates over present periods: usage (B, T, M), mask (B, T) ->
+    (B, 6M + 1), grouped by statistic: every metric's mean, latest present value, mean over the
+    last ``ceil(T / 4)`` periods, least-squares slope per period, drop
+    ``log1p(first-half mean) - log1p(last-quarter mean)`` (0 when either half has no present
+    period) and population standard deviation; then the share of present periods.
+
+    The features of :mod:`gpuseg.baselines`, and with ``wide_window_stats`` part of the heads'
+    wide input, so the model reads what the logistic baseline reads. Absent periods never enter
+    a statistic (whatever they hold); a subscriber with no present period gets zeros. Computed in
+    ``usage``'s dtype.
+    """
+    present = mask.bool()  # (B, T)
+    w = present.unsqueeze(-1).to(usage.dtype)  # (B, T, 1)
+    u = torch.where(present.unsqueeze(-1), usage, 0.0)  # (B, T, M)
+    b, t, _ = u.shape
+    count = w.sum(1)  # (B, 1)
+    safe = count.clamp_min(1.0)
+    mean = u.sum(1) / safe  # (B, M)
+    dev = (u - mean.unsqueeze(1)) * w  # (B, T, M)
+    std = ((dev * dev).sum(1) / safe).sqrt()  # (B, M)
+    steps = torch.arange(t, device=u.device, dtype=u.dtype).view(1, t, 1)  # (1, T, 1)
+    t_dev = (steps - ((steps * w).sum(1) / safe).unsqueeze(1)) * w  # (B, T, 1)
+    sxx = (t_dev * t_dev).sum(1)  # (B, 1)
+    slope = torch.where(sxx > 0, (t_dev * dev).sum(1) / torch.where(sxx > 0, sxx, 1.0), 0.0)
+    last_idx = t - 1 - present.flip(1).to(torch.uint8).argmax(1)  # (B,) T - 1 when none
+    last = u[torch.arange(b, device=u.device), last_idx] * present.any(1, keepdim=True)  # (B, M)
+    periods = torch.arange(t, device=u.device)
+
+    def window_mean(in_window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ww = w * in_window.view(1, t, 1).to(u.dtype)  # (B, T, 1)
+        n = ww.sum(1)  # (B, 1)
+        return (u * ww).sum(1) / n.clamp_min(1.0), n > 0
+
+    last_q, has_q = window_mean(periods >= t - math.ceil(t / 4))  # (B, M), (B, 1)
+    first_h, has_h = window_mean(periods < max(t // 2, 1))
+    drop = torch.where(
+        has_q & has_h, torch.log1p(first_h.clamp_min(0)) - torch.log1p(last_q.clamp_min(0)), 0.0
+    )
+    return torch.cat([mean, last, last_q, slope, drop, std, count / t], dim=1)
 
 
 class TemporalConv(nn.Module):
@@ -125,13 +169,23 @@ class SubscriberModel(nn.Module):
             nn.Linear(fused, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, cfg.embedding_dim)
         )
         e = cfg.embedding_dim
+        # with wide_window_stats the wide path also reads the baselines' features (window_stats),
+        # signed log1p then standardised with statistics fitted on training rows
+        self.n_stats = 6 * n_metrics + 1 if cfg.wide_window_stats else 0
+        if self.n_stats:
+            self.register_buffer("stats_mean", torch.zeros(self.n_stats))
+            self.register_buffer("stats_std", torch.ones(self.n_stats))
         if cfg.wide_heads:  # heads see [embedding, window aggregates, standardised static]
-            n_wide = self.n_summary + n_static
+            n_wide = self.n_summary + self.n_stats + n_static
+            n_binned = n_wide - self.n_stats  # the window stats enter the linear term only
             # bin edges of the piecewise-linear encoding, fitted on training rows (set_bins)
-            self.register_buffer("bin_edges", torch.zeros(n_wide, cfg.wide_bins + 1))
-            wide = e + n_wide * (1 + cfg.wide_bins)
-            self.churn_width = wide if cfg.wide_bins_churn else e + n_wide
-            self.churn_head = WideHead(self.churn_width, cfg.head_hidden, 1)
+            self.register_buffer("bin_edges", torch.zeros(n_binned, cfg.wide_bins + 1))
+            wide = e + n_wide + n_binned * cfg.wide_bins
+            # the churn head reads the first churn_width inputs, then the last churn_tail ones
+            # (the static attributes come last in the wide features, so do their bins)
+            self.churn_width = wide if cfg.wide_bins_churn is True else e + n_wide
+            self.churn_tail = n_static * cfg.wide_bins if cfg.wide_bins_churn == "static" else 0
+            self.churn_head = WideHead(self.churn_width + self.churn_tail, cfg.head_hidden, 1)
             self.migration_head = WideHead(wide, cfg.head_hidden, N_MIGRATION)
         else:
             self.churn_head = self._head(e, cfg.head_hidden, 1)
@@ -156,9 +210,27 @@ class SubscriberModel(nn.Module):
             getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
 
     @torch.no_grad()
+    def set_stats_scale(self, mean, std) -> None:
+        """Mean and std (6M + 1,) of signed log1p(window_stats) on training rows."""
+        self.stats_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.stats_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def scaled_stats(self, usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The baselines' window aggregates, signed log1p and standardised: (B, 6M + 1)."""
+        raw = window_stats(usage.float(), mask)  # (B, 6M + 1)
+        return (signed_log1p(raw) - self.stats_mean) / self.stats_std
+
+    @torch.no_grad()
     def set_bins(self, edges) -> None:
-        """Quantile bin edges (n_wide, wide_bins + 1) for the piecewise-linear wide encoding."""
+        """Quantile bin edges (F', wide_bins + 1) of :meth:`binned_inputs` for the
+        piecewise-linear wide encoding."""
         self.bin_edges.copy_(torch.as_tensor(edges, dtype=torch.float32))
+
+    def binned_inputs(self, wide: torch.Tensor) -> torch.Tensor:
+        """The wide features (B, F) that get bins: all but the window stats, (B, F')."""
+        if not self.n_stats:
+            return wide
+        return torch.cat([wide[:, : self.n_summary], wide[:, self.n_summary + self.n_stats :]], 1)
 
     def piecewise_linear(self, w: torch.Tensor) -> torch.Tensor:
         """(B, F) -> (B, F * K): per feature and bin, the position within the bin clipped to
@@ -260,15 +332,21 @@ class SubscriberModel(nn.Module):
         z = self.to_embedding(torch.cat(parts, dim=-1))  # (B, E)
         wide = None
         if self.cfg.wide_heads:
-            wide = self.wide_features(summary, s)  # (B, F)
+            wide = self.wide_features(summary, s, usage, mask)  # (B, F)
             if self.cfg.wide_bins > 0:
-                wide = torch.cat([wide, self.piecewise_linear(wide)], dim=-1)  # (B, F (1 + K))
+                bins = self.piecewise_linear(self.binned_inputs(wide))  # (B, F' K)
+                wide = torch.cat([wide, bins], dim=-1)  # (B, F + F' K)
         return z, wide
 
-    @staticmethod
-    def wide_features(summary: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Window aggregates (B, n_summary) and standardised static (B, S) -> (B, F)."""
-        return torch.cat([summary, s.to(summary.dtype)], dim=-1)
+    def wide_features(
+        self, summary: torch.Tensor, s: torch.Tensor, usage: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Window aggregates (B, n_summary), with ``wide_window_stats`` the scaled baseline
+        features (B, 6M + 1), and standardised static (B, S) last -> (B, F)."""
+        parts = [summary]
+        if self.n_stats:
+            parts.append(self.scaled_stats(usage, mask).to(summary.dtype))
+        return torch.cat([*parts, s.to(summary.dtype)], dim=-1)
 
     @torch.no_grad()
     def wide_inputs(
@@ -276,14 +354,19 @@ class SubscriberModel(nn.Module):
     ) -> torch.Tensor:
         """The wide features before encoding, (B, F): what :meth:`set_bins` is fitted on."""
         x = self.normalize(usage, mask)
-        return self.wide_features(self.window_summary(x, mask, usage), self.scale_static(static))
+        summary = self.window_summary(x, mask, usage)
+        return self.wide_features(summary, self.scale_static(static), usage, mask)
 
     def forward(
         self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         z, wide = self._encode(usage, mask, static)  # (B, E), (B, F) or None
         h = z if wide is None else torch.cat([z, wide.to(z.dtype)], dim=-1)  # heads' input
-        h_churn = h if wide is None else h[:, : self.churn_width]
+        h_churn = h
+        if wide is not None:
+            h_churn = h[:, : self.churn_width]
+            if self.churn_tail:
+                h_churn = torch.cat([h_churn, h[:, -self.churn_tail :]], dim=-1)
         return {
             "embedding": z,
             "churn_logit": self.churn_head(h_churn).squeeze(-1),  # (B,)

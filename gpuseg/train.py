@@ -23,7 +23,7 @@ from gpuseg.data import Panel
 from gpuseg.ddp import DistContext
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.metrics import churn_metrics, fit_decision_weights, macro_f1, migration_metrics
-from gpuseg.model import SubscriberModel, signed_log1p
+from gpuseg.model import SubscriberModel, signed_log1p, window_stats
 from gpuseg.store import read_json, write_json_atomic
 
 CHUNK_ROWS = 65_536  # rows per host->device copy and per normalisation pass
@@ -76,6 +76,26 @@ def fit_normalization(
     return dict(usage_mean=mean, usage_std=std, static_mean=smean, static_std=sstd)
 
 
+def fit_stats_scale(
+    panel: Panel, rows: np.ndarray, seed: int, sample: int = 100_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (6M + 1,) of signed log1p of :func:`gpuseg.model.window_stats` over (a
+    seeded sample of at most ``sample`` of) the training ``rows``: the scale of the model's
+    ``wide_window_stats`` inputs."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))
+    parts = []
+    for start in range(0, len(rows), CHUNK_ROWS):
+        r = rows[start : start + CHUNK_ROWS]
+        raw = window_stats(
+            torch.as_tensor(np.asarray(panel.usage[r], dtype=np.float64)),
+            torch.as_tensor(np.asarray(panel.mask[r], dtype=bool)),
+        )
+        parts.append(signed_log1p(raw).numpy())
+    x = np.concatenate(parts)  # (n, 6M + 1)
+    return x.mean(0), x.std(0) + 1e-3
+
+
 def fit_bins(
     model: SubscriberModel,
     panel: Panel,
@@ -84,22 +104,25 @@ def fit_bins(
     seed: int,
     sample: int = 100_000,
 ) -> np.ndarray:
-    """Quantile bin edges (F, n_bins + 1) of the model's wide features over (a seeded sample of
-    at most ``sample`` of) the training ``rows``; the model's normalisation must be set first."""
+    """Quantile bin edges (F', n_bins + 1) of the model's binned wide features over (a seeded
+    sample of at most ``sample`` of) the training ``rows``; the model's normalisation (and
+    window-stats scale) must be set first."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))
     parts = []
     for start in range(0, len(rows), CHUNK_ROWS):
         r = rows[start : start + CHUNK_ROWS]
         parts.append(
-            model.wide_inputs(
-                torch.as_tensor(np.asarray(panel.usage[r], dtype=np.float32)),
-                torch.as_tensor(np.asarray(panel.mask[r], dtype=np.float32)),
-                torch.as_tensor(np.asarray(panel.static[r], dtype=np.float32)),
+            model.binned_inputs(
+                model.wide_inputs(
+                    torch.as_tensor(np.asarray(panel.usage[r], dtype=np.float32)),
+                    torch.as_tensor(np.asarray(panel.mask[r], dtype=np.float32)),
+                    torch.as_tensor(np.asarray(panel.static[r], dtype=np.float32)),
+                )
             ).numpy()
         )
-    w = np.concatenate(parts).astype(np.float64)  # (n, F)
-    return np.quantile(w, np.linspace(0.0, 1.0, n_bins + 1), axis=0).T  # (F, n_bins + 1)
+    w = np.concatenate(parts).astype(np.float64)  # (n, F')
+    return np.quantile(w, np.linspace(0.0, 1.0, n_bins + 1), axis=0).T  # (F', n_bins + 1)
 
 
 def to_device(
@@ -328,6 +351,8 @@ def train_model(
         model.set_normalization(
             **fit_normalization(panel, split.train, static_log=model_cfg.static_log)
         )
+        if model.n_stats:
+            model.set_stats_scale(*fit_stats_scale(panel, split.train, cfg.seed))
         if model_cfg.wide_heads and model_cfg.wide_bins > 0:
             model.set_bins(fit_bins(model, panel, split.train, model_cfg.wide_bins, cfg.seed))
     model.to(device)

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from gpuseg.config import ModelConfig
-from gpuseg.model import N_MIGRATION, SubscriberModel, flops_per_subscriber, n_parameters
+from gpuseg.model import (
+    N_MIGRATION,
+    SubscriberModel,
+    flops_per_subscriber,
+    n_parameters,
+    window_stats,
+)
 
 B, T, M, S = 4, 12, 9, 5
 ENCODERS = ["gru", "lstm", "transformer", "tcn", "static"]
@@ -124,7 +130,9 @@ def test_unknown_encoder():
         SubscriberModel(M, S, T, ModelConfig(encoder="rnn"))  # type: ignore[arg-type]
 
 
-def make_wide(head_hidden: int, wide_bins: int, bins_churn: bool = True) -> SubscriberModel:
+def make_wide(
+    head_hidden: int, wide_bins: int, bins_churn: bool | str = True, window_stats: bool = False
+) -> SubscriberModel:
     torch.manual_seed(0)
     cfg = ModelConfig(
         hidden_size=16,
@@ -134,19 +142,30 @@ def make_wide(head_hidden: int, wide_bins: int, bins_churn: bool = True) -> Subs
         head_hidden=head_hidden,
         wide_bins=wide_bins,
         wide_bins_churn=bins_churn,
+        wide_window_stats=window_stats,
     )
     return SubscriberModel(M, S, T, cfg).eval()
 
 
 @pytest.mark.parametrize(
     "head_hidden,wide_bins,bins_churn",
-    [(0, 0, True), (16, 0, True), (0, 4, True), (16, 4, True), (0, 4, False)],
+    [
+        (0, 0, True),
+        (16, 0, True),
+        (0, 4, True),
+        (16, 4, True),
+        (0, 4, False),
+        (0, 4, "static"),
+        (16, 4, "static"),
+    ],
 )
-def test_wide_heads_shapes_and_mask_invariance(head_hidden, wide_bins, bins_churn):
-    model = make_wide(head_hidden, wide_bins, bins_churn)
-    n_wide = 7 * M + 1 + S
+@pytest.mark.parametrize("window_stats", [False, True])
+def test_wide_heads_shapes_and_mask_invariance(head_hidden, wide_bins, bins_churn, window_stats):
+    model = make_wide(head_hidden, wide_bins, bins_churn, window_stats)
+    n_binned = 7 * M + 1 + S  # the window stats get no bins
+    n_wide = n_binned + (6 * M + 1 if window_stats else 0)
     if wide_bins:
-        model.set_bins(torch.linspace(-2, 2, wide_bins + 1).repeat(n_wide, 1))
+        model.set_bins(torch.linspace(-2, 2, wide_bins + 1).repeat(n_binned, 1))
     usage, mask, static = inputs()
     out = model(usage, mask, static)
     assert out["churn_logit"].shape == (B,) and out["migration_logits"].shape == (B, N_MIGRATION)
@@ -229,3 +248,51 @@ def test_piecewise_linear_encoding():
         ]
     )
     torch.testing.assert_close(z, expected)
+
+
+def test_window_stats_in_the_wide_path():
+    """wide_window_stats puts the baselines' features, signed log1p and standardised by the
+    buffers, between the model's own aggregates and the static attributes."""
+    model = make_wide(0, 0, window_stats=True)
+    model.set_normalization(
+        torch.full((M,), 1.0), torch.full((M,), 2.0), torch.zeros(S), torch.ones(S)
+    )
+    mean, std = torch.linspace(0, 1, 6 * M + 1), torch.linspace(1, 2, 6 * M + 1)
+    model.set_stats_scale(mean, std)
+    usage, mask, static = inputs()
+    wide = model.wide_inputs(usage, mask, static)
+    raw = window_stats(usage, mask)
+    expected = (raw.sign() * torch.log1p(raw.abs()) - mean) / std
+    torch.testing.assert_close(wide[:, 7 * M + 1 : 7 * M + 1 + 6 * M + 1], expected)
+    torch.testing.assert_close(wide[:, -S:], static)  # static last, standardised (0, 1)
+
+
+def test_window_stats_by_hand():
+    """One subscriber, one metric, periods 1..3 present of T = 4: every statistic by hand."""
+    usage = torch.tensor([[[9.0], [2.0], [4.0], [6.0]]], dtype=torch.float64)  # (1, 4, 1)
+    mask = torch.tensor([[False, True, True, True]])
+    mean, last, last_q, slope, drop, std, share = window_stats(usage, mask)[0].tolist()
+    assert mean == pytest.approx(4.0) and last == pytest.approx(6.0)
+    assert last_q == pytest.approx(6.0)  # ceil(4 / 4) = 1 period
+    assert slope == pytest.approx(2.0) and std == pytest.approx((8 / 3) ** 0.5)
+    assert drop == pytest.approx(
+        torch.log1p(torch.tensor(2.0)).item() - torch.log1p(torch.tensor(6.0)).item()
+    )
+    assert share == pytest.approx(0.75)
+    none = window_stats(usage, torch.zeros(1, 4, dtype=torch.bool))
+    assert torch.equal(none, torch.zeros_like(none))  # no present period: zeros
+
+
+def test_churn_head_reads_only_static_bins():
+    """wide_bins_churn="static": the churn head reads the embedding, the wide features and the
+    static attributes' bins, not the other features' bins."""
+    wide_bins = 4
+    model = make_wide(0, wide_bins, "static")
+    n_wide = 7 * M + 1 + S
+    assert model.churn_head.linear.in_features == 8 + n_wide + S * wide_bins
+    model.set_bins(torch.linspace(-2, 2, wide_bins + 1).repeat(n_wide, 1))
+    usage, mask, static = inputs()
+    z, wide = model._encode(usage, mask, static)
+    h = torch.cat([z, wide], dim=-1)
+    expected = model.churn_head(torch.cat([h[:, : 8 + n_wide], h[:, -S * wide_bins :]], dim=-1))
+    torch.testing.assert_close(model(usage, mask, static)["churn_logit"], expected.squeeze(-1))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from gpuseg.baselines import window_features
 from gpuseg.config import ModelConfig, TrainConfig
 from gpuseg.data import Panel
 from gpuseg.errors import DataError, RunDirError
@@ -224,8 +225,9 @@ def test_calibrated_is_monotonic():
 
 def test_wide_bins_fitted_on_training_rows(tiny_panel, tmp_path):
     """The piecewise-linear bin edges are the quantiles of the wide features of training rows
-    (validation and test rows do not move them), and a wide model with log-scaled static
-    attributes trains and round-trips."""
+    (validation and test rows do not move them), so is the scale of the baselines' window
+    aggregates, and a wide model with log-scaled static attributes, the window aggregates and
+    static bins on the churn head trains and round-trips."""
     cfg = ModelConfig(
         encoder="gru",
         hidden_size=16,
@@ -235,13 +237,21 @@ def test_wide_bins_fitted_on_training_rows(tiny_panel, tmp_path):
         head_hidden=8,
         wide_bins=4,
         static_log=True,
+        wide_window_stats=True,
+        wide_bins_churn="static",
     )
     res = train_model(tiny_panel, cfg, TrainConfig(epochs=1, batch_size=64, seed=0), CPU)
     r = np.sort(res.split.train)
-    w = res.model.wide_inputs(
-        torch.as_tensor(np.asarray(tiny_panel.usage[r], dtype=np.float32)),
-        torch.as_tensor(np.asarray(tiny_panel.mask[r], dtype=np.float32)),
-        torch.as_tensor(np.asarray(tiny_panel.static[r], dtype=np.float32)),
+    stats = window_features(tiny_panel, r)[:, : 6 * tiny_panel.usage.shape[2] + 1]
+    slog = np.sign(stats.astype(np.float64)) * np.log1p(np.abs(stats.astype(np.float64)))
+    np.testing.assert_allclose(res.model.stats_mean.numpy(), slog.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.model.stats_std.numpy(), slog.std(0) + 1e-3, rtol=1e-5)
+    w = res.model.binned_inputs(
+        res.model.wide_inputs(
+            torch.as_tensor(np.asarray(tiny_panel.usage[r], dtype=np.float32)),
+            torch.as_tensor(np.asarray(tiny_panel.mask[r], dtype=np.float32)),
+            torch.as_tensor(np.asarray(tiny_panel.static[r], dtype=np.float32)),
+        )
     ).numpy()
     expected = np.quantile(w.astype(np.float64), np.linspace(0, 1, 5), axis=0).T
     np.testing.assert_allclose(res.model.bin_edges.numpy(), expected, rtol=1e-5, atol=1e-5)
