@@ -51,7 +51,7 @@ def window_stats(usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     t_dev = (steps - ((steps * w).sum(1) / safe).unsqueeze(1)) * w  # (B, T, 1)
     sxx = (t_dev * t_dev).sum(1)  # (B, 1)
     slope = torch.where(sxx > 0, (t_dev * dev).sum(1) / torch.where(sxx > 0, sxx, 1.0), 0.0)
-    last_idx = t - 1 - present.flip(1).to(torch.uint8).argmax(1)  # (B,) T - 1 when none
+    last_idx = t - 1 - present.flip(1).float().argmax(1)  # (B,) T - 1 when none
     last = u[torch.arange(b, device=u.device), last_idx] * present.any(1, keepdim=True)  # (B, M)
     periods = torch.arange(t, device=u.device)
 
@@ -171,7 +171,7 @@ class SubscriberModel(nn.Module):
         e = cfg.embedding_dim
         # with wide_window_stats the wide path also reads the baselines' features (window_stats),
         # signed log1p then standardised with statistics fitted on training rows
-        self.n_stats = 6 * n_metrics + 1 if cfg.wide_window_stats else 0
+        self.n_stats = 6 * n_metrics + 1 if cfg.wide_heads and cfg.wide_window_stats else 0
         if self.n_stats:
             self.register_buffer("stats_mean", torch.zeros(self.n_stats))
             self.register_buffer("stats_std", torch.ones(self.n_stats))
