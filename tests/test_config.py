@@ -120,6 +120,7 @@ def test_non_string_yaml_keys(tmp_path):
         ("cluster.k=many", "cluster.k"),
         ("model.wide_bins=-1", "model.wide_bins"),  # the right type, out of range
         ("model.last_level_periods=-4", "model.last_level_periods"),
+        ("model.wide_bins_churn=some", "model.wide_bins_churn"),  # true, false or static
     ],
 )
 def test_wrong_type_names_key(override, expected):
@@ -247,3 +248,8 @@ def test_apply_overrides_last_wins(pairs):
     for k, v in pairs:
         expected[k] = v
     assert data == ({"train": expected} if pairs else {})
+
+
+def test_wide_bins_churn_takes_a_bool_or_static():
+    for text, value in (("true", True), ("false", False), ("static", "static")):
+        assert load_config(None, [f"model.wide_bins_churn={text}"]).model.wide_bins_churn == value
