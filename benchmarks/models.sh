@@ -2,8 +2,8 @@
 # Issue 4's comparison: the sequence model against logistic regression, gradient boosting and the
 # oracle, on the default world, the hard world and out of time (a later, drifted window).
 #
-#   bash benchmarks/models.sh [OUT]      (default OUT: runs/compare; ~35 min on 2 CPU cores)
-#   SEEDS="1 2" bash benchmarks/models.sh [OUT]   also other splits: ~12 min more per seed
+#   bash benchmarks/models.sh [OUT]      (default OUT: runs/compare; ~25 min on 2 CPU cores)
+#   SEEDS="1 2" bash benchmarks/models.sh [OUT]   also other splits: ~10 min more per seed
 #   N=50000 bash benchmarks/models.sh [OUT]       the demo's size (~10 min, wider intervals)
 #
 # Worlds have N subscribers (default 200,000: a 30,000-subscriber test split, whose intervals on
