@@ -65,8 +65,8 @@ def window_stats(usage: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Window aggregates of one chunk: usage (B, T, M), mask (B, T) -> (B, 6 * M + 1).
 
     Columns are grouped by statistic (all metrics' means, then all metrics' last values, ...) and
-    end with the share of present periods. :func:`gpuseg.model.window_stats` (the model's
-    ``wide_window_stats`` reads the same features) computed in float64, returned as float32.
+    end with the share of present periods. Computed by :func:`gpuseg.model.window_stats` in
+    float64 (the model's ``wide_window_stats`` reads the same features), returned as float32.
     """
     out = model_window_stats(
         torch.as_tensor(np.asarray(usage, dtype=np.float64)),
