@@ -76,14 +76,19 @@ def fit_normalization(
     return dict(usage_mean=mean, usage_std=std, static_mean=smean, static_std=sstd)
 
 
+def sample_rows(rows: np.ndarray, seed: int, sample: int) -> np.ndarray:
+    """A seeded sample of at most ``sample`` of ``rows``, sorted (sequential reads)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))
+
+
 def fit_stats_scale(
     panel: Panel, rows: np.ndarray, seed: int, sample: int = 100_000
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std (6M + 1,) of signed log1p of :func:`gpuseg.model.window_stats` over (a
     seeded sample of at most ``sample`` of) the training ``rows``: the scale of the model's
     ``wide_window_stats`` inputs."""
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))
+    rows = sample_rows(rows, seed, sample)
     parts = []
     for start in range(0, len(rows), CHUNK_ROWS):
         r = rows[start : start + CHUNK_ROWS]
@@ -107,8 +112,7 @@ def fit_bins(
     """Quantile bin edges (F', n_bins + 1) of the model's binned wide features over (a seeded
     sample of at most ``sample`` of) the training ``rows``; the model's normalisation (and
     window-stats scale) must be set first."""
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))
+    rows = sample_rows(rows, seed, sample)
     parts = []
     for start in range(0, len(rows), CHUNK_ROWS):
         r = rows[start : start + CHUNK_ROWS]
