@@ -352,7 +352,8 @@ class SubscriberModel(nn.Module):
     def wide_inputs(
         self, usage: torch.Tensor, mask: torch.Tensor, static: torch.Tensor
     ) -> torch.Tensor:
-        """The wide features before encoding, (B, F): what :meth:`set_bins` is fitted on."""
+        """The wide features before encoding, (B, F); :meth:`set_bins` is fitted on their
+        :meth:`binned_inputs`."""
         x = self.normalize(usage, mask)
         summary = self.window_summary(x, mask, usage)
         return self.wide_features(summary, self.scale_static(static), usage, mask)
