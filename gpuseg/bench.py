@@ -9,11 +9,12 @@ wall time is recorded:
 
 - ``prepare``: long usage table -> panel (pandas, or cuDF with RAPIDS)
 - ``train_epoch``: one epoch, forward + backward over all subscribers in contiguous batches
-  (GRU, batch and hidden size from the manifest; losses as in :func:`gpuseg.train.train_model`)
+  (GRU, batch and hidden size from the manifest; losses as in
+  :func:`gpuseg.training.loop.train_model`)
 - ``embed``: inference over all subscribers, embeddings copied back to the host
 - ``kmeans``: KMeans on all embeddings (scikit-learn, or cuML with RAPIDS)
 - ``hdbscan``: HDBSCAN on a sample of the embeddings (scikit-learn, or cuML with RAPIDS)
-- ``report``: :func:`gpuseg.report.segment_profiles` (host code on both kinds)
+- ``report``: :func:`gpuseg.report.tables.segment_profiles` (host code on both kinds)
 
 Memory figures are honest about what they measure: ``rss_peak_mb`` is the process's resident set
 sampled every 10 ms while the stage ran (a short spike between samples can be missed);
@@ -273,7 +274,7 @@ def _git_commit() -> str | None:
 def _world(size: int, m: BenchManifest, out: Path, periods: int | None = None) -> Path:
     """The synthetic world for ``size`` x ``periods``, generated once and reused across runs."""
     from gpuseg.config import SynthConfig
-    from gpuseg.synth import generate
+    from gpuseg.data.synth import generate
 
     periods = periods or m.periods
     cfg = SynthConfig(n_subscribers=size, n_periods=periods, seed=m.seed)
@@ -318,7 +319,7 @@ class _Run:
     # -- prepare -------------------------------------------------------------------------------
     def prepare(self) -> None:
         from gpuseg.config import DataConfig
-        from gpuseg.data import prepare
+        from gpuseg.data.prepare import prepare
 
         cfg = DataConfig(
             usage=str(self.world / "usage.parquet"),
@@ -328,7 +329,7 @@ class _Run:
         prepare(cfg, self.backend, self.panel_dir)
 
     def ensure_panel(self) -> None:
-        from gpuseg.data import load_panel
+        from gpuseg.data.panel import load_panel
 
         if self.panel is None:
             if not (self.panel_dir / "meta.json").is_file():
@@ -340,8 +341,9 @@ class _Run:
         import torch
 
         from gpuseg.config import ModelConfig, TrainConfig
-        from gpuseg.model import SubscriberModel
-        from gpuseg.train import fit_normalization, to_device
+        from gpuseg.features.fitting import fit_normalization
+        from gpuseg.model.sequence import SubscriberModel
+        from gpuseg.training.loop import to_device
 
         if self.model is not None:
             return
@@ -367,7 +369,7 @@ class _Run:
         import torch
         import torch.nn.functional as F
 
-        from gpuseg.train import autocast
+        from gpuseg.training.loop import autocast
 
         model, data, opt, bs = self.model, self.data, self.opt, self.m.batch_size
         model.train()
@@ -393,7 +395,7 @@ class _Run:
 
     # -- embed -------------------------------------------------------------------------------
     def embed(self) -> None:
-        from gpuseg.train import predict
+        from gpuseg.training.loop import predict
 
         out = predict(self.model, self.data, None, 4 * self.m.batch_size, self.amp)
         self.emb = out["embedding"].float().cpu().numpy()
@@ -432,7 +434,7 @@ class _Run:
 
     # -- report -------------------------------------------------------------------------------
     def report(self) -> None:
-        from gpuseg.report import segment_profiles
+        from gpuseg.report.tables import segment_profiles
 
         if self.labels is None:
             self.kmeans()
@@ -446,7 +448,7 @@ class _Run:
         self.ensure_panel()
         if stage == "train_epoch":
             self.ensure_model()
-            from gpuseg.model import flops_per_subscriber
+            from gpuseg.model.sequence import flops_per_subscriber
 
             extra.update(
                 batch_size=self.m.batch_size,

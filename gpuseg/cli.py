@@ -101,7 +101,7 @@ def _backend(cfg):
 
 def _stage(config: Path | None, overrides: list[str] | None, device: str | None):
     """What every stage command starts with: (config, checked run directory, backend)."""
-    from gpuseg.pipeline import check_run_dir
+    from gpuseg.pipeline.stages import check_run_dir
 
     cfg = _load(config, overrides, device)
     return cfg, check_run_dir(cfg), _backend(cfg)
@@ -110,10 +110,10 @@ def _stage(config: Path | None, overrides: list[str] | None, device: str | None)
 def _run_stage(name: str, cluster: str | None, backend, *args):
     """``gpuseg.pipeline.<name>(*args)``; with ``--cluster``, ``gpuseg.parallel.<name>`` on Dask."""
     if cluster is None:
-        from gpuseg import pipeline
+        from gpuseg.pipeline import stages as pipeline
 
         return getattr(pipeline, name)(*args)
-    from gpuseg import parallel
+    from gpuseg.pipeline import dask_stages as parallel
 
     with parallel.connect(cluster, backend) as client:
         return getattr(parallel, name)(*args, client)
@@ -121,7 +121,7 @@ def _run_stage(name: str, cluster: str | None, backend, *args):
 
 @contextlib.contextmanager
 def _epoch_progress(epochs: int):
-    """A progress bar over epochs; yields the on_epoch callback for gpuseg.train.train_model."""
+    """A progress bar over epochs; yields the on_epoch callback of train_model."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -245,7 +245,7 @@ def synth(
     A later window for out-of-time tests: gpuseg synth --out data/later --seed 1 --set shift=8
     """
     from gpuseg.config import SynthConfig, apply_overrides, from_dict
-    from gpuseg.synth import generate
+    from gpuseg.data.synth import generate
 
     raw = dict(n_subscribers=n, n_periods=periods, seed=seed, preset=preset)
     cfg = from_dict(SynthConfig, apply_overrides(raw, set_ or []))
@@ -289,7 +289,7 @@ def train_cmd(
 
     Example: gpuseg train -c configs/demo.yaml -s train.epochs=10
     """
-    from gpuseg.pipeline import train_stage
+    from gpuseg.pipeline.stages import train_stage
 
     cfg, run_dir, backend = _stage(config, set_, device)
     with _epoch_progress(cfg.train.epochs) as on_epoch:
@@ -354,7 +354,7 @@ def report_cmd(
     """
     import json
 
-    from gpuseg.pipeline import check_run_dir, report_stage
+    from gpuseg.pipeline.stages import check_run_dir, report_stage
 
     cfg = _load(config, set_, device)
     run_dir = check_run_dir(cfg)
@@ -430,7 +430,7 @@ def evaluate_cmd(
 
     Out of time: gpuseg evaluate runs/jan --test-panel runs/feb/panel --truth feb/truth.parquet
     """
-    from gpuseg.evaluate import comparison_markdown, evaluate_run
+    from gpuseg.pipeline.evaluate import comparison_markdown, evaluate_run
 
     if truth is None and test_panel is None and (run / "world" / "truth.parquet").is_file():
         truth = run / "world" / "truth.parquet"
@@ -469,7 +469,7 @@ def targets_cmd(
 
     Example: gpuseg targets runs/demo --tag warning --min-risk 0.3 --top 1000 -o targets.csv
     """
-    from gpuseg.targets import counts_line, select_targets, write_targets
+    from gpuseg.segment.targets import counts_line, select_targets, write_targets
 
     frame = select_targets(
         run,
@@ -502,7 +502,7 @@ def drift_cmd(
 
     Example: gpuseg drift scores_2026-10.parquet scores_2026-11.parquet -o runs/drift
     """
-    from gpuseg.drift import drift_runs
+    from gpuseg.evaluate.drift import drift_runs
 
     r = drift_runs(old, new, output, bins, old_panel, new_panel)
     stayed = r["transition"]["stayed"]
@@ -555,7 +555,7 @@ def tune_cmd(
 
     Example: gpuseg tune -c configs/demo.yaml -n 30 --storage journal:runs/demo/study.log
     """
-    from gpuseg.tune import tune
+    from gpuseg.training.tune import tune
 
     cfg, run_dir, backend = _stage(config, set_, device)
     r = tune(
@@ -592,7 +592,7 @@ def run_cmd(
 
     Example: gpuseg run --config configs/demo.yaml
     """
-    from gpuseg.pipeline import run_pipeline
+    from gpuseg.pipeline.stages import run_pipeline
 
     cfg = _load(config, set_, device)
     backend = _backend(cfg)

@@ -107,7 +107,7 @@ class ModelConfig:
     # (:func:`gpuseg.labels.recent_arpu`), so the migration heads see it exactly; 0: not added
     last_level_periods: int = 0
     # with wide_heads: the wide path also reads the feature baselines' window aggregates
-    # (gpuseg.model.window_stats: raw-scale mean, last value, last-quarter mean, slope, drop,
+    # (features.window.window_stats: raw-scale mean, last value, last-quarter mean, slope, drop,
     # std), signed log1p then standardised on training rows, so the heads hold what the
     # logistic baseline holds; False: not added (checkpoints before this option)
     wide_window_stats: bool = False
@@ -171,7 +171,7 @@ class ReportConfig:
 
 @dataclass
 class StabilityConfig:
-    """The stability score (see :func:`gpuseg.segments.stability_score`).
+    """The stability score (see :func:`gpuseg.segment.classic.stability_score`).
 
     Each component is scaled to [0, 1] with a fixed saturation point (so the score does not depend
     on who else is in the data); the score is the weighted mean over the components a subscriber
@@ -191,7 +191,7 @@ class StabilityConfig:
 
 @dataclass
 class LifecycleConfig:
-    """Lifecycle stages (see :func:`gpuseg.segments.lifecycle_stage`)."""
+    """Lifecycle stages (see :func:`gpuseg.segment.classic.lifecycle_stage`)."""
 
     new_months: float = 3.0  # new: tenure below this
     decline_pct: float = 0.3  # declining: late usage below early usage by more than this share
@@ -407,6 +407,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from gpuseg.store import write_text_atomic
+    from gpuseg.io.store import write_text_atomic
 
     write_text_atomic(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -46,7 +46,11 @@ install_chromium() {
 case "${1:-}" in test | setup) install_chromium || true ;; esac
 case "${1:-}" in
   demo) shift; exec "$VENV/bin/gpuseg" run --config configs/demo.yaml --overwrite "$@" ;;
-  test) shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test)
+    shift
+    "$VENV/bin/lint-imports" --no-cache  # the layer contract in pyproject.toml (README: Layout)
+    exec "$VENV/bin/python" -m pytest -q "$@"
+    ;;
   setup) ;;
   *) echo "usage: bash scripts/dev.sh demo|test|setup" >&2; exit 2 ;;
 esac

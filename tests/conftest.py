@@ -10,8 +10,9 @@ import torch
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import DataConfig, SynthConfig
-from gpuseg.data import Panel, load_panel, prepare
-from gpuseg.synth import generate
+from gpuseg.data.panel import Panel, load_panel
+from gpuseg.data.prepare import prepare
+from gpuseg.data.synth import generate
 
 # The test machine is small and shared: one intra-op thread avoids contention (and is faster here).
 torch.set_num_threads(1)

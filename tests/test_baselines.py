@@ -7,25 +7,24 @@ import pytest
 from sklearn.base import clone
 
 from gpuseg.backend import resolve_backend
-from gpuseg.baselines import (
+from gpuseg.config import DataConfig, SynthConfig
+from gpuseg.data.panel import Panel, load_panel
+from gpuseg.data.prepare import prepare
+from gpuseg.data.split import Split, split_subscribers
+from gpuseg.data.synth import generate
+from gpuseg.errors import DataError
+from gpuseg.evaluate.baselines import (
     GRIDS,
-    WINDOW_STATS,
     DecisionWeighted,
     HistGBBaseline,
     LogisticBaseline,
     XGBoostBaseline,
     as_split,
-    feature_names,
     run_baselines,
     tune,
-    window_features,
 )
-from gpuseg.config import DataConfig, SynthConfig
-from gpuseg.data import Panel, load_panel, prepare
-from gpuseg.errors import DataError
-from gpuseg.metrics import fast_macro_f1, fit_decision_weights, macro_f1
-from gpuseg.synth import generate
-from gpuseg.train import Split, split_subscribers
+from gpuseg.evaluate.metrics import fast_macro_f1, fit_decision_weights, macro_f1
+from gpuseg.features.aggregates import WINDOW_STATS, feature_names, window_features
 
 
 def hand_panel() -> Panel:

@@ -10,8 +10,8 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from gpuseg.backend import resolve_backend
-from gpuseg.cluster import Segmenter
 from gpuseg.errors import ConfigError
+from gpuseg.segment.cluster import Segmenter
 
 CPU = resolve_backend("cpu")
 

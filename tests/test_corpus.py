@@ -27,7 +27,9 @@ from typer.testing import CliRunner
 from gpuseg.backend import resolve_backend
 from gpuseg.cli import app
 from gpuseg.config import DataConfig, RunConfig, load_config
-from gpuseg.data import build_panel, load_panel, parse_periods
+from gpuseg.data.panel import load_panel
+from gpuseg.data.periods import parse_periods
+from gpuseg.data.prepare import build_panel
 from gpuseg.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]

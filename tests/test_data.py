@@ -13,16 +13,11 @@ import pytest
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import DataConfig
-from gpuseg.data import (
-    PANEL_FILES,
-    build_panel,
-    load_attributes,
-    load_panel,
-    parse_periods,
-    prepare,
-)
+from gpuseg.data.panel import PANEL_FILES, load_attributes, load_panel
+from gpuseg.data.periods import parse_periods
+from gpuseg.data.prepare import build_panel, prepare
+from gpuseg.data.synth import METRICS
 from gpuseg.errors import DataError
-from gpuseg.synth import METRICS
 
 CPU = resolve_backend("cpu")
 

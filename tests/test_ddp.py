@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpuseg import ddp
 from gpuseg.errors import ConfigError
+from gpuseg.training import ddp
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -79,7 +79,7 @@ def panel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny world prepared once; every run below gets a copy of its panel."""
     from gpuseg.backend import resolve_backend
     from gpuseg.config import load_config
-    from gpuseg.pipeline import check_run_dir, prepare_stage, synth_stage
+    from gpuseg.pipeline.stages import check_run_dir, prepare_stage, synth_stage
 
     out = tmp_path_factory.mktemp("ddp_world")
     cfg = load_config(TINY, [f"out_dir={out}", *SETS])
@@ -208,7 +208,7 @@ def test_two_process_gloo_job_matches_single_process_and_resumes(
 ):
     from gpuseg.backend import resolve_backend
     from gpuseg.config import load_config
-    from gpuseg.pipeline import check_run_dir, train_stage
+    from gpuseg.pipeline.stages import check_run_dir, train_stage
 
     ddp_run, killed = new_run(tmp_path, "ddp", panel_dir), new_run(tmp_path, "killed", panel_dir)
     ref = torchrun(ddp_run, env)

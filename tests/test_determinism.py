@@ -15,8 +15,8 @@ import torch
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import ClusterConfig, ModelConfig, RunConfig, TrainConfig
-from gpuseg.data import PANEL_FILES
-from gpuseg.pipeline import (
+from gpuseg.data.panel import PANEL_FILES
+from gpuseg.pipeline.stages import (
     check_run_dir,
     cluster_stage,
     embed_stage,

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gpuseg.cli import app
-from gpuseg.drift import category_psi, drift, drift_runs, psi, reading, transition_matrix
 from gpuseg.errors import ConfigError, DataError
+from gpuseg.evaluate.drift import category_psi, drift, drift_runs, psi, reading, transition_matrix
 
 
 def scores(n: int = 5000, seed: int = 0, shift: float = 0.0, seg_p=None) -> pd.DataFrame:

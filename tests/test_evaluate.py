@@ -12,14 +12,16 @@ import pytest
 import torch
 
 from gpuseg.backend import resolve_backend
-from gpuseg.baselines import default_models
 from gpuseg.config import DataConfig, ModelConfig, SynthConfig, TrainConfig
-from gpuseg.data import load_panel, prepare
+from gpuseg.data.panel import load_panel
+from gpuseg.data.prepare import prepare
+from gpuseg.data.synth import generate
 from gpuseg.errors import DataError, RunDirError
-from gpuseg.evaluate import COLUMNS, comparison_markdown, evaluate_run, load_split
-from gpuseg.metrics import roc_auc
-from gpuseg.synth import generate
-from gpuseg.train import save_checkpoint, train_model
+from gpuseg.evaluate.baselines import default_models
+from gpuseg.evaluate.metrics import roc_auc
+from gpuseg.pipeline.evaluate import COLUMNS, comparison_markdown, evaluate_run, load_split
+from gpuseg.training.checkpoint import save_checkpoint
+from gpuseg.training.loop import train_model
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import torch
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import ModelConfig, TrainConfig
-from gpuseg.data import load_panel, prepare
+from gpuseg.data.panel import load_panel
+from gpuseg.data.prepare import prepare
 
 
 def _rapids_missing() -> str | None:
@@ -62,7 +63,7 @@ def test_cuml_kmeans_agrees_with_sklearn():
     from sklearn.datasets import make_blobs
     from sklearn.metrics import adjusted_rand_score
 
-    from gpuseg.cluster import Segmenter
+    from gpuseg.segment.cluster import Segmenter
 
     x, y = make_blobs(n_samples=5000, centers=5, n_features=8, cluster_std=0.7, random_state=0)
     x = x.astype(np.float32)
@@ -76,7 +77,7 @@ def test_cuml_kmeans_agrees_with_sklearn():
 
 
 def test_one_epoch_on_cuda(tiny_panel):
-    from gpuseg.train import predict, to_device, train_model
+    from gpuseg.training.loop import predict, to_device, train_model
 
     device = torch.device("cuda")
     model_cfg = ModelConfig(encoder="gru", hidden_size=16, embedding_dim=8, static_hidden=8)

@@ -30,8 +30,9 @@ import torch
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import load_config
-from gpuseg.html import SECTIONS, decile_lift, gain_curve, render_report
-from gpuseg.pipeline import run_pipeline
+from gpuseg.pipeline.stages import run_pipeline
+from gpuseg.report.figures import decile_lift, gain_curve
+from gpuseg.report.html.page import SECTIONS, render_report
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -5,15 +5,16 @@ import pandas as pd
 import pytest
 
 from gpuseg.backend import resolve_backend
-from gpuseg.data import load_panel, prepare
-from gpuseg.errors import ConfigError
-from gpuseg.labels import (
+from gpuseg.data.labels import (
     check_windows,
     derive_block,
     inactivity_periods,
     longest_inactive_run,
     tier_cuts,
 )
+from gpuseg.data.panel import load_panel
+from gpuseg.data.prepare import prepare
+from gpuseg.errors import ConfigError
 
 
 def test_longest_inactive_run():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from gpuseg.metrics import (
+from gpuseg.evaluate.metrics import (
     brier,
     churn_report,
     expected_calibration_error,

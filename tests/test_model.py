@@ -8,13 +8,8 @@ import pytest
 import torch
 
 from gpuseg.config import ModelConfig
-from gpuseg.model import (
-    N_MIGRATION,
-    SubscriberModel,
-    flops_per_subscriber,
-    n_parameters,
-    window_stats,
-)
+from gpuseg.features.window import window_stats
+from gpuseg.model.sequence import N_MIGRATION, SubscriberModel, flops_per_subscriber, n_parameters
 
 B, T, M, S = 4, 12, 9, 5
 ENCODERS = ["gru", "lstm", "transformer", "tcn", "static"]

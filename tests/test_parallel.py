@@ -28,10 +28,11 @@ pytest.importorskip("distributed")
 
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-from gpuseg import parallel, pipeline  # noqa: E402
 from gpuseg.backend import resolve_backend  # noqa: E402
 from gpuseg.config import load_config  # noqa: E402
-from gpuseg.data import load_panel  # noqa: E402
+from gpuseg.data.panel import load_panel  # noqa: E402
+from gpuseg.pipeline import dask_stages as parallel  # noqa: E402
+from gpuseg.pipeline import stages as pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = resolve_backend("cpu")

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from gpuseg.cli import app
 from gpuseg.config import DataConfig, load_config
+from gpuseg.data.privacy import pseudonymize, pseudonymize_ids, read_key
 from gpuseg.errors import ConfigError, DataError
-from gpuseg.privacy import pseudonymize, pseudonymize_ids, read_key
-from gpuseg.targets import select_targets
+from gpuseg.segment.targets import select_targets
 
 KEY = "k3y-for-tests-0123456789-abcdef"  # what the operator keeps secret
 ENV = "GPUSEG_TEST_ID_KEY"
@@ -264,8 +264,8 @@ def test_internal_errors_do_not_echo_ids(exc):
 def test_truth_and_oracle_follow_the_pseudonyms(private_run, tiny_world):
     """On a synthetic world the truth is keyed by raw ids: the truth check and the evaluation's
     oracle hash them like the panel (with the key from the environment) instead of failing."""
-    from gpuseg.evaluate import evaluate_run
-    from gpuseg.pipeline import truth_check
+    from gpuseg.pipeline.evaluate import evaluate_run
+    from gpuseg.pipeline.stages import truth_check
 
     run_dir, _, _ = private_run
     with pytest.MonkeyPatch.context() as mp:

@@ -13,23 +13,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuseg import segments as seg
 from gpuseg.backend import resolve_backend
-from gpuseg.cluster import Segmenter
 from gpuseg.config import ReportConfig, SegmentsConfig, load_config
-from gpuseg.data import load_attributes, load_panel
-from gpuseg.pipeline import report_stage, run_pipeline
-from gpuseg.report import (
+from gpuseg.data.panel import load_attributes, load_panel
+from gpuseg.features.aggregates import subscriber_means
+from gpuseg.io.store import write_json_atomic, write_parquet_atomic
+from gpuseg.pipeline.stages import report_stage, run_pipeline
+from gpuseg.report.tables import (
     build_report,
     effect_sizes,
     mean_ci,
     per_subscriber_tables,
     segment_rules,
-    subscriber_means,
     wilson,
 )
-from gpuseg.store import write_json_atomic, write_parquet_atomic
-from gpuseg.tags import tag_subscribers
+from gpuseg.segment import classic as seg
+from gpuseg.segment.cluster import Segmenter
+from gpuseg.segment.tags import tag_subscribers
 
 CPU = resolve_backend("cpu")
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,7 +281,7 @@ def test_report_top20_share_matches_the_data_files(small_run: Path):
 
 def test_profiles_without_classic_use_the_panel_revenue(tiny_panel, tiny_panel_dir):
     """The light path (gpuseg bench calls it) agrees with the full one on value figures."""
-    from gpuseg.report import segment_profiles
+    from gpuseg.report.tables import segment_profiles
 
     labels = np.arange(len(tiny_panel)) % 4
     light = segment_profiles(tiny_panel, labels)
@@ -308,7 +308,7 @@ def test_rule_paths_agree_with_the_tree():
     """Every row matches exactly one path, and the path's segment is the tree's prediction."""
     from sklearn.tree import DecisionTreeClassifier
 
-    from gpuseg.report import tree_leaf_rules
+    from gpuseg.report.tables import tree_leaf_rules
 
     rng = np.random.default_rng(3)
     x = rng.integers(0, 10, size=(2000, 3)).astype(np.float32)  # thresholds at .5: exact text

@@ -8,9 +8,11 @@ import pytest
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import DataConfig, SegmentsConfig, SynthConfig, from_dict
-from gpuseg.data import Panel, load_attributes, load_panel, prepare
+from gpuseg.data.panel import Panel, load_attributes, load_panel
+from gpuseg.data.prepare import prepare
+from gpuseg.data.synth import generate
 from gpuseg.errors import ConfigError, DataError
-from gpuseg.segments import (
+from gpuseg.segment.classic import (
     PRIORITY,
     classic_segments,
     gini,
@@ -24,7 +26,6 @@ from gpuseg.segments import (
     value_concentration,
     value_stability_matrix,
 )
-from gpuseg.synth import generate
 
 METRICS = ["data_mb", "voice_min", "sms", "revenue", "distinct_contacts"]
 

@@ -11,21 +11,18 @@ import pandas as pd
 import pytest
 import torch
 
-from gpuseg import data, pipeline
 from gpuseg.backend import resolve_backend
 from gpuseg.bench import PROFILES_DIR, load_manifest
-from gpuseg.cluster import Segmenter
 from gpuseg.config import DataConfig, load_config
-from gpuseg.data import (
-    build_panel,
-    build_panel_whole,
-    load_panel,
-    prepare,
-    read_rows,
-)
+from gpuseg.data import stream
+from gpuseg.data.panel import id_table, load_panel, read_rows
+from gpuseg.data.prepare import build_panel, build_panel_whole, prepare
 from gpuseg.errors import DataError
-from gpuseg.store import read_json
-from gpuseg.train import calibrated, load_checkpoint
+from gpuseg.io.store import read_json
+from gpuseg.pipeline import stages as pipeline
+from gpuseg.segment.cluster import Segmenter
+from gpuseg.training.calibration import calibrated
+from gpuseg.training.checkpoint import load_checkpoint
 
 CPU = resolve_backend("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +68,7 @@ def messy_world(tiny_world, tmp_path: Path, fmt: str, shuffle: bool) -> DataConf
 @pytest.mark.parametrize("shuffle", [False, True], ids=["sorted", "shuffled"])
 def test_streaming_prepare_equals_whole_table(tiny_world, tmp_path, fmt, shuffle, monkeypatch):
     cfg = messy_world(tiny_world, tmp_path, fmt, shuffle)
-    monkeypatch.setattr(data, "_MERGE_IDS", 50)  # merge the distinct ids many times on the way
+    monkeypatch.setattr(stream, "MERGE_IDS", 50)  # merge the distinct ids many times on the way
     whole, w_attrs, w_rej = build_panel_whole(cfg, CPU)
     meta = prepare(cfg, CPU, tmp_path / "panel", chunk_rows=CHUNK)
     streamed = load_panel(tmp_path / "panel")
@@ -162,10 +159,10 @@ def test_errors_in_later_chunks_name_the_file_row(tmp_path, fmt):
     ],
 )
 def test_index_parquet_is_written_as_pandas_writes_it(tmp_path, ids):
-    from gpuseg.store import write_parquet_atomic
+    from gpuseg.io.store import write_parquet_atomic
 
     ours, theirs = tmp_path / "ours.parquet", tmp_path / "theirs.parquet"
-    write_parquet_atomic(ours, data._id_table("subscriber_id", ids))
+    write_parquet_atomic(ours, id_table("subscriber_id", ids))
     pd.DataFrame({"subscriber_id": ids}).to_parquet(theirs, index=False)
     assert ours.read_bytes() == theirs.read_bytes()
 
@@ -177,7 +174,7 @@ def test_index_table_makes_no_python_string_per_id():
     ids = np.array([f"S{i:08d}" for i in range(200_000)])  # numpy 'U9': 7.2 MB
     tracemalloc.start()
     try:
-        data._id_table("subscriber_id", ids)
+        id_table("subscriber_id", ids)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         pd.DataFrame({"subscriber_id": ids})  # the frame route, for scale

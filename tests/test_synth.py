@@ -10,9 +10,9 @@ import pytest
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import DataConfig, SynthConfig
-from gpuseg.data import build_panel
+from gpuseg.data.prepare import build_panel
+from gpuseg.data.synth import METRICS, SEGMENTS, churn_probability, generate
 from gpuseg.errors import ConfigError
-from gpuseg.synth import METRICS, SEGMENTS, churn_probability, generate
 
 SMALL = SynthConfig(
     n_subscribers=300, n_periods=10, horizon=3, seed=3, late_joiner_frac=0.2, missing_frac=0.1

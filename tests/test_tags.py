@@ -9,10 +9,11 @@ import yaml
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import DataConfig, KeyMomentConfig, SynthConfig, TagsConfig, from_dict
-from gpuseg.data import Panel, load_attributes, load_panel, prepare
+from gpuseg.data.panel import Panel, load_attributes, load_panel
+from gpuseg.data.prepare import prepare
+from gpuseg.data.synth import generate
 from gpuseg.errors import ConfigError
-from gpuseg.synth import generate
-from gpuseg.tags import (
+from gpuseg.segment.tags import (
     DEFAULT_RULES,
     apply_tags,
     build_tag_frame,

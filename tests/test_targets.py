@@ -13,8 +13,8 @@ import torch
 from gpuseg.backend import resolve_backend
 from gpuseg.config import load_config
 from gpuseg.errors import ConfigError, RunDirError
-from gpuseg.pipeline import run_pipeline
-from gpuseg.targets import counts_line, select_targets, write_targets
+from gpuseg.pipeline.stages import run_pipeline
+from gpuseg.segment.targets import counts_line, select_targets, write_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 

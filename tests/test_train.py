@@ -11,20 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from gpuseg.baselines import window_features
 from gpuseg.config import ModelConfig, TrainConfig
-from gpuseg.data import Panel
+from gpuseg.data.panel import Panel
+from gpuseg.data.split import split_subscribers
 from gpuseg.errors import DataError, RunDirError
-from gpuseg.train import (
-    calibrated,
-    fit_normalization,
-    load_checkpoint,
-    predict,
-    save_checkpoint,
-    split_subscribers,
-    to_device,
-    train_model,
-)
+from gpuseg.features.aggregates import window_features
+from gpuseg.features.fitting import fit_normalization
+from gpuseg.training.calibration import calibrated
+from gpuseg.training.checkpoint import load_checkpoint, save_checkpoint
+from gpuseg.training.loop import predict, to_device, train_model
 
 CPU = torch.device("cpu")
 MODEL = ModelConfig(encoder="gru", hidden_size=16, embedding_dim=8, static_hidden=8)

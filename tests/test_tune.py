@@ -16,11 +16,11 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import DataConfig, RunConfig, SynthConfig, load_config, save_config
-from gpuseg.data import prepare
+from gpuseg.data.prepare import prepare
+from gpuseg.data.synth import generate
 from gpuseg.errors import ConfigError
-from gpuseg.store import read_json
-from gpuseg.synth import generate
-from gpuseg.tune import SearchSpace, resolve_storage, tune
+from gpuseg.io.store import read_json
+from gpuseg.training.tune import SearchSpace, resolve_storage, tune
 
 # Tiny models, so that a trial takes about a second on one CPU thread.
 TINY = SearchSpace(
@@ -111,7 +111,7 @@ WORKER = textwrap.dedent(
     import sys
     import torch
     from gpuseg.config import load_config
-    from gpuseg.tune import SearchSpace, tune
+    from gpuseg.training.tune import SearchSpace, tune
 
     torch.set_num_threads(1)
     cfg_path, panel_dir, run_dir, journal, seed = sys.argv[1:]

@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from gpuseg import ddp
 from gpuseg.backend import resolve_backend
 from gpuseg.config import load_config
-from gpuseg.pipeline import check_run_dir, train_stage
+from gpuseg.pipeline.stages import check_run_dir, train_stage
+from gpuseg.training import ddp
 
 
 def main() -> None:

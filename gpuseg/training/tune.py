@@ -43,10 +43,10 @@ from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from gpuseg.config import RunConfig, from_dict, save_config, to_dict
-from gpuseg.data import Panel, load_panel
+from gpuseg.data.panel import Panel, load_panel
 from gpuseg.errors import ConfigError
-from gpuseg.store import write_json_atomic
-from gpuseg.train import train_model
+from gpuseg.io.store import write_json_atomic
+from gpuseg.training.loop import train_model
 
 PrunerName = Literal["median", "hyperband", "none"]
 ENCODERS = ("gru", "lstm", "transformer", "tcn")

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from gpuseg.config import SynthConfig
 from gpuseg.errors import ConfigError
-from gpuseg.store import write_json_atomic, write_parquet_atomic
+from gpuseg.io.store import write_json_atomic, write_parquet_atomic
 
 CHUNK = 50_000  # subscribers per generation chunk; part of the seed schedule, do not change
 
@@ -494,7 +494,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
 
     writer_fn = write_parquet_atomic
     if fmt == "csv":
-        from gpuseg.store import write_csv_atomic as writer_fn
+        from gpuseg.io.store import write_csv_atomic as writer_fn
     writer_fn(out / f"static.{fmt}", static)
     writer_fn(out / f"labels.{fmt}", labels)
     write_parquet_atomic(out / "truth.parquet", truth)

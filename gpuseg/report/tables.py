@@ -21,17 +21,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gpuseg import segments as seg
 from gpuseg.config import ReportConfig, SegmentsConfig, TagsConfig
-from gpuseg.data import Panel
+from gpuseg.data.panel import Panel, panel_rows
 from gpuseg.errors import ConfigError, DataError
-from gpuseg.store import (
+from gpuseg.features.aggregates import subscriber_means
+from gpuseg.io.store import (
     write_csv_atomic,
     write_json_atomic,
     write_parquet_atomic,
     write_text_atomic,
 )
-from gpuseg.tags import apply_tags, build_tag_frame, key_moments, load_tag_rules
+from gpuseg.segment import classic as seg
+from gpuseg.segment.tags import apply_tags, build_tag_frame, key_moments, load_tag_rules
 
 MIGRATION_NAMES = ("down", "stay", "up")
 Z95 = 1.959963984540054
@@ -70,31 +71,6 @@ PRETTY = {
 # Per-subscriber inputs
 
 
-def subscriber_means(panel: Panel, chunk: int = 65_536) -> np.ndarray:
-    """Mean of each metric over present periods, (N, M) float32, read in chunks (bounded memory)."""
-    n, _, m = panel.usage.shape
-    out = np.zeros((n, m), dtype=np.float32)
-    for s in range(0, n, chunk):
-        u = np.asarray(panel.usage[s : s + chunk], dtype=np.float32)
-        w = np.asarray(panel.mask[s : s + chunk], dtype=np.float32)[..., None]
-        out[s : s + chunk] = (u * w).sum(1, dtype=np.float64) / np.maximum(w.sum(1), 1)
-    return out
-
-
-def panel_rows(panel: Panel, start: int, stop: int) -> Panel:
-    """Rows [start, stop) of a panel (memory-mapped arrays stay mapped)."""
-    sl = slice(start, stop)
-    return Panel(
-        usage=panel.usage[sl],
-        mask=panel.mask[sl],
-        static=panel.static[sl],
-        churn=panel.churn[sl],
-        migration=panel.migration[sl],
-        ids=panel.ids[sl],
-        meta=panel.meta,
-    )
-
-
 def per_subscriber_tables(
     panel: Panel,
     attributes: pd.DataFrame | None,
@@ -105,7 +81,8 @@ def per_subscriber_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str], list[str]]:
     """Classic segments and tags of every subscriber, computed chunk by chunk.
 
-    Returns (classic, tags, kinds, notes): ``classic`` is :func:`gpuseg.segments.classic_segments`
+    Returns (classic, tags, kinds, notes): ``classic`` is
+    :func:`gpuseg.segment.classic.classic_segments`
     (with ``churn_prob`` when given) against the cut points of the whole panel; ``tags`` one bool
     column per rule tag, then one per key-moment flag that no rule tag already names; ``kinds``
     tag -> static / dynamic / moment.

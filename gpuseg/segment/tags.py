@@ -1,7 +1,8 @@
 """Rule-based subscriber tags and key-moment flags.
 
 Tags are declared in YAML (``configs/tags.yaml`` is the shipped default) and evaluated on a
-per-subscriber feature frame: the :func:`gpuseg.segments.classic_segments` columns, the key-moment
+per-subscriber feature frame: the :func:`gpuseg.segment.classic.classic_segments` columns, the
+key-moment
 flags of :func:`key_moments`, the raw static attributes and, when given, a churn probability
 (:func:`build_tag_frame` joins them). The rule language is data, never code: nothing is evaluated
 with ``eval`` or ``exec``.
@@ -50,12 +51,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gpuseg import segments as seg
 from gpuseg.config import KeyMomentConfig, SegmentsConfig, TagsConfig
-from gpuseg.data import Panel
+from gpuseg.data.panel import Panel
 from gpuseg.errors import ConfigError, DataError
+from gpuseg.segment import classic as seg
 
-DEFAULT_RULES = Path(__file__).resolve().parent.parent / "configs" / "tags.yaml"
+DEFAULT_RULES = Path(__file__).resolve().parents[2] / "configs" / "tags.yaml"
 
 OP_ALIASES = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
 COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")

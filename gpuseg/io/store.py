@@ -18,7 +18,7 @@ import numpy as np
 from gpuseg.errors import RunDirError
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -33,7 +33,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    return _atomic(path, lambda p: p.write_text(text))
+    return atomic_write(path, lambda p: p.write_text(text))
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
@@ -57,7 +57,7 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> Path:
         with open(p, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def concat_npy_atomic(path: Path, sources: list[Path], chunk_rows: int = 65_536) -> Path:
@@ -76,7 +76,7 @@ def concat_npy_atomic(path: Path, sources: list[Path], chunk_rows: int = 65_536)
         out.flush()
         del out
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def concat_parquet_atomic(path: Path, sources: list[Path]) -> Path:
@@ -94,20 +94,20 @@ def concat_parquet_atomic(path: Path, sources: list[Path]) -> Path:
                     table = pq.ParquetFile(s).read_row_group(i).replace_schema_metadata(None)
                     writer.write_table(table.select(schema.names).cast(schema))
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def write_parquet_atomic(path: Path, frame) -> Path:
     """A pandas frame (without its index) or a pyarrow Table to Parquet."""
     if hasattr(frame, "to_parquet"):
-        return _atomic(path, lambda p: frame.to_parquet(p, index=False))
+        return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
     import pyarrow.parquet as pq
 
-    return _atomic(path, lambda p: pq.write_table(frame, p, compression="snappy"))
+    return atomic_write(path, lambda p: pq.write_table(frame, p, compression="snappy"))
 
 
 def write_csv_atomic(path: Path, frame) -> Path:
-    return _atomic(path, lambda p: frame.to_csv(p, index=False))
+    return atomic_write(path, lambda p: frame.to_csv(p, index=False))
 
 
 def read_json(path: Path) -> Any:

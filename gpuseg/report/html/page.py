@@ -1,12 +1,13 @@
 """The self-contained HTML report: one file, inline CSS and inline SVG charts, no network needed.
 
 ``render_report(run_dir, cfg, backend)`` reads the report directory written by
-:func:`gpuseg.report.write_report` (segments.csv, effects.csv, rules.csv, tags.csv,
+:func:`gpuseg.report.tables.write_report` (segments.csv, effects.csv, rules.csv, tags.csv,
 concentration.json, value_stability.csv, crosstab_*.csv, quality.json) and the run's own artifacts
 (panel churn labels, predictions.parquet, embeddings.parquet, segments.parquet, split.npz,
-metrics.json, cluster.json), and writes ``RUN/report/report.html``. It computes two things itself:
-the churn lift/gain and calibration curves on the test split, and a 2-D map of a sample of the
-embeddings (cuML UMAP on GPU, umap-learn when installed, else PCA; see :meth:`Backend.umap`).
+metrics.json, cluster.json), and writes ``RUN/report/report.html``. The numbers behind two figures
+come from :mod:`gpuseg.report.figures`: the churn lift/gain and calibration curves on the test
+split, and a 2-D map of a sample of the embeddings (cuML UMAP on GPU, umap-learn when installed,
+else PCA; see :meth:`Backend.umap`). The charts are drawn by :mod:`gpuseg.report.html.charts`.
 
 Every chart is SVG drawn here from numbers; every text goes through :func:`html.escape`. The page
 holds aggregates only: no subscriber ID is written. A section whose input file is missing shows a
@@ -15,10 +16,9 @@ short "not available" note instead of failing.
 
 from __future__ import annotations
 
-import html
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,26 @@ import pandas as pd
 
 from gpuseg.backend import Backend, resolve_backend
 from gpuseg.config import RunConfig
-from gpuseg.metrics import reliability_curve, roc_auc
-from gpuseg.store import write_text_atomic
+from gpuseg.evaluate.metrics import reliability_curve, roc_auc
+from gpuseg.io.store import write_text_atomic
+from gpuseg.report.figures import churn_on_test_split, decile_lift, embedding_map, gain_curve
+from gpuseg.report.html.charts import (
+    PALETTE,
+    bar_chart,
+    color_at,
+    div_color,
+    esc,
+    figure,
+    heatmap,
+    is_finite,
+    line_chart,
+    not_available,
+    num,
+    pct,
+    scatter,
+    stacked_bars,
+    table,
+)
 
 # (id, heading) of every section, in page order
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -46,21 +64,6 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("notes", "Notes"),
 )
 
-PALETTE = (
-    "#4e79a7",
-    "#f28e2b",
-    "#59a14f",
-    "#e15759",
-    "#76b7b2",
-    "#edc948",
-    "#b07aa1",
-    "#ff9da7",
-    "#9c755f",
-    "#bab0ac",
-)
-INK = "#222"
-GRID = "#ddd"
-FONT = 11  # px, chart text
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0;color:#222;
@@ -82,454 +85,6 @@ th{background:#f4f4f4}td.t,th.t{text-align:left}
 svg text{font-family:inherit}
 @media print{nav{display:none}section{break-inside:avoid-page}main{max-width:none}}
 """
-
-
-# ---------------------------------------------------------------------------------------------
-# Small formatting helpers
-
-
-def esc(value: Any) -> str:
-    """HTML-escaped text of any value (quotes too, so it is safe inside attributes)."""
-    return html.escape(str(value), quote=True)
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def pct(v: Any, digits: int = 1) -> str:
-    return f"{float(v) * 100:.{digits}f}%" if _finite(v) else "n/a"
-
-
-def num(v: Any, digits: int = 3) -> str:
-    if not _finite(v):
-        return "n/a"
-    v = float(v)
-    if v == int(v) and abs(v) < 1e15:
-        return f"{int(v):,}"
-    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}g}"
-
-
-def _short(text: Any, n: int = 46) -> str:
-    text = str(text)
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _color(i: int) -> str:
-    return PALETTE[int(i) % len(PALETTE)]
-
-
-def _mix(c0: tuple[int, int, int], c1: tuple[int, int, int], t: float) -> str:
-    t = min(max(float(t), 0.0), 1.0) if _finite(t) else 0.0
-    r, g, b = (round(a + (b_ - a) * t) for a, b_ in zip(c0, c1, strict=False))
-    return f"#{r:02x}{g:02x}{b:02x}"
-
-
-def seq_color(t: float) -> str:
-    """White to blue for t in [0, 1]."""
-    return _mix((255, 255, 255), (44, 98, 160), t)
-
-
-def div_color(t: float) -> str:
-    """Red (t=-1) to white (0) to blue (+1)."""
-    if not _finite(t):
-        return "#eeeeee"
-    return _mix((255, 255, 255), (200, 60, 60), -t) if t < 0 else seq_color(t)
-
-
-def _ink_on(t: float) -> str:
-    return "#fff" if _finite(t) and abs(t) > 0.6 else INK
-
-
-# ---------------------------------------------------------------------------------------------
-# SVG charts
-
-
-def svg(width: float, height: float, body: str, title: str) -> str:
-    return (
-        f'<svg role="img" width="{width:.0f}" '
-        f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'font-size="{FONT}"><title>{esc(title)}</title>{body}</svg>'
-    )
-
-
-def _text(x: float, y: float, s: Any, anchor: str = "start", **attrs: Any) -> str:
-    extra = "".join(f' {k.replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
-    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{esc(s)}</text>'
-
-
-def _legend(items: Sequence[tuple[str, str]], x: float, y: float) -> str:
-    out, cx = [], x
-    for name, color in items:
-        out.append(f'<rect x="{cx:.1f}" y="{y - 9:.1f}" width="10" height="10" fill="{color}"/>')
-        out.append(_text(cx + 14, y, name))
-        cx += 24 + 6.5 * len(str(name))
-    return "".join(out)
-
-
-def bar_chart(
-    labels: Sequence[Any],
-    series: Sequence[tuple[str, Sequence[float], str]],
-    *,
-    title: str,
-    fmt: Callable[[Any], str] = pct,
-    errors: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-    width: int = 700,
-    label_width: int = 290,
-) -> str:
-    """Horizontal grouped bars: one group per label, one bar per series (name, values, color);
-    ``errors`` maps a series name to (lo, hi) whiskers."""
-    errors = errors or {}
-    bar_h, gap = 12, 8
-    group_h = bar_h * len(series) + gap
-    top = 24 if len(series) > 1 else 8
-    plot_w = width - label_width - 70
-    vals = [float(v) for _, vs, _ in series for v in vs if _finite(v)]
-    vals += [float(v) for lo_hi in errors.values() for v in lo_hi[1] if _finite(v)]
-    vmax = max(vals + [0.0]) or 1.0
-    height = top + group_h * len(labels) + 20
-    body = []
-    if len(series) > 1:
-        body.append(_legend([(n, c) for n, _, c in series], label_width, 14))
-    x0 = label_width
-    for i, label in enumerate(labels):
-        gy = top + i * group_h
-        body.append(
-            f"<g><title>{esc(label)}</title>"
-            + _text(x0 - 6, gy + group_h / 2, _short(label), "end")
-            + "</g>"
-        )
-        for j, (name, vs, color) in enumerate(series):
-            v = vs[i]
-            y = gy + j * bar_h
-            w = plot_w * float(v) / vmax if _finite(v) and float(v) > 0 else 0.0
-            body.append(
-                f'<rect x="{x0}" y="{y:.1f}" width="{w:.1f}" height="{bar_h - 2}" fill="{color}">'
-                f"<title>{esc(f'{label}, {name}: {fmt(v)}')}</title></rect>"
-            )
-            end = w
-            if name in errors:
-                lo, hi = errors[name][0][i], errors[name][1][i]
-                if _finite(lo) and _finite(hi):
-                    xl, xh = x0 + plot_w * lo / vmax, x0 + plot_w * hi / vmax
-                    ym = y + (bar_h - 2) / 2
-                    body.append(
-                        f'<path d="M{xl:.1f} {ym:.1f}H{xh:.1f}M{xl:.1f} {ym - 3:.1f}v6'
-                        f'M{xh:.1f} {ym - 3:.1f}v6" stroke="{INK}" fill="none"/>'
-                    )
-                    end = max(end, xh - x0)
-            body.append(_text(x0 + end + 4, y + bar_h - 3, fmt(v), font_size=10))
-    body.append(f'<path d="M{x0} {top - 2}V{height - 16}" stroke="{INK}"/>')
-    return svg(width, height, "".join(body), title)
-
-
-def stacked_bars(
-    labels: Sequence[Any],
-    parts: Sequence[tuple[str, Sequence[float]]],
-    *,
-    title: str,
-    width: int = 800,
-    label_width: int = 290,
-) -> str:
-    """Horizontal 100% bars: each label's shares over ``parts`` (name, values)."""
-    bar_h = 16
-    top = 24
-    plot_w = width - label_width - 20
-    height = top + (bar_h + 6) * len(labels) + 8
-    body = [_legend([(n, _color(k)) for k, (n, _) in enumerate(parts)], label_width, 14)]
-    for i, label in enumerate(labels):
-        y = top + i * (bar_h + 6)
-        body.append(_text(label_width - 6, y + bar_h - 4, _short(label), "end"))
-        total = sum(float(vs[i]) for _, vs in parts if _finite(vs[i])) or 1.0
-        x = float(label_width)
-        for k, (name, vs) in enumerate(parts):
-            share = float(vs[i]) / total if _finite(vs[i]) else 0.0
-            w = plot_w * share
-            body.append(
-                f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{_color(k)}">'
-                f"<title>{esc(f'{label}, {name}: {pct(share)}')}</title></rect>"
-            )
-            if w > 34:
-                body.append(_text(x + w / 2, y + bar_h - 4, pct(share, 0), "middle", fill="#fff"))
-            x += w
-    return svg(width, height, "".join(body), title)
-
-
-def line_chart(
-    series: Sequence[dict],
-    *,
-    title: str,
-    x_label: str,
-    y_label: str,
-    xlim: tuple[float, float] = (0.0, 1.0),
-    ylim: tuple[float, float] = (0.0, 1.0),
-    fmt_x: Callable[[Any], str] = lambda v: pct(v, 0),
-    fmt_y: Callable[[Any], str] = lambda v: pct(v, 0),
-    width: int = 420,
-    height: int = 300,
-    ticks: int = 5,
-) -> str:
-    """Lines (and markers) on linear axes. Each series: name, x, y, color, and optionally
-    dash (bool) and markers (bool)."""
-    left, right, top, bottom = 56, 24, 26, 42
-    pw, ph = width - left - right, height - top - bottom
-    (x_a, x_b), (y_a, y_b) = xlim, ylim
-    x_b = x_b if x_b > x_a else x_a + 1
-    y_b = y_b if y_b > y_a else y_a + 1
-
-    def sx(v: float) -> float:
-        return left + pw * (v - x_a) / (x_b - x_a)
-
-    def sy(v: float) -> float:
-        return top + ph * (1 - (v - y_a) / (y_b - y_a))
-
-    body = []
-    for t in range(ticks + 1):
-        xv = x_a + (x_b - x_a) * t / ticks
-        yv = y_a + (y_b - y_a) * t / ticks
-        body.append(f'<path d="M{left} {sy(yv):.1f}H{left + pw}" stroke="{GRID}"/>')
-        body.append(_text(left - 4, sy(yv) + 4, fmt_y(yv), "end", font_size=10))
-        body.append(f'<path d="M{sx(xv):.1f} {top + ph}v4" stroke="{INK}"/>')
-        body.append(_text(sx(xv), top + ph + 15, fmt_x(xv), "middle", font_size=10))
-    body.append(f'<path d="M{left} {top}V{top + ph}H{left + pw}" stroke="{INK}" fill="none"/>')
-    body.append(_text(left + pw / 2, height - 6, x_label, "middle"))
-    body.append(
-        f'<text x="12" y="{top + ph / 2:.1f}" text-anchor="middle" '
-        f'transform="rotate(-90 12 {top + ph / 2:.1f})">{esc(y_label)}</text>'
-    )
-    legend = []
-    for s in series:
-        pts = [
-            (sx(float(x)), sy(float(y)))
-            for x, y in zip(s["x"], s["y"], strict=False)
-            if _finite(x) and _finite(y)
-        ]
-        if not pts:
-            continue
-        d = "M" + "L".join(f"{x:.1f} {y:.1f}" for x, y in pts)
-        dash = ' stroke-dasharray="5 4"' if s.get("dash") else ""
-        body.append(
-            f'<path d="{d}" stroke="{s["color"]}" stroke-width="2" fill="none"{dash}>'
-            f"<title>{esc(s['name'])}</title></path>"
-        )
-        if s.get("markers"):
-            body.extend(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{s["color"]}"/>' for x, y in pts
-            )
-        legend.append((s["name"], s["color"]))
-    body.append(_legend(legend, left, 14))
-    return svg(width, height, "".join(body), title)
-
-
-def heatmap(
-    rows: Sequence[Any],
-    cols: Sequence[Any],
-    shade: np.ndarray,
-    texts: Sequence[Sequence[Sequence[str]]],
-    *,
-    title: str,
-    color: Callable[[float], str] = seq_color,
-    cell_w: int = 110,
-    cell_h: int = 40,
-    row_label_width: int = 150,
-) -> str:
-    """A grid of cells: fill from ``shade[i, j]`` through ``color``; ``texts[i][j]`` are the lines
-    written in the cell (the first in bold)."""
-    top = 22
-    width = row_label_width + cell_w * len(cols) + 4
-    height = top + cell_h * len(rows) + 4
-    body = []
-    for j, c in enumerate(cols):
-        body.append(
-            _text(row_label_width + cell_w * (j + 0.5), top - 7, _short(c, cell_w // 6), "middle")
-        )
-    for i, r in enumerate(rows):
-        y = top + i * cell_h
-        body.append(
-            _text(row_label_width - 6, y + cell_h / 2 + 4, _short(r, row_label_width // 6), "end")
-        )
-        for j in range(len(cols)):
-            x = row_label_width + j * cell_w
-            t = float(shade[i, j])
-            lines = texts[i][j]
-            body.append(
-                f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" '
-                f'fill="{color(t)}"><title>{esc(f"{r} / {c}: " + "; ".join(lines))}</title></rect>'
-            )
-            step = 13
-            y0 = y + (cell_h - 2) / 2 - step * (len(lines) - 1) / 2 + 4
-            for k, line in enumerate(lines):
-                weight = {"font_weight": "bold"} if k == 0 else {}
-                body.append(
-                    _text(
-                        x + (cell_w - 2) / 2,
-                        y0 + k * step,
-                        line,
-                        "middle",
-                        fill=_ink_on(t),
-                        font_size=10,
-                        **weight,
-                    )
-                )
-    return svg(width, height, "".join(body), title)
-
-
-def scatter(
-    xy: np.ndarray,
-    labels: np.ndarray,
-    names: dict[int, str],
-    *,
-    title: str,
-    width: int = 720,
-    height: int = 520,
-) -> str:
-    """Points coloured by segment, one <g> per segment; axes clipped to the 0.5-99.5 percentiles."""
-    left, top, pad = 10, 10, 10
-    legend_w = 300
-    pw, ph = width - left - legend_w - pad, height - top - pad
-    lo = np.nanpercentile(xy, 0.5, axis=0)
-    hi = np.nanpercentile(xy, 99.5, axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    z = np.clip((xy - lo) / span, 0, 1)
-    px = left + z[:, 0] * pw
-    py = top + (1 - z[:, 1]) * ph
-    body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="{GRID}"/>']
-    for k, seg in enumerate(sorted(np.unique(labels).tolist())):
-        sel = labels == seg
-        dots = "".join(
-            f'<circle cx="{a:.1f}" cy="{b:.1f}" r="1.7"/>'
-            for a, b in zip(px[sel], py[sel], strict=False)
-        )
-        body.append(
-            f'<g fill="{_color(seg)}" fill-opacity="0.7"><title>'
-            f"{esc(f'segment {seg}: ' + names.get(seg, ''))}</title>{dots}</g>"
-        )
-        ly = top + 14 + 18 * k
-        body.append(
-            f'<rect x="{left + pw + 12}" y="{ly - 9}" width="10" height="10" fill="{_color(seg)}"/>'
-        )
-        body.append(_text(left + pw + 26, ly, _short(f"{seg}: {names.get(seg, '')}", 44)))
-    return svg(width, height, "".join(body), title)
-
-
-def table(frame: pd.DataFrame, formats: dict[str, Callable[[Any], str]] | None = None) -> str:
-    """An HTML table of ``frame`` (index dropped); text columns left-aligned, every cell escaped."""
-    formats = formats or {}
-    head = "".join(
-        f'<th class="{"t" if frame[c].dtype == object else ""}">{esc(c)}</th>'
-        for c in frame.columns
-    )
-    rows = []
-    for rec in frame.itertuples(index=False):
-        cells = []
-        for c, v in zip(frame.columns, rec, strict=False):
-            f = formats.get(c)
-            if f is not None:
-                cells.append(f"<td>{esc(f(v))}</td>")
-            elif isinstance(v, str) or frame[c].dtype == object:
-                cells.append(f'<td class="t">{esc(v)}</td>')
-            else:
-                cells.append(f"<td>{esc(num(v))}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def figure(chart: str, caption: str) -> str:
-    return f"<figure>{chart}<figcaption>{esc(caption)}</figcaption></figure>"
-
-
-def not_available(what: str) -> str:
-    return f'<p class="na">Not available: {esc(what)}.</p>'
-
-
-# ---------------------------------------------------------------------------------------------
-# Numbers computed here: churn curves and the embedding map
-
-
-def gain_curve(y: np.ndarray, p: np.ndarray, n_points: int = 51) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative gain: share of all churners among the top x share by score, at ``n_points``
-    population shares from 0 to 1 (ties broken by row order)."""
-    y = np.asarray(y, dtype=float)
-    order = np.argsort(-np.asarray(p, dtype=float), kind="stable")
-    cum = np.concatenate([[0.0], np.cumsum(y[order])])
-    x = np.linspace(0.0, 1.0, n_points)
-    total = cum[-1]
-    gain = cum[np.rint(x * len(y)).astype(int)] / total if total > 0 else x.copy()
-    return x, gain
-
-
-def decile_lift(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> np.ndarray:
-    """Churn rate per score decile (highest scores first) over the overall churn rate."""
-    y = np.asarray(y, dtype=float)
-    order = np.argsort(-np.asarray(p, dtype=float), kind="stable")
-    base = y.mean() if len(y) else float("nan")
-    parts = np.array_split(y[order], n_bins)
-    return np.array([part.mean() / base if len(part) and base > 0 else np.nan for part in parts])
-
-
-def churn_on_test_split(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(labels, churn probabilities) of the labelled test-split subscribers, or None."""
-    from gpuseg.data import load_panel
-
-    preds_path, split_path = run_dir / "predictions.parquet", run_dir / "split.npz"
-    if not (preds_path.is_file() and split_path.is_file() and (run_dir / "panel").is_dir()):
-        return None
-    panel = load_panel(run_dir / "panel")
-    id_col = panel.meta.get("id_column", "subscriber_id")
-    test = np.load(split_path, allow_pickle=False)["test"]
-    preds = pd.read_parquet(preds_path, columns=[id_col, "churn_prob"])
-    ids = np.asarray(panel.ids).astype(str)
-    pred_ids = preds[id_col].astype(str).to_numpy()
-    if len(pred_ids) == len(ids) and np.array_equal(pred_ids, ids):
-        p = preds["churn_prob"].to_numpy(dtype=float)[test]
-    else:
-        p = preds.set_index(pred_ids)["churn_prob"].reindex(ids[test]).to_numpy(dtype=float)
-    y = np.asarray(panel.churn)[test].astype(float)
-    keep = (y >= 0) & np.isfinite(p)
-    return y[keep], p[keep]
-
-
-def embedding_map(
-    run_dir: Path, sample: int, seed: int, backend: Backend
-) -> tuple[np.ndarray, np.ndarray, str, int] | None:
-    """2-D coordinates of a random sample of the embeddings, their segments, the method used and
-    the population size; None without embeddings or segments."""
-    import pyarrow.parquet as pq
-
-    emb_path, seg_path = run_dir / "embeddings.parquet", run_dir / "segments.parquet"
-    if not (emb_path.is_file() and seg_path.is_file()):
-        return None
-    table = pq.read_table(emb_path)
-    n = table.num_rows
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False))
-    part = table.take(rows)
-    del table
-    ids = part.column(0).to_numpy(zero_copy_only=False).astype(str)
-    x = np.stack([part.column(i).to_numpy() for i in range(1, part.num_columns)], 1)
-    x = x.astype(np.float32)
-    segs = pd.read_parquet(seg_path)
-    labels = segs.set_index(segs.columns[0])["segment"]
-    labels.index = labels.index.astype(str)
-    lab = labels.reindex(ids).fillna(-1).to_numpy(dtype=np.int64)
-    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    est = backend.umap(n_components=2, random_state=seed)
-    xy = np.asarray(backend.to_numpy(est.fit_transform(x)), dtype=float)
-    mod = type(est).__module__
-    method = (
-        "cuML UMAP (GPU)"
-        if mod.startswith("cuml")
-        else "UMAP (umap-learn, CPU)"
-        if mod.startswith("umap")
-        else "PCA (scikit-learn, CPU; install umap-learn for a UMAP map)"
-    )
-    return xy, lab, method, n
-
-
-# ---------------------------------------------------------------------------------------------
-# Sections
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
@@ -728,7 +283,7 @@ def section_churn(churn: tuple | None) -> str:
         [f"decile {i + 1}" for i in range(len(lift))],
         [("lift", lift.tolist(), PALETTE[0])],
         title="Lift per risk decile",
-        fmt=lambda v: f"{float(v):.2f}x" if _finite(v) else "n/a",
+        fmt=lambda v: f"{float(v):.2f}x" if is_finite(v) else "n/a",
         width=360,
         label_width=70,
     )
@@ -796,7 +351,7 @@ def section_profiles(d: _Inputs) -> str:
         full = full.reindex(index=seg["segment"], columns=feats)
         vals = full.to_numpy(dtype=float)
         scale = np.nanmax(np.abs(vals)) if np.isfinite(vals).any() else 1.0
-        texts = [[[f"{v:+.2f}" if _finite(v) else ""] for v in row] for row in vals]
+        texts = [[[f"{v:+.2f}" if is_finite(v) else ""] for v in row] for row in vals]
         parts.append(
             figure(
                 heatmap(
@@ -889,7 +444,7 @@ def section_tags(d: _Inputs) -> str:
             figure(
                 bar_chart(
                     sub["tag"].astype(str).tolist(),
-                    [(kind, sub["share"].tolist(), _color(k))],
+                    [(kind, sub["share"].tolist(), color_at(k))],
                     title=f"{kind} tags",
                     width=520,
                     label_width=190,
@@ -942,7 +497,7 @@ def section_quality(d: _Inputs) -> str:
         ("davies_bouldin", "Davies-Bouldin (lower is better)", PALETTE[1]),
     ):
         vals = [s.get(key) for s in scores]
-        good = [float(v) for v in vals if _finite(v)]
+        good = [float(v) for v in vals if is_finite(v)]
         if not good:
             continue
         lo, hi = min(good), max(good)
@@ -991,7 +546,7 @@ def section_quality(d: _Inputs) -> str:
         if t:
             tests.append(
                 f"{what}: statistic {num(t.get('statistic'))}, p = {t.get('p_value'):.3g}"
-                if _finite(t.get("p_value"))
+                if is_finite(t.get("p_value"))
                 else f"{what}: n/a"
             )
     if tests:
@@ -1051,10 +606,6 @@ def section_notes(d: _Inputs, backend: Backend) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Entry point
-
-
 def render_html(run_dir: str | Path, cfg: RunConfig, backend: Backend) -> str:
     """The report page as a string (see :func:`render_report`)."""
     run_dir = Path(run_dir)
@@ -1102,14 +653,3 @@ def render_report(run_dir: str | Path, cfg: RunConfig, backend: Backend | None =
     backend = backend or resolve_backend(cfg.device)
     run_dir = Path(run_dir)
     return write_text_atomic(run_dir / "report" / "report.html", render_html(run_dir, cfg, backend))
-
-
-__all__ = [
-    "SECTIONS",
-    "render_report",
-    "render_html",
-    "gain_curve",
-    "decile_lift",
-    "churn_on_test_split",
-    "embedding_map",
-]

@@ -9,7 +9,7 @@ Run directory layout (``cfg.out_dir``)::
     predictions.parquet    subscriber id, churn probability, migration probabilities
     embeddings.parquet     subscriber id, e0..eE
     segments.parquet       subscriber id, segment; cluster.json: centres, k, scores, backend
-    report/                every report table (gpuseg.report.write_report); summary.json: headlines
+    report/                every report table (report.tables.write_report); summary.json: headlines
 """
 
 from __future__ import annotations
@@ -26,23 +26,26 @@ import pyarrow.parquet as pq
 import torch
 
 from gpuseg.backend import Backend
-from gpuseg.cluster import Segmenter
 from gpuseg.config import RunConfig, from_dict, save_config, to_dict
-from gpuseg.data import Panel, load_panel, prepare, read_rows
-from gpuseg.ddp import DistContext
+from gpuseg.data.panel import Panel, load_panel, read_rows
+from gpuseg.data.prepare import prepare
+from gpuseg.data.synth import generate
 from gpuseg.errors import RunDirError
-from gpuseg.metrics import MIGRATION_NAMES
-from gpuseg.model import SubscriberModel
-from gpuseg.report import build_report, write_report
-from gpuseg.store import (
+from gpuseg.evaluate.metrics import MIGRATION_NAMES
+from gpuseg.io.store import (
     read_json,
     require,
     write_csv_atomic,
     write_json_atomic,
     write_parquet_atomic,
 )
-from gpuseg.synth import generate
-from gpuseg.train import autocast, calibrated, load_checkpoint, save_checkpoint, train_model
+from gpuseg.model.sequence import SubscriberModel
+from gpuseg.report.tables import build_report, write_report
+from gpuseg.segment.cluster import Segmenter
+from gpuseg.training.calibration import calibrated
+from gpuseg.training.checkpoint import load_checkpoint, save_checkpoint
+from gpuseg.training.ddp import DistContext
+from gpuseg.training.loop import autocast, train_model
 
 Log = Callable[[str], None]
 RUN_NEUTRAL = ("device",)  # config keys that change where a run executes, not what it computes
@@ -157,7 +160,8 @@ def embed_panel(
 ) -> int:
     """Embeddings and predictions for every panel row, batch by batch, streamed to Parquet.
 
-    Panel rows are read block by block with explicit file reads (:func:`gpuseg.data.read_rows`),
+    Panel rows are read block by block with explicit file reads
+    (:func:`gpuseg.data.panel.read_rows`),
     so a memory-mapped panel of any size never enters the resident set. With ``segmenter`` the
     predictions get each row's segment; ``embeddings=False`` skips embeddings.parquet.
     """
@@ -241,20 +245,22 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
 
 
 def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) -> pd.DataFrame:
-    """Every report table into ``run_dir/report`` (see :func:`gpuseg.report.write_report`), then
-    ``report.html`` unless ``cfg.report.html`` is off (see :func:`gpuseg.html.render_report`).
+    """Every report table into ``run_dir/report`` (see
+    :func:`gpuseg.report.tables.write_report`), then
+    ``report.html`` unless ``cfg.report.html`` is off (see
+    :func:`gpuseg.report.html.page.render_report`).
 
     Reads the panel and its attributes, segments.parquet, predictions.parquet (aligned to the
     panel by id) and cluster.json; returns the segment profiles.
     """
-    from gpuseg.data import load_attributes
-    from gpuseg.targets import _aligned
+    from gpuseg.data.panel import load_attributes
+    from gpuseg.segment.targets import read_aligned
 
     panel = load_panel(require(run_dir / "panel", "run `gpuseg prepare` first"))
     id_col = panel.meta.get("id_column", "subscriber_id")
     ids = np.asarray(panel.ids).astype(str)
-    labels = _aligned(run_dir / "segments.parquet", ids, id_col, "segment").to_numpy(np.int64)
-    churn_prob = _aligned(run_dir / "predictions.parquet", ids, id_col, "churn_prob").to_numpy(
+    labels = read_aligned(run_dir / "segments.parquet", ids, id_col, "segment").to_numpy(np.int64)
+    churn_prob = read_aligned(run_dir / "predictions.parquet", ids, id_col, "churn_prob").to_numpy(
         np.float64
     )
     attr_path = run_dir / "panel" / "attributes.parquet"
@@ -265,7 +271,7 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     )
     write_report(tables, run_dir / "report", id_col)
     if cfg.report.html:
-        from gpuseg.html import render_report
+        from gpuseg.report.html.page import render_report
 
         render_report(run_dir, cfg, backend)
     return tables.profiles
@@ -276,7 +282,7 @@ def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
     With ``data_cfg.pseudonymize`` the truth's ids are hashed like the panel's."""
     from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
-    from gpuseg.privacy import pseudonymize_ids
+    from gpuseg.data.privacy import pseudonymize_ids
 
     truth = pd.read_parquet(world_dir / "truth.parquet").set_index("subscriber_id")
     if data_cfg is not None:

@@ -19,20 +19,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gpuseg.baselines import run_baselines
 from gpuseg.config import load_config
-from gpuseg.data import Panel, load_panel
+from gpuseg.data.panel import Panel, load_panel
+from gpuseg.data.split import Split
 from gpuseg.errors import DataError, RunDirError
-from gpuseg.metrics import churn_report, migration_report, paired_difference, roc_auc
-from gpuseg.store import write_json_atomic
-from gpuseg.train import (
-    Split,
-    calibrated,
-    load_checkpoint,
-    migration_decision,
-    predict,
-    to_device,
-)
+from gpuseg.evaluate.baselines import run_baselines
+from gpuseg.evaluate.metrics import churn_report, migration_report, paired_difference, roc_auc
+from gpuseg.io.store import write_json_atomic
+from gpuseg.training.calibration import calibrated, migration_decision
+from gpuseg.training.checkpoint import load_checkpoint
+from gpuseg.training.loop import predict, to_device
 
 COLUMNS = (
     "roc_auc",
@@ -148,7 +144,7 @@ def oracle_probabilities(
             raise DataError(f"{path}: column '{col}' not found in the truth table")
     prob = truth.assign(**{key: truth[key].astype(str)}).set_index(key)["churn_prob"]
     if data_cfg is not None:
-        from gpuseg.privacy import pseudonymize_ids
+        from gpuseg.data.privacy import pseudonymize_ids
 
         prob.index = pseudonymize_ids(prob.index.to_numpy(), data_cfg, path)
     if prob.index.has_duplicates:

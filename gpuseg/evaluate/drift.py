@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gpuseg.errors import ConfigError, DataError
-from gpuseg.store import write_json_atomic, write_text_atomic
+from gpuseg.io.store import write_json_atomic, write_text_atomic
 
 STABLE, MODERATE = 0.1, 0.25
 
@@ -219,8 +219,8 @@ def write_drift(result: dict[str, Any], out_dir: str | Path) -> Path:
 
 def panel_means(panel_dir: str | Path) -> pd.DataFrame:
     """Per-subscriber means of every metric of a prepared panel (one column per metric)."""
-    from gpuseg.data import load_panel
-    from gpuseg.report import subscriber_means
+    from gpuseg.data.panel import load_panel
+    from gpuseg.features.aggregates import subscriber_means
 
     panel = load_panel(panel_dir)
     return pd.DataFrame(subscriber_means(panel), columns=panel.metrics)

@@ -28,9 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
-from gpuseg.errors import ConfigError
-from gpuseg.store import read_json, write_json_atomic
+from gpuseg.data.ids import id_positions
+from gpuseg.data.panel import MIGRATION_CODES
+from gpuseg.data.privacy import pseudonymize_ids
+from gpuseg.errors import ConfigError, DataError
+from gpuseg.io.store import read_json, write_json_atomic
+from gpuseg.io.tables import read_table
 
 BLOCK_ROWS = 65_536  # subscribers per block when rewriting a panel
 
@@ -232,3 +237,60 @@ __all__ = [
     "tier_cuts",
     "derive_block",
 ]
+
+
+def align_labels(
+    cfg: DataConfig, ids: np.ndarray, backend: Backend, rejected: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Churn and migration codes aligned with ``ids``; labels of ``rejected`` ids are ignored."""
+    n = len(ids)
+    churn = np.full(n, -1, dtype=np.int8)
+    migration = np.full(n, -1, dtype=np.int8)
+    if not cfg.labels:
+        return churn, migration
+    path = Path(cfg.labels)
+    frame = read_table(path, backend, "labels")
+    frame = frame.to_pandas() if hasattr(frame, "to_pandas") else frame
+    if cfg.id_column not in frame.columns:
+        raise DataError(f"{path}: column '{cfg.id_column}' (data.id_column) not found")
+    # a pandas string column, not a Python string object per row (10M rows: GBs)
+    lab_ids = pd.Series(pseudonymize_ids(frame[cfg.id_column].astype(str), cfg, path), copy=False)
+    pos = id_positions(ids, lab_ids)
+    found = pos >= 0
+    rejected = np.asarray(rejected if rejected is not None else [], dtype=str)
+    skip = np.zeros(len(found), dtype=bool)
+    if not found.all():
+        skip[~found] = np.isin(lab_ids[~found].to_numpy().astype(str), rejected)
+    unknown = ~found & ~skip  # labels of subscribers only in the static table: already rejected
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0]) + 1
+        raise DataError(
+            f"{path}: row {row}: label for a subscriber not in the usage table "
+            f"({int(unknown.sum())} such rows)"
+        )
+    dup = lab_ids.duplicated().to_numpy()
+    if dup.any():
+        raise DataError(f"{path}: row {int(np.flatnonzero(dup)[0]) + 1}: duplicate subscriber")
+    if cfg.churn_column in frame.columns:
+        c = pd.to_numeric(frame[cfg.churn_column], errors="coerce")
+        bad = ~c.isin([0, 1]) & frame[cfg.churn_column].notna()  # 'yes' is bad, not unknown
+        if bad.any():
+            raise DataError(
+                f"{path}: column '{cfg.churn_column}' row {int(np.flatnonzero(bad)[0]) + 1}: "
+                "churn must be 0 or 1"
+            )
+        churn[pos[found]] = c.fillna(-1).astype(np.int8).to_numpy()[found]
+    if cfg.migration_column in frame.columns:
+        # map the distinct labels (a handful), not every row: 10M rows stay fast and small
+        codes, uniques = pd.factorize(frame[cfg.migration_column])  # missing: code -1
+        lut = [MIGRATION_CODES.get(v.strip().lower() if isinstance(v, str) else v) for v in uniques]
+        bad = np.isin(codes, [i for i, v in enumerate(lut) if v is None])
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0]) + 1
+            raise DataError(
+                f"{path}: column '{cfg.migration_column}' row {row}: migration must be "
+                "down/stay/up or -1/0/1"
+            )
+        mapped = np.array([-1 if v is None else v for v in lut] + [-1], dtype=np.int8)[codes]
+        migration[pos[found]] = mapped[found]
+    return churn, migration

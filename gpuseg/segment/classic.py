@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from gpuseg.config import LifecycleConfig, SegmentsConfig, StabilityConfig
-from gpuseg.data import Panel
+from gpuseg.data.panel import Panel
 from gpuseg.errors import ConfigError, DataError
 
 STABILITY_BANDS = ("low", "mid", "high")
@@ -744,7 +744,8 @@ def classic_segments(
 ) -> pd.DataFrame:
     """Every classic segmentation of every subscriber, as one frame (see the module docstring).
 
-    ``attributes`` is the raw static frame in panel row order (:func:`gpuseg.data.load_attributes`)
+    ``attributes`` is the raw static frame in panel row order
+    (:func:`gpuseg.data.panel.load_attributes`)
     or None. ``edges`` are population cut points from :func:`segment_edges` (default: this panel's).
     ``frame.attrs`` holds ``notes`` (skipped components), ``edges`` and ``periods_per_month``.
     """

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gpuseg import segments as seg
 from gpuseg.config import RunConfig, load_config
-from gpuseg.data import load_attributes, load_panel
+from gpuseg.data.panel import load_attributes, load_panel
 from gpuseg.errors import ConfigError, RunDirError
-from gpuseg.store import require, write_csv_atomic, write_parquet_atomic
-from gpuseg.tags import apply_tags, build_tag_frame, load_tag_rules
+from gpuseg.io.store import require, write_csv_atomic, write_parquet_atomic
+from gpuseg.segment import classic as seg
+from gpuseg.segment.tags import apply_tags, build_tag_frame, load_tag_rules
 
 TAG_MODES = ("any", "all")
 
@@ -44,7 +44,7 @@ def _run_config(run_dir: Path) -> RunConfig:
     return load_config(path) if path.is_file() else load_config(None)
 
 
-def _aligned(path: Path, ids: np.ndarray, id_col: str, column: str) -> pd.Series:
+def read_aligned(path: Path, ids: np.ndarray, id_col: str, column: str) -> pd.Series:
     """``column`` of the parquet at ``path``, reindexed to the panel ids (RunDirError on gaps)."""
     frame = pd.read_parquet(require(path, "run `gpuseg run` (or its stages) first"))
     for col in (id_col, column):
@@ -87,7 +87,8 @@ def select_targets(
     ``segments``: learned segment ids to keep (None: all). ``tags``: tag names (of the run's rule
     file, or ``tag_rules``) a subscriber must carry, ``any`` or ``all`` of them per ``tag_mode``.
     ``min_risk``: lowest churn probability kept. ``top``: at most this many rows. ``value_column``:
-    a numeric column of :func:`gpuseg.segments.classic_segments` (arpu, revenue, ...); value is it
+    a numeric column of
+    :func:`gpuseg.segment.classic.classic_segments` (arpu, revenue, ...); value is it
     times ``horizon_months`` when given.
 
     Returns columns rank, <id column>, segment, churn_prob, value, expected_value_saved, tags (the
@@ -122,8 +123,8 @@ def select_targets(
     attributes = (
         load_attributes(panel_dir) if (panel_dir / "attributes.parquet").is_file() else None
     )
-    churn = _aligned(run_dir / "predictions.parquet", ids, id_col, "churn_prob").to_numpy(float)
-    segment = _aligned(run_dir / "segments.parquet", ids, id_col, "segment").to_numpy()
+    churn = read_aligned(run_dir / "predictions.parquet", ids, id_col, "churn_prob").to_numpy(float)
+    segment = read_aligned(run_dir / "segments.parquet", ids, id_col, "segment").to_numpy()
     segment = segment.astype(np.int64)
 
     known_segments = sorted(set(segment.tolist()))

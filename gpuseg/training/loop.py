@@ -1,15 +1,10 @@
-"""Training: split by subscriber, fit normalisation on train, train with early stopping, calibrate.
-
-The panel is moved to the device once and sliced a whole batch at a time (no per-row DataLoader).
-``train_model`` reads top to bottom: split -> normalise -> model -> epochs -> calibrate -> test.
-"""
+"""The training loop: panel tensors on the device, whole-batch slicing, early stopping."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,88 +12,22 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from gpuseg import ddp
-from gpuseg.config import ModelConfig, TrainConfig, to_dict
-from gpuseg.data import Panel
-from gpuseg.ddp import DistContext
-from gpuseg.errors import DataError, RunDirError
-from gpuseg.metrics import churn_metrics, fit_decision_weights, macro_f1, migration_metrics
-from gpuseg.model import SubscriberModel, signed_log1p, window_stats
-from gpuseg.store import read_json, write_json_atomic
-
-CHUNK_ROWS = 65_536  # rows per host->device copy and per normalisation pass
-
-
-@dataclass
-class Split:
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-
-
-def split_subscribers(n: int, val_frac: float, test_frac: float, seed: int) -> Split:
-    """Random split by subscriber (each subscriber in exactly one part)."""
-    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
-        raise DataError(
-            f"train.val_frac + train.test_frac must be in (0, 1); got {val_frac} + {test_frac}"
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val, n_test = int(round(n * val_frac)), int(round(n * test_frac))
-    return Split(
-        train=np.sort(perm[n_val + n_test :]),
-        val=np.sort(perm[:n_val]),
-        test=np.sort(perm[n_val : n_val + n_test]),
-    )
-
-
-def fit_normalization(
-    panel: Panel, rows: np.ndarray, static_log: bool = False
-) -> dict[str, np.ndarray]:
-    """Per-metric mean/std of log1p(usage) over present periods, and static mean/std (of signed
-    log1p(static) with ``static_log``, as :meth:`SubscriberModel.scale_static` reads it), on
-    ``rows``."""
-    m = panel.usage.shape[2]
-    s1, s2, cnt = np.zeros(m), np.zeros(m), 0.0
-    for start in range(0, len(rows), CHUNK_ROWS):
-        r = rows[start : start + CHUNK_ROWS]
-        x = np.log1p(np.maximum(np.asarray(panel.usage[r], dtype=np.float64), 0))  # (b, T, M)
-        w = np.asarray(panel.mask[r], dtype=np.float64)[..., None]  # (b, T, 1)
-        s1 += (x * w).sum((0, 1))
-        s2 += (x * x * w).sum((0, 1))
-        cnt += w.sum()
-    mean = s1 / max(cnt, 1)
-    std = np.sqrt(np.maximum(s2 / max(cnt, 1) - mean**2, 0)) + 1e-3
-    static = np.asarray(panel.static[rows], dtype=np.float64)
-    if static_log:
-        static = signed_log1p(torch.from_numpy(static)).numpy()
-    smean = static.mean(0) if len(static) else np.zeros(panel.static.shape[1])
-    sstd = static.std(0) + 1e-3 if len(static) else np.ones(panel.static.shape[1])
-    return dict(usage_mean=mean, usage_std=std, static_mean=smean, static_std=sstd)
-
-
-def sample_rows(rows: np.ndarray, seed: int, sample: int) -> np.ndarray:
-    """A seeded sample of at most ``sample`` of ``rows``, sorted (sequential reads)."""
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))
-
-
-def fit_stats_scale(
-    panel: Panel, rows: np.ndarray, seed: int, sample: int = 100_000
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (6M + 1,) of signed log1p of :func:`gpuseg.model.window_stats` over (a
-    seeded sample of at most ``sample`` of) the training ``rows``: the scale of the model's
-    ``wide_window_stats`` inputs."""
-    rows = sample_rows(rows, seed, sample)
-    parts = []
-    for start in range(0, len(rows), CHUNK_ROWS):
-        r = rows[start : start + CHUNK_ROWS]
-        raw = window_stats(
-            torch.as_tensor(np.asarray(panel.usage[r], dtype=np.float64)),
-            torch.as_tensor(np.asarray(panel.mask[r], dtype=bool)),
-        )
-        parts.append(signed_log1p(raw).numpy())
-    x = np.concatenate(parts)  # (n, 6M + 1)
-    return x.mean(0), x.std(0) + 1e-3
+from gpuseg.config import ModelConfig, TrainConfig
+from gpuseg.data.panel import Panel
+from gpuseg.data.split import Split, split_subscribers
+from gpuseg.errors import DataError
+from gpuseg.evaluate.metrics import churn_metrics, macro_f1, migration_metrics
+from gpuseg.features.fitting import CHUNK_ROWS, fit_normalization, fit_stats_scale, sample_rows
+from gpuseg.model.sequence import SubscriberModel
+from gpuseg.training import ddp
+from gpuseg.training.calibration import (
+    calibrated,
+    fit_migration_weights,
+    fit_platt,
+    migration_decision,
+)
+from gpuseg.training.checkpoint import EpochCheckpoint, TrainResult
+from gpuseg.training.ddp import DistContext
 
 
 def fit_bins(
@@ -186,107 +115,6 @@ def predict(
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in outs.items()}
 
 
-def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Calibration p = sigmoid(a * logit + b) fitted on validation (Platt scaling)."""
-    from sklearn.linear_model import LogisticRegression
-
-    if len(np.unique(y)) < 2:
-        return 1.0, 0.0
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logits.reshape(-1, 1), y)
-    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
-
-
-def fit_migration_weights(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-class multipliers on the migration probabilities that maximise macro-F1 on validation
-    (the same decision rule the baselines get); ones when validation has no migration labels."""
-    has = np.asarray(y) >= 0
-    if not has.any():
-        return np.ones(logits.shape[1])
-    return fit_decision_weights(softmax(logits[has]), np.asarray(y)[has].astype(np.int64))
-
-
-def migration_decision(logits: np.ndarray, weights) -> np.ndarray:
-    """Migration class per row: argmax of the softmax probabilities times the class weights."""
-    return np.argmax(softmax(logits) * np.asarray(weights), axis=1).astype(np.int8)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-def calibrated(logits: np.ndarray, platt: tuple[float, float]) -> np.ndarray:
-    a, b = platt
-    return 1.0 / (1.0 + np.exp(-(a * logits + b)))
-
-
-class EpochCheckpoint:
-    """Everything needed to resume training after the last finished epoch, without pickle.
-
-    Tensors (model, best model, optimizer moments, RNG states) go to ``state.safetensors``;
-    scalars (epoch, history, scheduler, optimizer groups) to ``state.json``. Both are written
-    atomically, the JSON last, so a run killed mid-write resumes from the previous epoch.
-    """
-
-    def __init__(self, directory: Path):
-        self.dir = Path(directory)
-
-    def exists(self) -> bool:
-        return (self.dir / "state.json").is_file() and (self.dir / "state.safetensors").is_file()
-
-    def save(self, model, best_state, opt, sched, gen, scalars: dict) -> None:
-        from safetensors.torch import save_file
-
-        from gpuseg.store import _atomic
-
-        tensors = {
-            f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-        }
-        tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()}
-        opt_state = opt.state_dict()
-        for pid, st in opt_state["state"].items():
-            for name, value in st.items():
-                tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.gen"] = gen.get_state()
-        if torch.cuda.is_available():
-            tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic(self.dir / "state.safetensors", lambda p: save_file(tensors, str(p)))
-        meta = dict(
-            scalars, optimizer_groups=opt_state["param_groups"], scheduler=sched.state_dict()
-        )
-        write_json_atomic(self.dir / "state.json", meta)
-
-    def load(self, model, opt, sched, gen) -> tuple[dict, dict]:
-        """Restore model, optimizer, scheduler and RNGs; return (best_state, scalars)."""
-        from safetensors.torch import load_file
-
-        meta = read_json(self.dir / "state.json")
-        try:
-            tensors = load_file(str(self.dir / "state.safetensors"))
-        except Exception as exc:
-            raise RunDirError(
-                f"{self.dir / 'state.safetensors'}: unreadable checkpoint ({exc})"
-            ) from None
-        device = next(model.parameters()).device
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
-        state: dict[int, dict] = {}
-        for k, v in tensors.items():
-            if k.startswith("opt."):
-                _, pid, name = k.split(".", 2)
-                state.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
-        opt.load_state_dict({"state": state, "param_groups": meta.pop("optimizer_groups")})
-        sched.load_state_dict(meta.pop("scheduler"))
-        torch.set_rng_state(tensors["rng.torch"])
-        gen.set_state(tensors["rng.gen"])
-        if "rng.cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
-        return best, meta
-
-
 def device_rows(
     panel: Panel, split: Split, device: torch.device, dist: DistContext | None
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -306,16 +134,6 @@ def device_rows(
         ends = np.cumsum([len(h) for h in held])
         parts = tuple(np.arange(e - len(h), e) for h, e in zip(held, ends, strict=True))
     return data, *(torch.as_tensor(p, device=device) for p in parts)
-
-
-@dataclass
-class TrainResult:
-    model: SubscriberModel
-    metrics: dict
-    split: Split
-    platt: tuple[float, float]
-    history: list[dict]
-    migration_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # class decision: argmax(p * w)
 
 
 def train_model(
@@ -523,74 +341,3 @@ def train_model(
         history=history,
         migration_weights=tuple(float(w) for w in mig_weights),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints: weights as safetensors, everything else as JSON
-
-
-def save_checkpoint(
-    result: TrainResult, panel_meta: dict, model_cfg: ModelConfig, run_dir: Path
-) -> None:
-    from safetensors.torch import save_file
-
-    from gpuseg.store import _atomic
-
-    run_dir = Path(run_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    _atomic(run_dir / "model.safetensors", lambda p: save_file(state, str(p)))
-    write_json_atomic(
-        run_dir / "model.json",
-        dict(
-            n_metrics=result.model.n_metrics,
-            n_static=result.model.n_static,
-            n_periods=result.model.n_periods,
-            model=to_dict(model_cfg),
-            platt=list(result.platt),
-            migration_weights=list(result.migration_weights),
-            metrics=panel_meta["metrics"],
-            static_features=panel_meta["static_features"],
-        ),
-    )
-    split = dict(train=result.split.train, val=result.split.val, test=result.split.test)
-
-    def write_split(p: Path) -> None:
-        with open(p, "wb") as fh:  # a file object, so numpy does not append ".npz"
-            np.savez(fh, **split)
-
-    _atomic(run_dir / "split.npz", write_split)
-    write_json_atomic(run_dir / "metrics.json", result.metrics | {"history": result.history})
-
-
-def load_checkpoint(
-    run_dir: Path, device: torch.device | str = "cpu"
-) -> tuple[SubscriberModel, dict]:
-    """Rebuild the model from ``model.json`` and ``model.safetensors`` (no pickle involved)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from gpuseg.config import from_dict
-
-    run_dir = Path(run_dir)
-    info = read_json(run_dir / "model.json")
-    try:
-        cfg = from_dict(ModelConfig, info["model"])
-        model = SubscriberModel(info["n_metrics"], info["n_static"], info["n_periods"], cfg)
-        weights = run_dir / "model.safetensors"
-        if not weights.is_file():
-            raise RunDirError(f"{weights}: missing (run gpuseg train first)")
-        model.load_state_dict(load_file(str(weights)))
-    except (KeyError, TypeError) as exc:
-        raise RunDirError(
-            f"{run_dir / 'model.json'}: incomplete model description ({exc})"
-        ) from None
-    except SafetensorError as exc:
-        raise RunDirError(
-            f"{run_dir / 'model.safetensors'}: not a valid safetensors file ({exc})"
-        ) from None
-    except RuntimeError as exc:
-        raise RunDirError(
-            f"{run_dir / 'model.safetensors'}: weights do not match model.json "
-            f"({str(exc).splitlines()[0]})"
-        ) from None
-    return model.to(device).eval(), info

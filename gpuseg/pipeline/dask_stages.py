@@ -19,7 +19,8 @@ single-process twin in :mod:`gpuseg.pipeline`, which stays the default and is un
   only (partitions follow the raw ids).
 - ``embed_stage`` / ``score``: the model weights are sent once to every worker
   (``client.scatter(..., broadcast=True)``); tasks map over row ranges of the panel, each writing
-  its Parquet part with :func:`gpuseg.pipeline.embed_panel`; the parts are concatenated in order.
+  its Parquet part with
+  :func:`gpuseg.pipeline.stages.embed_panel`; the parts are concatenated in order.
 - ``cluster_stage``: KMeans with the single-process semantics of :class:`gpuseg.cluster.Segmenter`
   (standardisation on all rows, k chosen by silhouette on the same ``sample_size`` sample, which
   is gathered to the client), then the final fit on all rows is distributed: ``cuml.dask`` KMeans
@@ -46,13 +47,12 @@ import numpy as np
 import pandas as pd
 
 from gpuseg.backend import Backend
-from gpuseg.cluster import Segmenter
 from gpuseg.config import DataConfig, ModelConfig, RunConfig, from_dict
-from gpuseg.data import Panel, encode_static, load_panel
-from gpuseg.data import prepare as prepare_single
+from gpuseg.data.panel import Panel, load_panel
+from gpuseg.data.prepare import prepare as prepare_single
+from gpuseg.data.static import encode_static
 from gpuseg.errors import BackendError, ConfigError, DataError, RunDirError
-from gpuseg.pipeline import check_scoring_run, embed_panel, read_embeddings, with_world_data
-from gpuseg.store import (
+from gpuseg.io.store import (
     concat_npy_atomic,
     concat_parquet_atomic,
     read_json,
@@ -61,7 +61,9 @@ from gpuseg.store import (
     write_json_atomic,
     write_parquet_atomic,
 )
-from gpuseg.train import load_checkpoint
+from gpuseg.pipeline.stages import check_scoring_run, embed_panel, read_embeddings, with_world_data
+from gpuseg.segment.cluster import Segmenter
+from gpuseg.training.checkpoint import load_checkpoint
 
 NPY_FILES = ("usage.npy", "mask.npy", "static.npy", "churn.npy", "migration.npy")
 IDS_PER_CHUNK = 1_000  # ids sampled per input chunk to place the partition boundaries
@@ -210,7 +212,7 @@ def _reencode_static(part_dir: str, encoding: list[dict], static_path: str) -> d
     """Encode a partition's static attributes again with the merged ``encoding``.
 
     ``attributes.parquet`` holds the raw static columns of the panel rows, in order; this is the
-    encoding step of :func:`gpuseg.data.build_panel` on them with a reference encoding.
+    encoding step of :func:`gpuseg.data.prepare.build_panel` on them with a reference encoding.
     """
     d = Path(part_dir) / "panel"
     meta = read_json(d / "meta.json")
@@ -394,7 +396,7 @@ def _embed_part(
     """Rows ``start:stop`` of the panel through the broadcast model -> Parquet parts in out_dir."""
     from safetensors.torch import load
 
-    from gpuseg.model import SubscriberModel
+    from gpuseg.model.sequence import SubscriberModel
 
     info = payload["info"]
     model = SubscriberModel(
@@ -461,7 +463,7 @@ def _embed_parts(
 
 
 def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> int:
-    """:func:`gpuseg.pipeline.embed_stage` on Dask: the same two Parquet files."""
+    """:func:`gpuseg.pipeline.stages.embed_stage` on Dask: the same two Parquet files."""
     staging = run_dir / ".embed.parts"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -476,7 +478,7 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> int:
 
 
 def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path, client) -> dict:
-    """:func:`gpuseg.pipeline.score` on Dask: the same output and rejects files."""
+    """:func:`gpuseg.pipeline.stages.score` on Dask: the same output and rejects files."""
     import tempfile
 
     run_dir = Path(run_dir)
@@ -614,7 +616,7 @@ def _dask_kmeans_gpu(client, be: Backend, zparts: list, k: int, init: np.ndarray
 
 
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> dict:
-    """:func:`gpuseg.pipeline.cluster_stage` on Dask: segments.parquet and cluster.json."""
+    """:func:`gpuseg.pipeline.stages.cluster_stage` on Dask: segments.parquet and cluster.json."""
     from sklearn.metrics import davies_bouldin_score, silhouette_score
 
     c = cfg.cluster

@@ -1,0 +1,112 @@
+"""``prepare``: raw tables -> panel, in memory or streamed.
+
+The reading, validation and group/pivot work run on the frame module the backend names (cuDF on
+GPU, pandas otherwise) and produce the same arrays.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gpuseg.backend import Backend
+from gpuseg.config import DataConfig
+from gpuseg.data.labels import derive_panel_labels
+from gpuseg.data.layouts import load_long, load_wide
+from gpuseg.data.panel import Panel, load_panel, save_panel
+from gpuseg.data.select import build_meta, reference_metrics, reference_window, select_subscribers
+from gpuseg.data.stream import prepare_stream
+from gpuseg.errors import ConfigError, DataError
+
+
+def streams(cfg: DataConfig, backend: Backend) -> bool:
+    """Whether ``prepare`` streams the usage table: long layout on the pandas (host) backend.
+
+    cuDF reads the whole table into GPU memory; the wide layout holds one row per subscriber.
+    """
+    return cfg.layout != "wide" and backend.frames == "pandas"
+
+
+def build_panel(
+    cfg: DataConfig, backend: Backend, reference: dict | None = None, chunk_rows: int = 0
+) -> tuple[Panel, pd.DataFrame, pd.DataFrame]:
+    """Read and validate the tables; return (panel in memory, raw static attributes, rejects).
+
+    ``reference`` is a trained run's panel meta: scoring data then gets the same metrics, static
+    encoding and periods count as training. Where :func:`prepare` streams, this streams too (into a
+    temporary directory, then loads the arrays), so both give the same panel.
+    """
+    if not cfg.usage:
+        raise DataError("data.usage: no usage file given")
+    if not streams(cfg, backend):
+        return build_panel_whole(cfg, backend, reference)
+    with tempfile.TemporaryDirectory(prefix="gpuseg-panel-") as tmp:
+        meta, attributes, rejects = prepare_stream(cfg, backend, tmp, reference, chunk_rows)
+        panel = load_panel(tmp, mmap=False)
+    panel.meta = meta
+    return panel, attributes, rejects
+
+
+def build_panel_whole(
+    cfg: DataConfig, backend: Backend, reference: dict | None = None
+) -> tuple[Panel, pd.DataFrame, pd.DataFrame]:
+    """:func:`build_panel` with the whole usage table in one frame (pandas or cuDF)."""
+    if not cfg.usage:
+        raise DataError("data.usage: no usage file given")
+    loader = load_wide if cfg.layout == "wide" else load_long
+    ids, usage, mask, metrics, periods = loader(cfg, backend)
+    if reference is not None:
+        metrics_map = reference_metrics(cfg, {m: m for m in metrics}, reference)
+        usage = usage[:, :, [metrics.index(m) for m in metrics_map]]
+        metrics = list(metrics_map)
+        shift, periods = reference_window(usage.shape[1], periods, reference)
+        if shift <= 0:
+            usage, mask = usage[:, -shift:], mask[:, -shift:]
+        else:
+            usage = np.concatenate(
+                [np.zeros((len(ids), shift, usage.shape[2]), np.float32), usage], axis=1
+            )
+            mask = np.concatenate([np.zeros((len(ids), shift), bool), mask], axis=1)
+    sel = select_subscribers(cfg, backend, ids, mask, periods, reference)
+    keep = sel["keep"]
+    panel = Panel(
+        usage=usage[keep],
+        mask=mask[keep],
+        static=sel["static"],
+        churn=sel["churn"],
+        migration=sel["migration"],
+        ids=ids[keep],
+        meta=build_meta(cfg, metrics, periods, sel),
+    )
+    return panel, sel["attributes"], sel["rejects"]
+
+
+def prepare(
+    cfg: DataConfig,
+    backend: Backend,
+    out_dir: str | Path,
+    reference: dict | None = None,
+    chunk_rows: int = 0,
+) -> dict:
+    """The ``prepare`` stage: tables -> panel directory. Returns the panel's meta (with counts).
+
+    A long usage table on the host backend is streamed in chunks of ``chunk_rows`` rows
+    (default :data:`CHUNK_ROWS`), so memory stays bounded at any number of rows; otherwise the
+    table is read whole (see :func:`streams`).
+    """
+    if cfg.window_offset and cfg.churn_definition == "label":
+        raise ConfigError(
+            "data.window_offset: needs labels derived from usage (data.churn_definition)"
+        )
+    if streams(cfg, backend):
+        meta = prepare_stream(cfg, backend, out_dir, reference, chunk_rows)[0]
+    else:
+        panel, attributes, rejects = build_panel_whole(cfg, backend, reference)
+        save_panel(panel, attributes, rejects, out_dir)
+        meta = panel.meta
+    if cfg.churn_definition != "label" and reference is None:  # scoring data has no label window
+        meta = derive_panel_labels(out_dir, cfg)
+    return meta

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, baselines on window aggregates, and drift between scoring runs."""

@@ -1,0 +1,1 @@
+"""Stages over run directories (single process and Dask), scoring and run evaluation."""

@@ -1,0 +1,1 @@
+"""Segments: clustering of embeddings, classic operator segments, tags and campaign targets."""

@@ -1,0 +1,1 @@
+"""Training: the loop, checkpoints, calibration, DDP under torchrun and Optuna tuning."""

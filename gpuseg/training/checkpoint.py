@@ -1,0 +1,158 @@
+"""Checkpoints: the per-epoch resume state and the final model (safetensors weights + JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpuseg.config import ModelConfig, to_dict
+from gpuseg.data.split import Split
+from gpuseg.errors import RunDirError
+from gpuseg.io.store import read_json, write_json_atomic
+from gpuseg.model.sequence import SubscriberModel
+
+
+class EpochCheckpoint:
+    """Everything needed to resume training after the last finished epoch, without pickle.
+
+    Tensors (model, best model, optimizer moments, RNG states) go to ``state.safetensors``;
+    scalars (epoch, history, scheduler, optimizer groups) to ``state.json``. Both are written
+    atomically, the JSON last, so a run killed mid-write resumes from the previous epoch.
+    """
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+
+    def exists(self) -> bool:
+        return (self.dir / "state.json").is_file() and (self.dir / "state.safetensors").is_file()
+
+    def save(self, model, best_state, opt, sched, gen, scalars: dict) -> None:
+        from safetensors.torch import save_file
+
+        from gpuseg.io.store import atomic_write
+
+        tensors = {
+            f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+        }
+        tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()}
+        opt_state = opt.state_dict()
+        for pid, st in opt_state["state"].items():
+            for name, value in st.items():
+                tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gen"] = gen.get_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.dir / "state.safetensors", lambda p: save_file(tensors, str(p)))
+        meta = dict(
+            scalars, optimizer_groups=opt_state["param_groups"], scheduler=sched.state_dict()
+        )
+        write_json_atomic(self.dir / "state.json", meta)
+
+    def load(self, model, opt, sched, gen) -> tuple[dict, dict]:
+        """Restore model, optimizer, scheduler and RNGs; return (best_state, scalars)."""
+        from safetensors.torch import load_file
+
+        meta = read_json(self.dir / "state.json")
+        try:
+            tensors = load_file(str(self.dir / "state.safetensors"))
+        except Exception as exc:
+            raise RunDirError(
+                f"{self.dir / 'state.safetensors'}: unreadable checkpoint ({exc})"
+            ) from None
+        device = next(model.parameters()).device
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
+        opt.load_state_dict({"state": state, "param_groups": meta.pop("optimizer_groups")})
+        sched.load_state_dict(meta.pop("scheduler"))
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.gen"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        return best, meta
+
+
+@dataclass
+class TrainResult:
+    model: SubscriberModel
+    metrics: dict
+    split: Split
+    platt: tuple[float, float]
+    history: list[dict]
+    migration_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # class decision: argmax(p * w)
+
+
+def save_checkpoint(
+    result: TrainResult, panel_meta: dict, model_cfg: ModelConfig, run_dir: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    from gpuseg.io.store import atomic_write
+
+    run_dir = Path(run_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    atomic_write(run_dir / "model.safetensors", lambda p: save_file(state, str(p)))
+    write_json_atomic(
+        run_dir / "model.json",
+        dict(
+            n_metrics=result.model.n_metrics,
+            n_static=result.model.n_static,
+            n_periods=result.model.n_periods,
+            model=to_dict(model_cfg),
+            platt=list(result.platt),
+            migration_weights=list(result.migration_weights),
+            metrics=panel_meta["metrics"],
+            static_features=panel_meta["static_features"],
+        ),
+    )
+    split = dict(train=result.split.train, val=result.split.val, test=result.split.test)
+
+    def write_split(p: Path) -> None:
+        with open(p, "wb") as fh:  # a file object, so numpy does not append ".npz"
+            np.savez(fh, **split)
+
+    atomic_write(run_dir / "split.npz", write_split)
+    write_json_atomic(run_dir / "metrics.json", result.metrics | {"history": result.history})
+
+
+def load_checkpoint(
+    run_dir: Path, device: torch.device | str = "cpu"
+) -> tuple[SubscriberModel, dict]:
+    """Rebuild the model from ``model.json`` and ``model.safetensors`` (no pickle involved)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from gpuseg.config import from_dict
+
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / "model.json")
+    try:
+        cfg = from_dict(ModelConfig, info["model"])
+        model = SubscriberModel(info["n_metrics"], info["n_static"], info["n_periods"], cfg)
+        weights = run_dir / "model.safetensors"
+        if not weights.is_file():
+            raise RunDirError(f"{weights}: missing (run gpuseg train first)")
+        model.load_state_dict(load_file(str(weights)))
+    except (KeyError, TypeError) as exc:
+        raise RunDirError(
+            f"{run_dir / 'model.json'}: incomplete model description ({exc})"
+        ) from None
+    except SafetensorError as exc:
+        raise RunDirError(
+            f"{run_dir / 'model.safetensors'}: not a valid safetensors file ({exc})"
+        ) from None
+    except RuntimeError as exc:
+        raise RunDirError(
+            f"{run_dir / 'model.safetensors'}: weights do not match model.json "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
+    return model.to(device).eval(), info
