@@ -99,12 +99,17 @@ def _backend(cfg):
     return backend
 
 
+@contextlib.contextmanager
 def _stage(config: Path | None, overrides: list[str] | None, device: str | None):
-    """What every stage command starts with: (config, checked run directory, backend)."""
+    """What every stage command runs in: (config, checked run directory, backend), with the run
+    directory locked (one writer at a time, see gpuseg.io.lock). The config is validated before
+    anything heavy is imported or any file written."""
+    cfg = _load(config, overrides, device)
+    from gpuseg.io.lock import RunDirLock
     from gpuseg.pipeline.stages import check_run_dir
 
-    cfg = _load(config, overrides, device)
-    return cfg, check_run_dir(cfg), _backend(cfg)
+    with RunDirLock(cfg.out_dir):
+        yield cfg, check_run_dir(cfg), _backend(cfg)
 
 
 def _run_stage(name: str, cluster: str | None, backend, *args):
@@ -267,8 +272,8 @@ def prepare_cmd(
 
     Example: gpuseg prepare -c configs/demo.yaml -s data.usage=my_usage.parquet --cluster local
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
-    meta = _run_stage("prepare_stage", cluster, backend, cfg, backend, run_dir)
+    with _stage(config, set_, device) as (cfg, run_dir, backend):
+        meta = _run_stage("prepare_stage", cluster, backend, cfg, backend, run_dir)
     c = meta["counts"]
     out.print(
         f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x "
@@ -289,11 +294,11 @@ def train_cmd(
 
     Example: gpuseg train -c configs/demo.yaml -s train.epochs=10
     """
-    from gpuseg.pipeline.stages import train_stage
+    with _stage(config, set_, device) as (cfg, run_dir, backend):
+        from gpuseg.pipeline.stages import train_stage
 
-    cfg, run_dir, backend = _stage(config, set_, device)
-    with _epoch_progress(cfg.train.epochs) as on_epoch:
-        metrics = train_stage(cfg, backend, run_dir, on_epoch)
+        with _epoch_progress(cfg.train.epochs) as on_epoch:
+            metrics = train_stage(cfg, backend, run_dir, on_epoch)
     out.print(_metrics_table(metrics))
 
 
@@ -310,8 +315,8 @@ def embed_cmd(
 
     Example: gpuseg embed -c configs/demo.yaml --cluster tcp://10.0.0.5:8786
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
-    n = _run_stage("embed_stage", cluster, backend, cfg, backend, run_dir)
+    with _stage(config, set_, device) as (cfg, run_dir, backend):
+        n = _run_stage("embed_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, "
         f"{run_dir / 'predictions.parquet'}"
@@ -331,8 +336,8 @@ def cluster_cmd(
 
     Example: gpuseg cluster -c configs/demo.yaml -s cluster.k=5 --cluster local:2
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
-    r = _run_stage("cluster_stage", cluster, backend, cfg, backend, run_dir)
+    with _stage(config, set_, device) as (cfg, run_dir, backend):
+        r = _run_stage("cluster_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> "
         f"{run_dir / 'segments.parquet'}"
@@ -354,11 +359,10 @@ def report_cmd(
     """
     import json
 
-    from gpuseg.pipeline.stages import check_run_dir, report_stage
+    with _stage(config, set_, device) as (cfg, run_dir, backend):
+        from gpuseg.pipeline.stages import report_stage
 
-    cfg = _load(config, set_, device)
-    run_dir = check_run_dir(cfg)
-    profiles = report_stage(cfg, run_dir, _backend(cfg))
+        profiles = report_stage(cfg, run_dir, backend)
     out.print(_profiles_table(profiles.to_dict(orient="records")))
     report = run_dir / "report"
     conc = json.loads((report / "concentration.json").read_text())
@@ -555,19 +559,19 @@ def tune_cmd(
 
     Example: gpuseg tune -c configs/demo.yaml -n 30 --storage journal:runs/demo/study.log
     """
-    from gpuseg.training.tune import tune
+    with _stage(config, set_, device) as (cfg, run_dir, backend):
+        from gpuseg.training.tune import tune
 
-    cfg, run_dir, backend = _stage(config, set_, device)
-    r = tune(
-        cfg,
-        run_dir / "panel",
-        run_dir,
-        trials,
-        storage=storage,
-        study_name=study,
-        pruner=pruner,
-        device=backend.torch_device,
-    )
+        r = tune(
+            cfg,
+            run_dir / "panel",
+            run_dir,
+            trials,
+            storage=storage,
+            study_name=study,
+            pruner=pruner,
+            device=backend.torch_device,
+        )
     best = r.get("best")
     out.print(
         f"best validation AUC {best['value']:.4f} (trial {best['number']})"
@@ -592,9 +596,9 @@ def run_cmd(
 
     Example: gpuseg run --config configs/demo.yaml
     """
+    cfg = _load(config, set_, device)
     from gpuseg.pipeline.stages import run_pipeline
 
-    cfg = _load(config, set_, device)
     backend = _backend(cfg)
     with _epoch_progress(cfg.train.epochs) as on_epoch:
         s = run_pipeline(

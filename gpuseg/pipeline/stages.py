@@ -32,6 +32,7 @@ from gpuseg.data.prepare import prepare
 from gpuseg.data.synth import generate
 from gpuseg.errors import RunDirError
 from gpuseg.evaluate.metrics import MIGRATION_NAMES
+from gpuseg.io.lock import RunDirLock
 from gpuseg.io.store import (
     read_json,
     require,
@@ -362,7 +363,14 @@ def run_pipeline(
     on_epoch: Callable[[dict], None] | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """synth? -> prepare -> train -> embed -> cluster -> report; returns the summary."""
+    """synth? -> prepare -> train -> embed -> cluster -> report; returns the summary.
+
+    The run directory is locked for the whole run (one writer at a time, gpuseg.io.lock)."""
+    with RunDirLock(cfg.out_dir):
+        return _run_pipeline(cfg, backend, log, on_epoch, overwrite)
+
+
+def _run_pipeline(cfg, backend, log, on_epoch, overwrite) -> dict:
     run_dir = check_run_dir(cfg, overwrite)
     summary: dict = dict(
         run_dir=str(run_dir),
