@@ -65,6 +65,12 @@ def handle_errors(fn):
         except Exception as exc:
             if debug:
                 raise
+            from gpuseg.io.store import WRITE_ERRNOS
+
+            if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:  # the place, not gpuseg
+                where = f"{exc.filename}: " if exc.filename else ""
+                err.print(f"error: {where}{exc.strerror}", markup=False, soft_wrap=True)
+                raise typer.Exit(1) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             if isinstance(exc, KeyError):  # its message may list subscriber IDs: never shown
                 first = "a key or ID was not found"

@@ -23,3 +23,7 @@ class BackendError(GpusegError):
 
 class RunDirError(GpusegError):
     """A run directory is missing, incomplete, or was produced from another config."""
+
+
+class WriteError(GpusegError):
+    """An output cannot be written: read-only place, disk full, missing parent, file too large."""

@@ -120,9 +120,18 @@ def select_subscribers(
         del sframe, pos, in_usage, srow, no_static, rows
         ref_enc = reference["static_encoding"] if reference is not None else None
         enc_columns = columns if ref_enc is None else [e["column"] for e in ref_enc]
+        for c in enc_columns:
+            if c not in attributes.columns:
+                raise DataError(f"{spath}: static column '{c}' used in training not found")
         kept = attributes[enc_columns].infer_objects()
         static, static_names, encoding = encode_static(kept, enc_columns, spath, ref_enc, end_day)
     else:
+        if reference is not None and reference.get("static_encoding"):
+            used = ", ".join(e["column"] for e in reference["static_encoding"][:5])
+            raise DataError(
+                f"{cfg.usage}: the model was trained with static attributes ({used}, ...): give "
+                "the static table too (--static)"
+            )
         attributes = pd.DataFrame({cfg.id_column: ids[keep]})
         static = np.zeros((int(keep.sum()), 0), dtype=np.float32)
 

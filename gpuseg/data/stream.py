@@ -18,6 +18,7 @@ from gpuseg.data.periods import parse_periods_typed, period_labels
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.select import build_meta, reference_metrics, reference_window, select_subscribers
 from gpuseg.errors import DataError
+from gpuseg.io.store import open_memmap_reserved, temp_path
 from gpuseg.io.tables import iter_chunks, table_columns
 
 # Streaming the long layout: bounded memory at any number of rows
@@ -148,7 +149,7 @@ class _MappedRows:
     """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype) -> None:
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        header = open_memmap_reserved(path, dtype, shape)  # a full disk: an error, not SIGBUS
         offset = header.offset
         del header
         self._fh = open(path, "r+b")  # noqa: SIM115 (closed by close(), after the mapping)
@@ -259,8 +260,7 @@ def prepare_stream(
     t_out, m = len(periods), len(metric_map)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    full = out / ".usage.npy.stream.tmp"
-    final = out / ".usage.npy.tmp"
+    full, final = temp_path(out / "usage.npy"), temp_path(out / "usage.npy")  # unique names
     try:
         writer = _MappedRows(full, (len(ids), t_out, m), np.float32)
         try:

@@ -6,8 +6,10 @@ half-written file under the final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,21 +17,88 @@ from typing import Any
 
 import numpy as np
 
-from gpuseg.errors import RunDirError
+from gpuseg.errors import RunDirError, WriteError
+
+# errors of the place written to (not of gpuseg): reported as WriteError naming the file
+WRITE_ERRNOS = {
+    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+    errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOENT, errno.EEXIST,
+}  # fmt: skip
+
+
+def write_error(path: Path, exc: OSError) -> WriteError:
+    """One line naming ``path`` and why it cannot be written."""
+    why = exc.strerror or str(exc).strip().splitlines()[0] or type(exc).__name__
+    return WriteError(f"{path}: cannot write ({why})")
+
+
+def temp_path(path: Path) -> Path:
+    """A new, empty, uniquely named temporary file next to ``path`` (``.name.XXXX.tmp``), for a
+    write that is renamed onto ``path`` when complete; two writers never share one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    os.close(fd)
+    return Path(tmp)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` into a unique temporary file, then an atomic rename onto ``path``.
+
+    A failed write (read-only place, disk full, ...) raises WriteError naming ``path``; the
+    temporary file is removed whatever happened."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path(path)
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(path, exc) from None
+        raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def reserve(path: Path) -> None:
+    """Allocate every block of ``path`` (a sparse file made for a memory map) before it is mapped:
+    a full disk is then a WriteError here, not a SIGBUS at the first write through the map."""
+    path = Path(path)
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise write_error(path, exc) from None
+        free = shutil.disk_usage(path.parent).free  # no fallocate here: check the space instead
+        if free < size:
+            raise WriteError(
+                f"{path}: cannot write ({size:,} bytes needed, {free:,} free on the disk)"
+            ) from None
+    finally:
+        os.close(fd)
+
+
+def open_memmap_reserved(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` opened for writing through a memory map, its blocks allocated first
+    (:func:`reserve`), so a full disk is an error, never SIGBUS."""
+    try:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        reserve(path)
+    except BaseException:
+        del array
+        raise
+    return array
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -66,7 +135,7 @@ def concat_npy_atomic(path: Path, sources: list[Path], chunk_rows: int = 65_536)
     shape = (sum(len(a) for a in arrays),) + arrays[0].shape[1:]
 
     def write(p: Path) -> None:
-        out = np.lib.format.open_memmap(p, mode="w+", dtype=arrays[0].dtype, shape=shape)
+        out = open_memmap_reserved(p, arrays[0].dtype, shape)
         row = 0
         for a in arrays:
             for s in range(0, len(a), chunk_rows):
@@ -110,14 +179,116 @@ def write_csv_atomic(path: Path, frame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False))
 
 
-def read_json(path: Path) -> Any:
+class ListOf:
+    """Schema entry: a JSON list whose items all have type ``item`` (a type or a schema dict)."""
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               float: "a number", bool: "true or false"}  # fmt: skip
+
+
+def _json_type(value: Any) -> str:
+    for tp, name in _JSON_NAMES.items():
+        if type(value) is tp:
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def check_json(path: Path, data: Any, schema: dict, where: str = "") -> Any:
+    """``data`` if it has every key of ``schema`` with the right JSON type, else RunDirError
+    naming the file and the key. Schema values: a type, a nested schema dict, a
+    :class:`ListOf`, or a tuple of types (any of them; ``type(None)`` allows null)."""
+    if not isinstance(data, dict):
+        what = f"'{where}'" if where else "the top level"
+        raise RunDirError(f"{path}: {what} must be an object, got {_json_type(data)}")
+    for key, tp in schema.items():
+        name = f"{where}.{key}" if where else key
+        if key not in data:
+            raise RunDirError(f"{path}: no '{name}' entry (damaged, or from another gpuseg)")
+        value = data[key]
+        if isinstance(tp, dict):
+            check_json(path, value, tp, name)
+        elif isinstance(tp, ListOf):
+            if not isinstance(value, list):
+                raise RunDirError(f"{path}: '{name}' must be a list, got {_json_type(value)}")
+            for i, item in enumerate(value):
+                if isinstance(tp.item, dict):
+                    check_json(path, item, tp.item, f"{name}[{i}]")
+                elif not _matches(item, tp.item):
+                    raise RunDirError(
+                        f"{path}: '{name}[{i}]' must be {_JSON_NAMES.get(tp.item, tp.item)}, "
+                        f"got {_json_type(item)}"
+                    )
+        elif not any(_matches(value, t) for t in (tp if isinstance(tp, tuple) else (tp,))):
+            want = " or ".join(
+                _JSON_NAMES.get(t, "null") for t in (tp if isinstance(tp, tuple) else (tp,))
+            )
+            raise RunDirError(f"{path}: '{name}' must be {want}, got {_json_type(value)}")
+    return data
+
+
+def read_json(path: Path, schema: dict | None = None) -> Any:
+    """A JSON file of a run directory; with ``schema`` its shape is checked (:func:`check_json`)."""
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path}: missing (run the stage that writes it first)")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise RunDirError(
+            f"{path}: not valid JSON (not UTF-8 text, or nested too deeply)"
+        ) from None
+    return data if schema is None else check_json(path, data, schema)
+
+
+def read_parquet_checked(
+    path: Path, columns: list[str] | None = None, numeric: tuple[str, ...] = (), what: str = ""
+):
+    """A Parquet file of a run directory as a pandas frame: RunDirError naming the file when it
+    is missing, unreadable (truncated, not Parquet), lacks one of ``columns``, or holds a
+    non-numeric or non-finite value in a ``numeric`` column (the row is named, never the id)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing; {what or 'run the stage that writes it first'}")
+    try:
+        schema = pq.read_schema(path)
+        names = [n for n in schema.names if not n.startswith("__index_level_")]
+        for col in columns or []:
+            if col not in names:
+                raise RunDirError(f"{path}: no '{col}' column (damaged, or from another gpuseg)")
+        frame = pq.read_table(path, columns=columns).to_pandas()
+    except RunDirError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: unreadable Parquet file ({why})") from None
+    for col in numeric:
+        values = frame[col]
+        if not (pd.api.types.is_numeric_dtype(values.dtype) or values.dtype == bool):
+            raise RunDirError(f"{path}: column '{col}' is not numeric ({values.dtype})")
+        bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
+        if bad.any():
+            raise RunDirError(
+                f"{path}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 1}: NaN or infinite"
+            )
+    return frame
 
 
 def load_npy(path: Path, mmap: bool = True) -> np.ndarray:

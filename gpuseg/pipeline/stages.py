@@ -27,7 +27,7 @@ import torch
 
 from gpuseg.backend import Backend
 from gpuseg.config import RunConfig, from_dict, save_config, to_dict
-from gpuseg.data.panel import Panel, load_panel, read_rows
+from gpuseg.data.panel import META_SCHEMA, Panel, load_panel, read_rows
 from gpuseg.data.prepare import prepare
 from gpuseg.data.synth import generate
 from gpuseg.errors import RunDirError
@@ -35,7 +35,9 @@ from gpuseg.evaluate.metrics import MIGRATION_NAMES
 from gpuseg.io.lock import RunDirLock
 from gpuseg.io.store import (
     read_json,
+    read_parquet_checked,
     require,
+    temp_path,
     write_csv_atomic,
     write_json_atomic,
     write_parquet_atomic,
@@ -170,7 +172,7 @@ def embed_panel(
     id_col = panel.meta["id_column"]
     writers: dict[str, pq.ParquetWriter] = {}
     names = ("embeddings", "predictions") if embeddings else ("predictions",)
-    tmp = {name: out_dir / f".{name}.parquet.tmp" for name in names}
+    tmp = {name: temp_path(out_dir / f"{name}.parquet") for name in names}
     try:
         for s in range(0, len(panel), EMBED_BATCH):
             e = s + EMBED_BATCH
@@ -197,11 +199,16 @@ def embed_panel(
                 if name not in writers:
                     writers[name] = pq.ParquetWriter(tmp[name], table.schema)
                 writers[name].write_table(table)
-    finally:
         for w in writers.values():
             w.close()
-    for name, path in tmp.items():
-        path.replace(out_dir / f"{name}.parquet")
+        for name, path in tmp.items():
+            path.replace(out_dir / f"{name}.parquet")
+    except BaseException:  # a failed write (disk full, ...) leaves no temporary file behind
+        for w in writers.values():
+            w.close()
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+        raise
     return len(panel)
 
 
@@ -218,12 +225,14 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    table = pq.read_table(path)
-    ids = table.column(0).to_numpy(zero_copy_only=False)
-    emb = np.stack(
-        [table.column(i).to_numpy() for i in range(1, table.num_columns)], axis=1
-    ).astype(np.float32)
-    return ids, emb
+    """(ids, (N, E) float32 embeddings) of embeddings.parquet; RunDirError naming the file when it
+    is unreadable, has no e* column, or holds a non-finite value."""
+    names = read_parquet_checked(path, what="run `gpuseg embed` first").columns
+    frame = read_parquet_checked(path, numeric=tuple(names[1:]))
+    if len(names) < 2:
+        raise RunDirError(f"{path}: no embedding columns")
+    ids = frame.iloc[:, 0].to_numpy()
+    return ids, frame.iloc[:, 1:].to_numpy(dtype=np.float32)
 
 
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
@@ -266,7 +275,10 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     )
     attr_path = run_dir / "panel" / "attributes.parquet"
     attributes = load_attributes(run_dir / "panel") if attr_path.is_file() else None
-    state = read_json(run_dir / "cluster.json") if (run_dir / "cluster.json").is_file() else None
+    state = None
+    if (run_dir / "cluster.json").is_file():
+        state = read_json(run_dir / "cluster.json")
+        Segmenter.from_state(state, run_dir / "cluster.json")  # checked: a damaged file is named
     tables = build_report(
         panel, attributes, labels, churn_prob, cfg.report, cfg.segments, cfg.tags, state
     )
@@ -320,9 +332,9 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
 
     run_dir = Path(run_dir)
     check_scoring_run(run_dir)
-    reference = read_json(run_dir / "panel" / "meta.json")
+    reference = read_json(run_dir / "panel" / "meta.json", META_SCHEMA)
     model, info = load_checkpoint(run_dir, backend.torch_device)
-    seg = Segmenter.from_state(read_json(run_dir / "cluster.json"))
+    seg = Segmenter.from_state(read_json(run_dir / "cluster.json"), run_dir / "cluster.json")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # streamed end to end: prepare by chunks, predictions and segments block by block

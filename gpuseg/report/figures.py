@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from gpuseg.backend import Backend
+from gpuseg.data.split import load_split
+from gpuseg.io.store import read_parquet_checked
 
 
 def gain_curve(y: np.ndarray, p: np.ndarray, n_points: int = 51) -> tuple[np.ndarray, np.ndarray]:
@@ -40,8 +41,8 @@ def churn_on_test_split(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     panel = load_panel(run_dir / "panel")
     id_col = panel.meta.get("id_column", "subscriber_id")
-    test = np.load(split_path, allow_pickle=False)["test"]
-    preds = pd.read_parquet(preds_path, columns=[id_col, "churn_prob"])
+    test = load_split(run_dir, len(panel)).test
+    preds = read_parquet_checked(preds_path, [id_col, "churn_prob"], numeric=("churn_prob",))
     ids = np.asarray(panel.ids).astype(str)
     pred_ids = preds[id_col].astype(str).to_numpy()
     if len(pred_ids) == len(ids) and np.array_equal(pred_ids, ids):
@@ -63,15 +64,15 @@ def embedding_map(
     emb_path, seg_path = run_dir / "embeddings.parquet", run_dir / "segments.parquet"
     if not (emb_path.is_file() and seg_path.is_file()):
         return None
-    table = pq.read_table(emb_path)
-    n = table.num_rows
+    names = pq.read_schema(emb_path).names if emb_path.stat().st_size else []
+    table = read_parquet_checked(emb_path, numeric=tuple(names[1:]))
+    n = len(table)
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False))
-    part = table.take(rows)
+    part = table.iloc[rows]
     del table
-    ids = part.column(0).to_numpy(zero_copy_only=False).astype(str)
-    x = np.stack([part.column(i).to_numpy() for i in range(1, part.num_columns)], 1)
-    x = x.astype(np.float32)
-    segs = pd.read_parquet(seg_path)
+    ids = part.iloc[:, 0].to_numpy().astype(str)
+    x = part.iloc[:, 1:].to_numpy(dtype=np.float32)
+    segs = read_parquet_checked(seg_path, ["segment"], numeric=("segment",))
     labels = segs.set_index(segs.columns[0])["segment"]
     labels.index = labels.index.astype(str)
     lab = labels.reindex(ids).fillna(-1).to_numpy(dtype=np.int64)

@@ -8,12 +8,20 @@ same code runs on both; inputs are standardised with statistics learned in ``fit
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from gpuseg.backend import Backend, resolve_backend
 from gpuseg.config import ClusterConfig
-from gpuseg.errors import ConfigError
+from gpuseg.errors import ConfigError, RunDirError
+from gpuseg.io.store import ListOf, check_json
+
+# what cluster.json must hold to be used (checked by Segmenter.from_state)
+CLUSTER_SCHEMA = dict(
+    algorithm=str, k=int, mean=ListOf(float), scale=ListOf(float), centers=ListOf(list),
+    backend=str, scores=list, reason=str,
+)  # fmt: skip
 
 
 class Segmenter:
@@ -95,8 +103,13 @@ class Segmenter:
             ks = [self.k] if self.k is not None else list(range(self.k_min, self.k_max + 1))
             ks = [k for k in ks if 2 <= k < len(z)]
             if not ks:
+                asked = (
+                    f"cluster.k={self.k}"
+                    if self.k is not None
+                    else (f"cluster.k_min..k_max [{self.k_min}, {self.k_max}]")
+                )
                 raise ConfigError(
-                    f"cluster: no valid k in [{self.k_min}, {self.k_max}] for {len(z)} rows"
+                    f"{asked}: needs more subscribers than segments; there are {len(z)}"
                 )
             best = None
             for k in ks:
@@ -226,7 +239,23 @@ class Segmenter:
         )
 
     @classmethod
-    def from_state(cls, state: dict) -> Segmenter:
+    def from_state(cls, state: dict, path: Path | str = "cluster.json") -> Segmenter:
+        """The fitted segmenter saved by :meth:`state`; a damaged state raises RunDirError
+        naming ``path``."""
+        check_json(Path(path), state, CLUSTER_SCHEMA)
+        centers = np.asarray(state["centers"], dtype=object)
+        dim = len(state["mean"])
+        if (
+            state["algorithm"] not in ("kmeans", "hdbscan")
+            or centers.ndim != 2
+            or centers.shape[1] != dim
+            or len(state["scale"]) != dim
+            or not all(isinstance(v, (int, float)) for v in centers.ravel())
+        ):
+            raise RunDirError(
+                f"{path}: 'centers', 'mean' and 'scale' must be numbers of one width, "
+                "'algorithm' kmeans or hdbscan"
+            )
         seg = cls(algorithm=state["algorithm"], k=state["k"])
         seg.k_ = state["k"]
         seg.mean_ = np.asarray(state["mean"], dtype=np.float32)

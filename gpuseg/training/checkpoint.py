@@ -11,8 +11,19 @@ import torch
 from gpuseg.config import ModelConfig, to_dict
 from gpuseg.data.split import Split
 from gpuseg.errors import RunDirError
-from gpuseg.io.store import read_json, write_json_atomic
+from gpuseg.io.store import ListOf, read_json, write_json_atomic
 from gpuseg.model.sequence import SubscriberModel
+
+# what model.json and metrics.json must hold to be used (checked where they are read)
+MODEL_SCHEMA = dict(
+    n_metrics=int, n_static=int, n_periods=int, model=dict, platt=ListOf(float),
+    metrics=ListOf(str), static_features=ListOf(str),
+)  # fmt: skip
+METRICS_SCHEMA = dict(
+    churn=dict(roc_auc=float, pr_auc=float, top_decile_lift=float, brier=float),
+    migration=dict(macro_f1=float),
+    history=ListOf(dict),
+)
 
 
 class EpochCheckpoint:
@@ -134,7 +145,9 @@ def load_checkpoint(
     from gpuseg.config import from_dict
 
     run_dir = Path(run_dir)
-    info = read_json(run_dir / "model.json")
+    info = read_json(run_dir / "model.json", MODEL_SCHEMA)
+    if len(info["platt"]) != 2:
+        raise RunDirError(f"{run_dir / 'model.json'}: 'platt' must hold 2 numbers")
     try:
         cfg = from_dict(ModelConfig, info["model"])
         model = SubscriberModel(info["n_metrics"], info["n_static"], info["n_periods"], cfg)
