@@ -15,6 +15,7 @@ from gpuseg.config import DataConfig
 from gpuseg.data.periods import parse_periods_typed, period_labels
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.errors import DataError
+from gpuseg.io.sniff import show_columns
 from gpuseg.io.tables import read_table
 
 
@@ -66,7 +67,7 @@ def metric_columns(
             if col not in columns:
                 raise DataError(
                     f"{path}: column '{col}' (metric '{name}' in data.metrics) not found; "
-                    f"columns: {', '.join(columns[:20])}"
+                    f"{show_columns(columns)}"
                 )
         return dict(cfg.metrics)
     numeric = [c for c in columns if c not in exclude]
@@ -87,9 +88,7 @@ def load_long(
     columns = [str(c) for c in frame.columns]
     for key, col in (("data.id_column", cfg.id_column), ("data.period_column", cfg.period_column)):
         if col not in columns:
-            raise DataError(
-                f"{path}: column '{col}' ({key}) not found; columns: {', '.join(columns[:20])}"
-            )
+            raise DataError(f"{path}: column '{col}' ({key}) not found; {show_columns(columns)}")
     metrics = metric_columns(cfg, columns, {cfg.id_column, cfg.period_column}, path, xdf, frame)
     values = np.stack(
         [numeric_column(frame, col, path, xdf) for col in metrics.values()], axis=1

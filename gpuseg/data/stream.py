@@ -18,6 +18,7 @@ from gpuseg.data.periods import parse_periods_typed, period_labels
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.select import build_meta, reference_metrics, reference_window, select_subscribers
 from gpuseg.errors import DataError
+from gpuseg.io.sniff import show_columns
 from gpuseg.io.store import open_memmap_reserved, temp_path
 from gpuseg.io.tables import iter_chunks, table_columns
 
@@ -46,6 +47,14 @@ def _strings(values) -> np.ndarray:
     return np.asarray(values).astype(str)
 
 
+def _utf8(value) -> bool:
+    try:
+        value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _chunk_ids(
     chunk, column: str, path: Path, offset: int, per_row: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -61,7 +70,13 @@ def _chunk_ids(
         if pa.types.is_dictionary(arr.type):
             arr = arr.dictionary_decode()
         if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-            arr = pc.cast(arr, pa.string())  # integer ids: '123', as astype(str) gives
+            try:
+                arr = pc.cast(arr, pa.string())  # integer ids: '123', as astype(str) gives
+            except pa.ArrowInvalid:  # bytes that are not UTF-8: the row is named, not the id
+                row = next(i for i, v in enumerate(arr.to_pylist()) if not _utf8(v)) + 1
+                raise DataError(
+                    f"{path}: column '{column}' row {row + offset}: subscriber id is not UTF-8 text"
+                ) from None
         if not per_row:
             return None, _strings(pc.unique(arr))
         enc = pc.dictionary_encode(arr)
@@ -114,9 +129,7 @@ def _scan_long(cfg: DataConfig, path: Path, chunk_rows: int):
     columns = table_columns(path)
     for key, col in (("data.id_column", cfg.id_column), ("data.period_column", cfg.period_column)):
         if col not in columns:
-            raise DataError(
-                f"{path}: column '{col}' ({key}) not found; columns: {', '.join(columns[:20])}"
-            )
+            raise DataError(f"{path}: column '{col}' ({key}) not found; {show_columns(columns)}")
     metrics = metric_columns(cfg, columns, {cfg.id_column, cfg.period_column}, path, pd, None)
     id_parts: list[np.ndarray] = []  # distinct ids of recent chunks, merged into ``merged``
     merged = np.array([], dtype=str)

@@ -10,24 +10,18 @@ import pyarrow.parquet as pq
 
 from gpuseg.backend import Backend
 from gpuseg.errors import DataError
+from gpuseg.io.sniff import check_input_file, file_kind
 
 
 def read_table(path: str | Path, backend: Backend, what: str):
     """Read a Parquet or CSV file with the backend's frame module; errors name the file."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: {what} file not found")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: {what} file is empty")
+    kind = check_input_file(p, what)  # bounded: exists, is a file, holds what its name says
+    if kind == "parquet":
+        _check_binary_is_text(p, what)
     xdf = backend.frame_module()
-    suffix = p.suffix.lower()
     try:
-        if suffix in (".parquet", ".pq"):
-            frame = xdf.read_parquet(p)
-        elif suffix in (".csv", ".txt") or p.name.endswith(".csv.gz"):
-            frame = xdf.read_csv(p)
-        else:
-            raise DataError(f"{p}: unknown file type '{suffix}' (use .parquet or .csv)")
+        frame = xdf.read_parquet(p) if kind == "parquet" else xdf.read_csv(p)
     except DataError:
         raise
     except Exception as exc:  # parser errors differ between pandas, pyarrow and cuDF
@@ -38,13 +32,29 @@ def read_table(path: str | Path, backend: Backend, what: str):
     return frame
 
 
-def _file_kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return "parquet"
-    if suffix in (".csv", ".txt") or path.name.endswith(".csv.gz"):
-        return "csv"
-    raise DataError(f"{path}: unknown file type '{suffix}' (use .parquet or .csv)")
+_file_kind = file_kind
+
+
+def _check_binary_is_text(path: Path, what: str) -> None:
+    """DataError naming the column and row of the first byte string that is not UTF-8 text in a
+    Parquet file's binary columns (ids written as bytes); text columns are not read."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception:  # unreadable: the reader itself says why
+        return
+    binary = [
+        f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+    ]
+    for name in binary:
+        col = pq.read_table(path, columns=[name]).column(0)
+        for row, value in enumerate(col.to_pylist(), 1):
+            if value is not None:
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(
+                        f"{path}: column '{name}' row {row}: not UTF-8 text in the {what} table"
+                    ) from None
 
 
 def _read_error(path: Path, what: str, exc: Exception) -> DataError:
@@ -54,11 +64,7 @@ def _read_error(path: Path, what: str, exc: Exception) -> DataError:
 
 def table_columns(path: Path, what: str = "usage") -> list[str]:
     """Column names of a Parquet or CSV table, checked like :func:`read_table`; rows unread."""
-    if not path.is_file():
-        raise DataError(f"{path}: {what} file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: {what} file is empty")
-    kind = _file_kind(path)
+    kind = check_input_file(path, what)  # bounded: the header line ends within a limit
     try:
         if kind == "parquet":
             pf = pq.ParquetFile(path)

@@ -15,10 +15,7 @@ from gpuseg.io.store import ListOf, read_json, write_json_atomic
 from gpuseg.model.sequence import SubscriberModel
 
 # what model.json and metrics.json must hold to be used (checked where they are read)
-MODEL_SCHEMA = dict(
-    n_metrics=int, n_static=int, n_periods=int, model=dict, platt=ListOf(float),
-    metrics=ListOf(str), static_features=ListOf(str),
-)  # fmt: skip
+MODEL_SCHEMA = dict(n_metrics=int, n_static=int, n_periods=int, model=dict, platt=ListOf(float))
 METRICS_SCHEMA = dict(
     churn=dict(roc_auc=float, pr_auc=float, top_decile_lift=float, brier=float),
     migration=dict(macro_f1=float),
