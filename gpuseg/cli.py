@@ -280,6 +280,8 @@ def prepare_cmd(
     """
     with _stage(config, set_, device) as (cfg, run_dir, backend):
         meta = _run_stage("prepare_stage", cluster, backend, cfg, backend, run_dir)
+    for note in meta.get("notes", []):
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     c = meta["counts"]
     out.print(
         f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x "

@@ -12,7 +12,7 @@ import pandas as pd
 
 from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
-from gpuseg.data.periods import parse_periods_typed, period_labels
+from gpuseg.data.periods import check_spacing, parse_periods_typed, period_labels
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.errors import DataError
 from gpuseg.io.sniff import show_columns
@@ -102,6 +102,7 @@ def load_long(
         )
     raw_periods = _host(frame[cfg.period_column])
     period_keys, is_date = parse_periods_typed(raw_periods, path, cfg.period_column)
+    check_spacing(period_keys, is_date, path, cfg.period_column)
 
     # factorize ids (sorted, so the panel order does not depend on the row order) and periods
     sub_codes, sub_uniques = xdf.factorize(ids_col.astype("str"), sort=True)
@@ -170,7 +171,14 @@ def load_wide(
     ids = pseudonymize_ids(_host(ids_col.astype("str")), cfg, path)
     dup = pd.Series(ids).duplicated().to_numpy()
     if dup.any():
-        raise DataError(f"{path}: row {int(np.flatnonzero(dup)[0]) + 1}: duplicate subscriber row")
+        raise DataError(
+            f"{path}: row {int(np.flatnonzero(dup)[0]) + 1}: duplicate subscriber row"
+            + (
+                f" (column '{cfg.period_column}' is there: a long table? set data.layout=long)"
+                if cfg.period_column in columns
+                else ""
+            )
+        )
     n, t, m = len(ids), len(periods), len(metrics)
     usage = np.zeros((n, t, m), dtype=np.float32)
     present = np.zeros((n, t, m), dtype=bool)

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
+from gpuseg.data.id_columns import id_like_columns
 from gpuseg.data.ids import id_positions
 from gpuseg.data.labels import align_labels
 from gpuseg.data.privacy import pseudonymize_ids
@@ -77,6 +78,7 @@ def select_subscribers(
         end_day = int(np.datetime64(periods[-1], "D").astype(np.int64))
 
     static_names: list[str] = []
+    notes: list[str] = []
     encoding: list[dict] = []
     static_only = np.array([], dtype=str)
     if cfg.static:
@@ -99,6 +101,10 @@ def select_subscribers(
         for c in columns:
             if c not in sframe.columns:
                 raise DataError(f"{spath}: column '{c}' (data.static_columns) not found")
+        if reference is None:  # ids never become model inputs (nor categories in meta.json)
+            leaks = id_like_columns(sframe, columns, cfg.id_column)
+            columns = [c for c in columns if c not in leaks]
+            notes.extend(leaks.values())
         # align static rows with the usage ids by one hash lookup (no merge copy)
         pos = id_positions(ids, sframe[cfg.id_column])
         in_usage = pos >= 0
@@ -146,6 +152,7 @@ def select_subscribers(
         encoding=encoding,
         rejects=pd.DataFrame(rejects, columns=[cfg.id_column, "reason"]),
         n_input=len(ids) + len(static_only),
+        notes=notes,
     )
 
 
@@ -166,4 +173,5 @@ def build_meta(
         labelled=dict(
             churn=int((sel["churn"] >= 0).sum()), migration=int((sel["migration"] >= 0).sum())
         ),
+        notes=sel.get("notes", []),
     )

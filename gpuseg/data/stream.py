@@ -14,7 +14,7 @@ from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
 from gpuseg.data.layouts import first_true_row, metric_columns, numeric_column
 from gpuseg.data.panel import read_rows, rows_per_block, save_panel_rest
-from gpuseg.data.periods import parse_periods_typed, period_labels
+from gpuseg.data.periods import check_spacing, parse_periods_typed, period_labels
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.select import build_meta, reference_metrics, reference_window, select_subscribers
 from gpuseg.errors import DataError
@@ -150,7 +150,9 @@ def _scan_long(cfg: DataConfig, path: Path, chunk_rows: int):
         is_date = dates
         key_parts.append(np.unique(keys))
     ids = np.unique(np.concatenate([merged, *id_parts]))
-    return ids, np.unique(np.concatenate(key_parts)), bool(is_date), metrics
+    keys = np.unique(np.concatenate(key_parts))
+    check_spacing(keys, bool(is_date), path, cfg.period_column)
+    return ids, keys, bool(is_date), metrics
 
 
 class _MappedRows:

@@ -395,6 +395,8 @@ def _run_pipeline(cfg, backend, log, on_epoch, overwrite) -> dict:
         summary["world"] = {k: world[k] for k in ("n_subscribers", "churn_rate", "oracle_auc")}
     log(f"prepare: {cfg.data.usage} on {backend.frames}")
     meta = prepare_stage(cfg, backend, run_dir)
+    for note in meta.get("notes", []):
+        log(f"note: {note}")
     summary["counts"] = meta["counts"]
     log(f"train: {cfg.model.encoder} on {backend.device}")
     summary["metrics"] = train_stage(cfg, backend, run_dir, on_epoch)
