@@ -306,7 +306,8 @@ def train_cmd(
         from gpuseg.pipeline.stages import train_stage
 
         with _epoch_progress(cfg.train.epochs) as on_epoch:
-            metrics = train_stage(cfg, backend, run_dir, on_epoch)
+            log = lambda m: err.print(m, markup=False, highlight=False)  # noqa: E731
+            metrics = train_stage(cfg, backend, run_dir, on_epoch, log=log)
     out.print(_metrics_table(metrics))
 
 

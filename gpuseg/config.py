@@ -253,6 +253,9 @@ class RunConfig:
     out_dir: str = "runs/run"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
+    # how inputs are fingerprinted (gpuseg.io.fingerprint): fast (size, first/last MiB and samples
+    # between) or full (every byte)
+    fingerprint: Literal["fast", "full"] = "fast"
     synth: SynthConfig | None = None  # set: generate the synthetic world and use it as data
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

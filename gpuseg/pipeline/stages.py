@@ -27,11 +27,12 @@ import torch
 
 from gpuseg.backend import Backend
 from gpuseg.config import RunConfig, from_dict, save_config, to_dict
-from gpuseg.data.panel import META_SCHEMA, Panel, load_panel, read_rows
+from gpuseg.data.panel import META_SCHEMA, PANEL_FILES, Panel, load_panel, read_rows
 from gpuseg.data.prepare import prepare
 from gpuseg.data.synth import generate
 from gpuseg.errors import RunDirError
 from gpuseg.evaluate.metrics import MIGRATION_NAMES
+from gpuseg.io.fingerprint import changed, check_unchanged, fingerprints, read_record, record
 from gpuseg.io.lock import RunDirLock
 from gpuseg.io.store import (
     read_json,
@@ -51,7 +52,8 @@ from gpuseg.training.ddp import DistContext
 from gpuseg.training.loop import autocast, train_model
 
 Log = Callable[[str], None]
-RUN_NEUTRAL = ("device",)  # config keys that change where a run executes, not what it computes
+# config keys that change where a run executes (or how inputs are hashed), not what it computes
+RUN_NEUTRAL = ("device", "fingerprint")
 EMBED_BATCH = 16_384  # subscribers per inference batch (host memory stays bounded)
 
 
@@ -123,8 +125,34 @@ def synth_stage(cfg: RunConfig, run_dir: Path) -> tuple[RunConfig, dict]:
     return with_world_data(cfg, run_dir), summary
 
 
+# ---------------------------------------------------------------------------------------------
+# What each stage read (gpuseg.io.fingerprint): a later stage refuses stale inputs
+
+
+def _full(cfg: RunConfig) -> bool:
+    return cfg.fingerprint == "full"
+
+
+def panel_files(run_dir: Path, full: bool = False) -> dict[str, dict]:
+    return fingerprints({f"panel/{n}": run_dir / "panel" / n for n in PANEL_FILES}, full)
+
+
+def _data_files(cfg: RunConfig) -> dict[str, Path]:
+    d = cfg.data
+    return {str(Path(p)): Path(p) for p in (d.usage, d.static, d.labels) if p}
+
+
+def _embed_inputs(run_dir: Path, full: bool) -> dict[str, dict]:
+    return panel_files(run_dir, full) | fingerprints(
+        {"model.safetensors": run_dir / "model.safetensors"}, full
+    )
+
+
 def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
-    return prepare(with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
+    cfg = with_world_data(cfg, run_dir)
+    meta = prepare(cfg.data, backend, run_dir / "panel")
+    record(run_dir, "prepare", fingerprints(_data_files(cfg), _full(cfg)))
+    return meta
 
 
 def train_stage(
@@ -133,9 +161,28 @@ def train_stage(
     run_dir: Path,
     on_epoch: Callable[[dict], None] | None = None,
     dist: DistContext | None = None,
+    log: Log = _quiet,
 ) -> dict:
-    """Train on the run's panel and write the model; under DDP (``dist``) only rank 0 writes."""
+    """Train on the run's panel and write the model; under DDP (``dist``) only rank 0 writes.
+
+    Refuses when the input tables changed after ``prepare`` read them; an epoch checkpoint made
+    on another panel (the data changed) is dropped with a line in ``log``, never resumed."""
+    check_unchanged(
+        run_dir, "prepare", fingerprints(_data_files(with_world_data(cfg, run_dir)), _full(cfg)),
+        "run `gpuseg prepare` again",
+    )  # fmt: skip
     panel = load_panel(run_dir / "panel")
+    current = panel_files(run_dir, _full(cfg))
+    stale = changed(read_record(run_dir).get("train", current), current)
+    if stale and (run_dir / "checkpoint").exists() and (dist is None or dist.is_main):
+        log(f"train: {stale[0]} changed since the checkpoint was made; training from scratch")
+        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+    if dist is None or dist.is_main:
+        record(run_dir, "train", current)  # before the first epoch, so a resume matches it
+    if dist is not None:
+        from gpuseg.training import ddp
+
+        ddp.barrier(dist)
     result = train_model(
         panel,
         cfg.model,
@@ -213,8 +260,11 @@ def embed_panel(
 
 
 def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
+    """Embeddings and predictions of the panel; refused when the panel changed after training."""
+    full = _full(cfg)
+    check_unchanged(run_dir, "train", panel_files(run_dir, full), "run `gpuseg train` again")
     model, info = load_checkpoint(run_dir, backend.torch_device)
-    return embed_panel(
+    n = embed_panel(
         model,
         tuple(info["platt"]),
         load_panel(run_dir / "panel"),
@@ -222,6 +272,8 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
         run_dir,
         cfg.train.amp,
     )
+    record(run_dir, "embed", _embed_inputs(run_dir, full))
+    return n
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +288,8 @@ def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
+    full = _full(cfg)
+    check_unchanged(run_dir, "embed", _embed_inputs(run_dir, full), "run `gpuseg embed` again")
     ids, emb = read_embeddings(run_dir / "embeddings.parquet")
     c = cfg.cluster
     seg = Segmenter.from_config(c, backend).fit(emb)
@@ -245,6 +299,8 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     )
     state = seg.state()
     write_json_atomic(run_dir / "cluster.json", state)
+    emb_file = {"embeddings.parquet": run_dir / "embeddings.parquet"}
+    record(run_dir, "cluster", fingerprints(emb_file, full))
     return dict(
         k=seg.k_,
         reason=seg.reason_,
@@ -267,6 +323,10 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     from gpuseg.segment.targets import read_aligned
 
     panel = load_panel(require(run_dir / "panel", "run `gpuseg prepare` first"))
+    full = _full(cfg)
+    check_unchanged(run_dir, "embed", _embed_inputs(run_dir, full), "run `gpuseg embed` again")
+    emb_file = {"embeddings.parquet": run_dir / "embeddings.parquet"}
+    check_unchanged(run_dir, "cluster", fingerprints(emb_file, full), "run `gpuseg cluster` again")
     id_col = panel.meta.get("id_column", "subscriber_id")
     ids = np.asarray(panel.ids).astype(str)
     labels = read_aligned(run_dir / "segments.parquet", ids, id_col, "segment").to_numpy(np.int64)
@@ -399,7 +459,7 @@ def _run_pipeline(cfg, backend, log, on_epoch, overwrite) -> dict:
         log(f"note: {note}")
     summary["counts"] = meta["counts"]
     log(f"train: {cfg.model.encoder} on {backend.device}")
-    summary["metrics"] = train_stage(cfg, backend, run_dir, on_epoch)
+    summary["metrics"] = train_stage(cfg, backend, run_dir, on_epoch, log=log)
     log("embed")
     embed_stage(cfg, backend, run_dir)
     log(f"cluster: {cfg.cluster.algorithm} on {backend.ml}")
