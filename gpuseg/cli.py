@@ -414,6 +414,8 @@ def score_cmd(
     data = replace(cfg.data, usage=str(usage), static=str(static) if static else None, labels=None)
     backend = _backend(cfg)
     r = _run_stage("score", cluster, backend, run, data, backend, output)
+    for note in r.get("notes", []):
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     out.print(
         f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected "
         f"{r['rejected']:,} -> {r['rejects']}"

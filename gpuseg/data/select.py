@@ -131,6 +131,15 @@ def select_subscribers(
                 raise DataError(f"{spath}: static column '{c}' used in training not found")
         kept = attributes[enc_columns].infer_objects()
         static, static_names, encoding = encode_static(kept, enc_columns, spath, ref_enc, end_day)
+        for enc in ref_enc or []:  # scoring: a category unseen in training is said, not hidden
+            if enc["kind"] == "category":
+                col = kept[enc["column"]]
+                unseen = int((col.notna() & ~col.astype(str).isin(enc["categories"])).sum())
+                if unseen:
+                    notes.append(
+                        f"static column '{enc['column']}': {unseen:,} subscribers hold a category "
+                        "unseen in training (encoded as none of the known ones)"
+                    )
     else:
         if reference is not None and reference.get("static_encoding"):
             used = ", ".join(e["column"] for e in reference["static_encoding"][:5])

@@ -421,6 +421,7 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
         input=meta["counts"]["input"],
         out=str(out_path),
         rejects=str(rejects_path),
+        notes=meta.get("notes", []),
     )
 
 
