@@ -87,6 +87,9 @@ def select_subscribers(
         sframe = sframe.to_pandas() if hasattr(sframe, "to_pandas") else sframe
         if cfg.id_column not in sframe.columns:
             raise DataError(f"{spath}: column '{cfg.id_column}' (data.id_column) not found")
+        if sframe[cfg.id_column].isna().any():
+            row = int(np.flatnonzero(sframe[cfg.id_column].isna().to_numpy())[0]) + 1
+            raise DataError(f"{spath}: column '{cfg.id_column}' row {row}: missing subscriber id")
         sframe[cfg.id_column] = pseudonymize_ids(sframe[cfg.id_column].astype(str), cfg, spath)
         sids = pa.array(sframe[cfg.id_column], type=pa.string(), from_pandas=True)
         if pc.count_distinct(sids).as_py() != len(sids):  # pandas only to name the row

@@ -53,9 +53,10 @@ def load_split(run_dir: str | Path, n_rows: int) -> Split:
     for name in ("train", "val", "test"):
         rows = getattr(split, name)
         if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
-            raise RunDirError(
+            raise DataError(
                 f"{path}: {name} rows reach {int(rows.max())} but the panel has {n_rows} "
-                "subscribers; the split belongs to another panel: train again"
+                "subscribers; the split belongs to another panel (train again, or use the panel "
+                "the run was trained on)"
             )
     if len(split.test) == 0:
         raise RunDirError(f"{path}: the test split is empty")
