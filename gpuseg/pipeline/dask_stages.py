@@ -61,7 +61,14 @@ from gpuseg.io.store import (
     write_json_atomic,
     write_parquet_atomic,
 )
-from gpuseg.pipeline.stages import check_scoring_run, embed_panel, read_embeddings, with_world_data
+from gpuseg.pipeline.stages import (
+    check_scoring_run,
+    check_stage,
+    embed_panel,
+    read_embeddings,
+    record_stage,
+    with_world_data,
+)
 from gpuseg.segment.cluster import Segmenter
 from gpuseg.training.checkpoint import load_checkpoint
 
@@ -369,7 +376,9 @@ def _concat_panels(
 
 def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> dict:
     """:func:`gpuseg.pipeline.prepare_stage` on Dask."""
-    return prepare(client, with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
+    meta = prepare(client, with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
+    record_stage(cfg, run_dir, "prepare")
+    return meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,6 +473,7 @@ def _embed_parts(
 
 def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> int:
     """:func:`gpuseg.pipeline.stages.embed_stage` on Dask: the same two Parquet files."""
+    check_stage(cfg, run_dir, "train")
     staging = run_dir / ".embed.parts"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -474,6 +484,7 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> int:
             )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    record_stage(cfg, run_dir, "embed")
     return len(load_panel(run_dir / "panel"))
 
 
@@ -619,6 +630,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
     """:func:`gpuseg.pipeline.stages.cluster_stage` on Dask: segments.parquet and cluster.json."""
     from sklearn.metrics import davies_bouldin_score, silhouette_score
 
+    check_stage(cfg, run_dir, "embed")
     c = cfg.cluster
     seg = Segmenter.from_config(c, backend)
     if c.algorithm not in ("kmeans", "hdbscan"):
@@ -723,6 +735,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json_atomic(run_dir / "cluster.json", state)
+    record_stage(cfg, run_dir, "cluster")
     return dict(
         k=seg.k_,
         reason=seg.reason_,

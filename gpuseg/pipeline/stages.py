@@ -137,21 +137,39 @@ def panel_files(run_dir: Path, full: bool = False) -> dict[str, dict]:
     return fingerprints({f"panel/{n}": run_dir / "panel" / n for n in PANEL_FILES}, full)
 
 
-def _data_files(cfg: RunConfig) -> dict[str, Path]:
-    d = cfg.data
-    return {str(Path(p)): Path(p) for p in (d.usage, d.static, d.labels) if p}
+def stage_inputs(cfg: RunConfig, run_dir: Path, stage: str) -> dict[str, dict]:
+    """Fingerprints of what ``stage`` reads: prepare the data tables, train the panel, embed the
+    panel and the weights, cluster the embeddings."""
+    full = _full(cfg)
+    if stage == "prepare":
+        d = with_world_data(cfg, run_dir).data
+        return fingerprints(
+            {str(Path(p)): Path(p) for p in (d.usage, d.static, d.labels) if p}, full
+        )
+    if stage == "train":
+        return panel_files(run_dir, full)
+    if stage == "embed":
+        weights = {"model.safetensors": run_dir / "model.safetensors"}
+        return panel_files(run_dir, full) | fingerprints(weights, full)
+    return fingerprints({"embeddings.parquet": run_dir / "embeddings.parquet"}, full)
 
 
-def _embed_inputs(run_dir: Path, full: bool) -> dict[str, dict]:
-    return panel_files(run_dir, full) | fingerprints(
-        {"model.safetensors": run_dir / "model.safetensors"}, full
+def record_stage(cfg: RunConfig, run_dir: Path, stage: str) -> None:
+    """Record what ``stage`` read (gpuseg.io.fingerprint), for the stages after it."""
+    record(run_dir, stage, stage_inputs(cfg, run_dir, stage))
+
+
+def check_stage(cfg: RunConfig, run_dir: Path, stage: str) -> None:
+    """RunDirError when what ``stage`` read has changed since (so its outputs are stale)."""
+    check_unchanged(
+        run_dir, stage, stage_inputs(cfg, run_dir, stage), f"run `gpuseg {stage}` again"
     )
 
 
 def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     cfg = with_world_data(cfg, run_dir)
     meta = prepare(cfg.data, backend, run_dir / "panel")
-    record(run_dir, "prepare", fingerprints(_data_files(cfg), _full(cfg)))
+    record_stage(cfg, run_dir, "prepare")
     return meta
 
 
@@ -167,10 +185,7 @@ def train_stage(
 
     Refuses when the input tables changed after ``prepare`` read them; an epoch checkpoint made
     on another panel (the data changed) is dropped with a line in ``log``, never resumed."""
-    check_unchanged(
-        run_dir, "prepare", fingerprints(_data_files(with_world_data(cfg, run_dir)), _full(cfg)),
-        "run `gpuseg prepare` again",
-    )  # fmt: skip
+    check_stage(cfg, run_dir, "prepare")
     panel = load_panel(run_dir / "panel")
     current = panel_files(run_dir, _full(cfg))
     stale = changed(read_record(run_dir).get("train", current), current)
@@ -261,8 +276,7 @@ def embed_panel(
 
 def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
     """Embeddings and predictions of the panel; refused when the panel changed after training."""
-    full = _full(cfg)
-    check_unchanged(run_dir, "train", panel_files(run_dir, full), "run `gpuseg train` again")
+    check_stage(cfg, run_dir, "train")
     model, info = load_checkpoint(run_dir, backend.torch_device)
     n = embed_panel(
         model,
@@ -272,7 +286,7 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
         run_dir,
         cfg.train.amp,
     )
-    record(run_dir, "embed", _embed_inputs(run_dir, full))
+    record_stage(cfg, run_dir, "embed")
     return n
 
 
@@ -288,8 +302,7 @@ def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
-    full = _full(cfg)
-    check_unchanged(run_dir, "embed", _embed_inputs(run_dir, full), "run `gpuseg embed` again")
+    check_stage(cfg, run_dir, "embed")
     ids, emb = read_embeddings(run_dir / "embeddings.parquet")
     c = cfg.cluster
     seg = Segmenter.from_config(c, backend).fit(emb)
@@ -299,8 +312,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     )
     state = seg.state()
     write_json_atomic(run_dir / "cluster.json", state)
-    emb_file = {"embeddings.parquet": run_dir / "embeddings.parquet"}
-    record(run_dir, "cluster", fingerprints(emb_file, full))
+    record_stage(cfg, run_dir, "cluster")
     return dict(
         k=seg.k_,
         reason=seg.reason_,
@@ -323,10 +335,8 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     from gpuseg.segment.targets import read_aligned
 
     panel = load_panel(require(run_dir / "panel", "run `gpuseg prepare` first"))
-    full = _full(cfg)
-    check_unchanged(run_dir, "embed", _embed_inputs(run_dir, full), "run `gpuseg embed` again")
-    emb_file = {"embeddings.parquet": run_dir / "embeddings.parquet"}
-    check_unchanged(run_dir, "cluster", fingerprints(emb_file, full), "run `gpuseg cluster` again")
+    check_stage(cfg, run_dir, "embed")
+    check_stage(cfg, run_dir, "cluster")
     id_col = panel.meta.get("id_column", "subscriber_id")
     ids = np.asarray(panel.ids).astype(str)
     labels = read_aligned(run_dir / "segments.parquet", ids, id_col, "segment").to_numpy(np.int64)
