@@ -436,7 +436,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
+            raise ConfigError(f"{p}: config file {'is a directory' if p.is_dir() else 'not found'}")
         if p.stat().st_size > MAX_CONFIG_BYTES:
             raise ConfigError(f"{p}: config file larger than {MAX_CONFIG_BYTES >> 20} MiB")
         try:
