@@ -270,7 +270,7 @@ def read_parquet_checked(
     try:
         schema = pq.read_schema(path)
         names = [n for n in schema.names if not n.startswith("__index_level_")]
-        for col in columns or []:
+        for col in [*(columns or []), *numeric]:
             if col not in names:
                 raise RunDirError(f"{path}: no '{col}' column (damaged, or from another gpuseg)")
         frame = pq.read_table(path, columns=columns).to_pandas()

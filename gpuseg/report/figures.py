@@ -72,7 +72,7 @@ def embedding_map(
     del table
     ids = part.iloc[:, 0].to_numpy().astype(str)
     x = part.iloc[:, 1:].to_numpy(dtype=np.float32)
-    segs = read_parquet_checked(seg_path, ["segment"], numeric=("segment",))
+    segs = read_parquet_checked(seg_path, numeric=("segment",))
     labels = segs.set_index(segs.columns[0])["segment"]
     labels.index = labels.index.astype(str)
     lab = labels.reindex(ids).fillna(-1).to_numpy(dtype=np.int64)
