@@ -137,7 +137,7 @@ class TrainConfig:
     migration_weight: float = 0.5
     profile_weight: float = 0.5  # auxiliary head: reconstruct the usage profile
     amp: bool = True  # bf16 autocast on CUDA
-    compile: bool = False  # torch.compile the non-recurrent parts
+    compile: bool = False  # torch.compile the training forward (minutes to build on CPU)
     seed: int = 0
 
 

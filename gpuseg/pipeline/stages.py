@@ -14,7 +14,9 @@ Run directory layout (``cfg.out_dir``)::
 
 from __future__ import annotations
 
+import queue
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -147,6 +149,58 @@ def train_stage(
     return result.metrics
 
 
+class ParquetAppender:
+    """Parquet files appended to by one writer thread fed through a bounded queue, so the device
+    computes the next batch while the host encodes and writes this one; at most ``depth``
+    batches wait in memory. An error in the thread comes back from :meth:`put` or :meth:`close`.
+    """
+
+    def __init__(self, paths: dict[str, Path], depth: int = 2):
+        self.paths = paths
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="gpuseg-parquet", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        writers: dict[str, pq.ParquetWriter] = {}
+        try:
+            while (tables := self.queue.get()) is not None:
+                if self.error is not None:
+                    continue  # keep draining so that put() never blocks on a dead writer
+                try:
+                    for name, table in tables.items():
+                        if name not in writers:
+                            writers[name] = pq.ParquetWriter(self.paths[name], table.schema)
+                        writers[name].write_table(table)
+                except BaseException as exc:  # handed to the caller's thread
+                    self.error = exc
+        finally:
+            for w in writers.values():
+                w.close()
+
+    def put(self, tables: dict[str, pa.Table]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(tables)
+
+    def close(self) -> None:
+        """Wait for every queued table to be written and the files closed."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def host_to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on ``device``: through pinned memory with a non-blocking copy on CUDA."""
+    t = torch.from_numpy(x)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 @torch.no_grad()
 def embed_panel(
     model: SubscriberModel,
@@ -162,22 +216,28 @@ def embed_panel(
 
     Panel rows are read block by block with explicit file reads
     (:func:`gpuseg.data.panel.read_rows`),
-    so a memory-mapped panel of any size never enters the resident set. With ``segmenter`` the
-    predictions get each row's segment; ``embeddings=False`` skips embeddings.parquet.
+    so a memory-mapped panel of any size never enters the resident set. Batches go to the device
+    through pinned memory and come back once per batch; a :class:`ParquetAppender` thread writes
+    them while the next batch computes. With ``segmenter`` the predictions get each row's
+    segment; ``embeddings=False`` skips embeddings.parquet.
     """
     model.eval()
     id_col = panel.meta["id_column"]
-    writers: dict[str, pq.ParquetWriter] = {}
     names = ("embeddings", "predictions") if embeddings else ("predictions",)
     tmp = {name: out_dir / f".{name}.parquet.tmp" for name in names}
+    appender = ParquetAppender(tmp)
     try:
         for s in range(0, len(panel), EMBED_BATCH):
             e = s + EMBED_BATCH
-            usage = torch.from_numpy(read_rows(panel.usage, s, e).astype(np.float32, copy=False))
-            mask = torch.from_numpy(read_rows(panel.mask, s, e).astype(bool, copy=False))
-            static = torch.from_numpy(read_rows(panel.static, s, e).astype(np.float32, copy=False))
+            usage = host_to_device(
+                read_rows(panel.usage, s, e).astype(np.float32, copy=False), device
+            )
+            mask = host_to_device(read_rows(panel.mask, s, e).astype(bool, copy=False), device)
+            static = host_to_device(
+                read_rows(panel.static, s, e).astype(np.float32, copy=False), device
+            )
             with autocast(device, amp):
-                out = model(usage.to(device), mask.to(device), static.to(device))
+                out = model(usage, mask, static)
             emb = out["embedding"].float().cpu().numpy()
             mig = torch.softmax(out["migration_logits"].float(), -1).cpu().numpy()
             p = calibrated(out["churn_logit"].float().cpu().numpy(), platt)
@@ -192,13 +252,9 @@ def embed_panel(
                 tables["embeddings"] = pa.table(
                     {id_col: ids} | {f"e{j}": emb[:, j] for j in range(emb.shape[1])}
                 )
-            for name, table in tables.items():
-                if name not in writers:
-                    writers[name] = pq.ParquetWriter(tmp[name], table.schema)
-                writers[name].write_table(table)
+            appender.put(tables)
     finally:
-        for w in writers.values():
-            w.close()
+        appender.close()
     for name, path in tmp.items():
         path.replace(out_dir / f"{name}.parquet")
     return len(panel)

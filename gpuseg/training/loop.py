@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from gpuseg.config import ModelConfig, TrainConfig
@@ -28,6 +27,7 @@ from gpuseg.training.calibration import (
 )
 from gpuseg.training.checkpoint import EpochCheckpoint, TrainResult
 from gpuseg.training.ddp import DistContext
+from gpuseg.training.step import Losses, autocast, train_epoch
 
 
 def fit_bins(
@@ -61,17 +61,19 @@ def fit_bins(
 def to_device(
     panel: Panel, device: torch.device, rows: np.ndarray | None = None
 ) -> dict[str, torch.Tensor]:
-    """The panel as tensors on ``device``, copied in chunks (memory-mapped source): every row, or
-    only ``rows`` (in that order; only those rows are read from disk)."""
+    """The panel as tensors on ``device``, copied in chunks (memory-mapped source) through pinned
+    host memory with non-blocking copies on CUDA: every row, or only ``rows`` (in that order; only
+    those rows are read from disk)."""
 
     def copy(arr: np.ndarray, dtype) -> torch.Tensor:
         n = len(arr) if rows is None else len(rows)
         out = torch.empty((n, *arr.shape[1:]), dtype=dtype, device=device)
         for start in range(0, n, CHUNK_ROWS):
             part = slice(start, start + CHUNK_ROWS)
-            out[part] = torch.from_numpy(np.array(arr[part if rows is None else rows[part]])).to(
-                device, dtype
-            )
+            host = torch.from_numpy(np.array(arr[part if rows is None else rows[part]]))
+            if device.type == "cuda":  # pinned, so the copy runs while the next chunk is read
+                host = host.pin_memory()
+            out[part] = host.to(device, dtype, non_blocking=True)
         return out
 
     return dict(
@@ -80,12 +82,6 @@ def to_device(
         static=copy(panel.static, torch.float32),
         churn=copy(panel.churn, torch.int64),
         migration=copy(panel.migration, torch.int64),
-    )
-
-
-def autocast(device: torch.device, enabled: bool):
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"
     )
 
 
@@ -179,25 +175,20 @@ def train_model(
             model.set_bins(fit_bins(model, panel, split.train, model_cfg.wide_bins, cfg.seed))
     model.to(device)
     net = model  # what the training steps call: the model, or under DDP its wrapper
-    if dist is not None:  # a step without migration labels leaves the migration head unused
-        net = ddp.wrap(
-            model, dist, unused=bool((np.asarray(panel.migration)[split.train] < 0).any())
-        )
+    if dist is not None:  # every step uses every head (ignore_index, not a skipped loss term)
+        net = ddp.wrap(model, dist, unused=False)
     data, train_rows, val_rows, test_rows = device_rows(panel, split, device, dist)
     batch_size = ddp.local_batch_size(cfg.batch_size, dist)
 
     # losses: churn (imbalance via pos_weight), migration (class weights), usage profile
-    pos = churn_all[split.train].mean()
-    pos_weight = (
-        cfg.pos_weight if cfg.pos_weight is not None else math.sqrt((1 - pos) / max(pos, 1e-6))
+    losses = Losses.fit(
+        churn_all[split.train], np.asarray(panel.migration)[split.train], cfg, device
     )
-    mig = np.asarray(panel.migration)[split.train]
-    counts = np.bincount(mig[mig >= 0], minlength=3).astype(float) + 1
-    mig_weight = torch.tensor((counts.sum() / counts) ** 0.5, dtype=torch.float32, device=device)
-    mig_weight = mig_weight / mig_weight.mean()
-    pos_weight_t = torch.tensor(pos_weight, device=device)
+    pos_weight = losses.pos_weight
     mig_val = np.asarray(panel.migration)[split.val]
     has_val_mig = mig_val >= 0
+    if cfg.compile:  # the forward compiled once; the step and the state dict stay the model's
+        net = torch.compile(net)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / batch_size)  # the same on every rank
@@ -228,36 +219,10 @@ def train_model(
     for epoch in range(start_epoch, cfg.epochs):
         if done:
             break
-        net.train()
         t0 = time.perf_counter()
         perm = train_rows[torch.randperm(len(train_rows), generator=gen).to(device)]
-        total = 0.0
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start : start + batch_size]
-            usage, mask, static = (
-                data["usage"][idx],
-                data["mask"][idx],
-                data["static"][idx],
-            )  # (B, T, M) (B, T) (B, S)
-            y, ym = data["churn"][idx].float(), data["migration"][idx]
-            with autocast(device, cfg.amp):
-                out = net(usage, mask, static)  # under DDP, backward averages the gradients
-            target = model.profile_target(model.normalize(usage, mask), mask)  # (B, 2M)
-            loss = cfg.churn_weight * F.binary_cross_entropy_with_logits(
-                out["churn_logit"].float(), y, pos_weight=pos_weight_t
-            )
-            has_mig = ym >= 0
-            if bool(has_mig.any()):
-                loss = loss + cfg.migration_weight * F.cross_entropy(
-                    out["migration_logits"].float()[has_mig], ym[has_mig], weight=mig_weight
-                )
-            loss = loss + cfg.profile_weight * F.mse_loss(out["profile"].float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
+        total = train_epoch(net, model, data, perm, batch_size, losses, opt, sched, cfg.amp)
+        total = float(total)  # the epoch's one read of the loss (waits for the device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
