@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gpuseg.config import SynthConfig, apply_overrides, from_dict, load_config
 from gpuseg.errors import GpusegError
 
 app = typer.Typer(
@@ -82,7 +86,6 @@ def handle_errors(fn):
 
 
 def _load(config: Path | None, overrides: list[str] | None, device: str | None):
-    from gpuseg.config import load_config
 
     sets = list(overrides or [])
     if device is not None:
@@ -101,9 +104,9 @@ def _backend(cfg):
 
 def _stage(config: Path | None, overrides: list[str] | None, device: str | None):
     """What every stage command starts with: (config, checked run directory, backend)."""
+    cfg = _load(config, overrides, device)
     from gpuseg.pipeline.stages import check_run_dir
 
-    cfg = _load(config, overrides, device)
     return cfg, check_run_dir(cfg), _backend(cfg)
 
 
@@ -122,7 +125,6 @@ def _run_stage(name: str, cluster: str | None, backend, *args):
 @contextlib.contextmanager
 def _epoch_progress(epochs: int):
     """A progress bar over epochs; yields the on_epoch callback of train_model."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
         TextColumn("train"),
@@ -244,7 +246,6 @@ def synth(
 
     A later window for out-of-time tests: gpuseg synth --out data/later --seed 1 --set shift=8
     """
-    from gpuseg.config import SynthConfig, apply_overrides, from_dict
     from gpuseg.data.synth import generate
 
     raw = dict(n_subscribers=n, n_periods=periods, seed=seed, preset=preset)
@@ -289,9 +290,9 @@ def train_cmd(
 
     Example: gpuseg train -c configs/demo.yaml -s train.epochs=10
     """
+    cfg, run_dir, backend = _stage(config, set_, device)
     from gpuseg.pipeline.stages import train_stage
 
-    cfg, run_dir, backend = _stage(config, set_, device)
     with _epoch_progress(cfg.train.epochs) as on_epoch:
         metrics = train_stage(cfg, backend, run_dir, on_epoch)
     out.print(_metrics_table(metrics))
@@ -352,11 +353,10 @@ def report_cmd(
 
     Example: gpuseg report -c configs/demo.yaml
     """
-    import json
-
-    from gpuseg.pipeline.stages import check_run_dir, report_stage
 
     cfg = _load(config, set_, device)
+    from gpuseg.pipeline.stages import check_run_dir, report_stage
+
     run_dir = check_run_dir(cfg)
     profiles = report_stage(cfg, run_dir, _backend(cfg))
     out.print(_profiles_table(profiles.to_dict(orient="records")))
@@ -391,9 +391,6 @@ def score_cmd(
 
     Example: gpuseg score runs/demo --usage new.parquet --static new_static.parquet -o s.parquet
     """
-    from dataclasses import replace
-
-    from gpuseg.config import load_config
 
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(None)
     if device is not None:
@@ -555,9 +552,9 @@ def tune_cmd(
 
     Example: gpuseg tune -c configs/demo.yaml -n 30 --storage journal:runs/demo/study.log
     """
+    cfg, run_dir, backend = _stage(config, set_, device)
     from gpuseg.training.tune import tune
 
-    cfg, run_dir, backend = _stage(config, set_, device)
     r = tune(
         cfg,
         run_dir / "panel",
@@ -592,9 +589,9 @@ def run_cmd(
 
     Example: gpuseg run --config configs/demo.yaml
     """
+    cfg = _load(config, set_, device)
     from gpuseg.pipeline.stages import run_pipeline
 
-    cfg = _load(config, set_, device)
     backend = _backend(cfg)
     with _epoch_progress(cfg.train.epochs) as on_epoch:
         s = run_pipeline(

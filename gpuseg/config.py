@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from gpuseg.errors import ConfigError
+from gpuseg.io.store import write_text_atomic
 
 
 @dataclass
@@ -407,6 +408,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from gpuseg.io.store import write_text_atomic
 
     write_text_atomic(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -30,11 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from sklearn.metrics import roc_auc_score
 
 from gpuseg.config import SynthConfig
 from gpuseg.errors import ConfigError
-from gpuseg.io.store import write_json_atomic, write_parquet_atomic
+from gpuseg.io.store import write_csv_atomic, write_json_atomic, write_parquet_atomic
 
 CHUNK = 50_000  # subscribers per generation chunk; part of the seed schedule, do not change
 
@@ -411,7 +413,6 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
     Files: ``usage.parquet``, ``static.parquet``, ``labels.parquet``, ``truth.parquet``,
     ``world.json`` (the config, segment names and the oracle AUC).
     """
-    from sklearn.metrics import roc_auc_score
 
     if cfg.n_subscribers < 10:
         raise ConfigError(f"synth.n_subscribers: need at least 10, got {cfg.n_subscribers}")
@@ -454,8 +455,6 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
                     writer = pq.ParquetWriter(tmp_path, table.schema)
                 writer.write_table(table)
             else:
-                import pyarrow.csv as pacsv
-
                 with open(tmp_path, "ab") as fh:
                     pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=start == 0))
             static = ch["static"]
@@ -492,9 +491,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
         dict(subscriber_id=truth["subscriber_id"], churn=truth["churn"], migration=migration)
     )
 
-    writer_fn = write_parquet_atomic
-    if fmt == "csv":
-        from gpuseg.io.store import write_csv_atomic as writer_fn
+    writer_fn = write_csv_atomic if fmt == "csv" else write_parquet_atomic
     writer_fn(out / f"static.{fmt}", static)
     writer_fn(out / f"labels.{fmt}", labels)
     write_parquet_atomic(out / "truth.parquet", truth)

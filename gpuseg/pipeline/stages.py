@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,15 +27,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import yaml
+from sklearn.metrics import adjusted_rand_score
 
 from gpuseg.backend import Backend
 from gpuseg.config import RunConfig, from_dict, save_config, to_dict
-from gpuseg.data.panel import Panel, load_panel, read_rows
+from gpuseg.data.panel import Panel, load_attributes, load_panel, read_rows
 from gpuseg.data.prepare import prepare
+from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.synth import generate
 from gpuseg.errors import RunDirError
-from gpuseg.evaluate.metrics import MIGRATION_NAMES
+from gpuseg.evaluate.metrics import MIGRATION_NAMES, roc_auc
 from gpuseg.io.store import (
+    read_embeddings,
     read_json,
     require,
     write_csv_atomic,
@@ -42,8 +47,10 @@ from gpuseg.io.store import (
     write_parquet_atomic,
 )
 from gpuseg.model.sequence import SubscriberModel
+from gpuseg.report.html.page import render_report
 from gpuseg.report.tables import build_report, write_report
 from gpuseg.segment.cluster import Segmenter
+from gpuseg.segment.targets import read_aligned
 from gpuseg.training.calibration import calibrated
 from gpuseg.training.checkpoint import load_checkpoint, save_checkpoint
 from gpuseg.training.ddp import DistContext
@@ -64,7 +71,6 @@ def check_run_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
     With ``overwrite`` a different config is accepted and its training checkpoint is dropped, so
     training never resumes from another config's state.
     """
-    import yaml
 
     run_dir = Path(cfg.out_dir)
     saved = run_dir / "config.yaml"
@@ -272,15 +278,6 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
     )
 
 
-def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    table = pq.read_table(path)
-    ids = table.column(0).to_numpy(zero_copy_only=False)
-    emb = np.stack(
-        [table.column(i).to_numpy() for i in range(1, table.num_columns)], axis=1
-    ).astype(np.float32)
-    return ids, emb
-
-
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     ids, emb = read_embeddings(run_dir / "embeddings.parquet")
     c = cfg.cluster
@@ -309,8 +306,6 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     Reads the panel and its attributes, segments.parquet, predictions.parquet (aligned to the
     panel by id) and cluster.json; returns the segment profiles.
     """
-    from gpuseg.data.panel import load_attributes
-    from gpuseg.segment.targets import read_aligned
 
     panel = load_panel(require(run_dir / "panel", "run `gpuseg prepare` first"))
     id_col = panel.meta.get("id_column", "subscriber_id")
@@ -327,8 +322,6 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     )
     write_report(tables, run_dir / "report", id_col)
     if cfg.report.html:
-        from gpuseg.report.html.page import render_report
-
         render_report(run_dir, cfg, backend)
     return tables.profiles
 
@@ -336,10 +329,6 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
 def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
     """On a synthetic world: oracle AUC on the test split and ARI of segments against the truth.
     With ``data_cfg.pseudonymize`` the truth's ids are hashed like the panel's."""
-    from sklearn.metrics import adjusted_rand_score, roc_auc_score
-
-    from gpuseg.data.privacy import pseudonymize_ids
-
     truth = pd.read_parquet(world_dir / "truth.parquet").set_index("subscriber_id")
     if data_cfg is not None:
         truth.index = pseudonymize_ids(truth.index.astype(str).to_numpy(), data_cfg)
@@ -351,7 +340,7 @@ def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
         "segment"
     ]
     return dict(
-        oracle_auc_test=float(roc_auc_score(t["churn"], t["churn_prob"])),
+        oracle_auc_test=roc_auc(t["churn"].to_numpy(), t["churn_prob"].to_numpy()),
         segment_ari=float(adjusted_rand_score(truth.loc[segs.index, "segment"], segs.to_numpy())),
     )
 
@@ -371,7 +360,6 @@ def check_scoring_run(run_dir: Path) -> None:
 
 def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
     """New raw tables through a trained run: churn and migration probabilities and segment."""
-    import tempfile
 
     run_dir = Path(run_dir)
     check_scoring_run(run_dir)

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from gpuseg.config import ModelConfig, TrainConfig
 from gpuseg.data.panel import Panel
 from gpuseg.data.split import Split, split_subscribers
 from gpuseg.errors import DataError
-from gpuseg.evaluate.metrics import churn_metrics, macro_f1, migration_metrics
+from gpuseg.evaluate.metrics import churn_metrics, macro_f1, migration_metrics, roc_auc
 from gpuseg.features.fitting import CHUNK_ROWS, fit_normalization, fit_stats_scale, sample_rows
 from gpuseg.model.sequence import SubscriberModel
 from gpuseg.training import ddp
@@ -230,7 +229,7 @@ def train_model(
         rows_seen, val_auc, val_f1 = len(perm), math.nan, math.nan
         if main:
             val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
-            val_auc = float(roc_auc_score(churn_all[split.val], val["churn_logit"].cpu().numpy()))
+            val_auc = roc_auc(churn_all[split.val], val["churn_logit"].cpu().numpy())
             if has_val_mig.any():  # argmax classes; the fitted decision comes after training
                 pred = val["migration_logits"].float().argmax(1).cpu().numpy()
                 val_f1 = macro_f1(mig_val[has_val_mig], pred[has_val_mig])
