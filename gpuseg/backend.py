@@ -124,15 +124,20 @@ class Backend:
         """A Dask cluster on this machine.
 
         On GPU with dask-cuda importable: ``LocalCUDACluster``, one worker per visible GPU (or
-        ``n_workers``). Otherwise ``LocalCluster`` with ``n_workers`` single-threaded worker
-        processes (default: one per CPU core).
+        ``n_workers``). On a GPU with cuML but no dask-cuda: :class:`BackendError` (CPU workers
+        would share the one GPU through ``cuml.dask``). Otherwise ``LocalCluster`` with
+        ``n_workers`` single-threaded worker processes (default: one per CPU core).
         """
-
         if self.gpu:
-            mod, _ = _try_import("dask_cuda")
+            mod, why = _try_import("dask_cuda")
             if mod is not None:
                 kw = {} if n_workers is None else dict(n_workers=n_workers)
                 return mod.LocalCUDACluster(dashboard_address=":0", **kw)
+            if self.ml == "cuml":
+                raise BackendError(
+                    f"--cluster local on a GPU with cuML needs dask-cuda ({why}); install "
+                    "gpuseg[cuda12] or gpuseg[cuda13], or run with --device cpu"
+                )
         from distributed import LocalCluster
 
         return LocalCluster(

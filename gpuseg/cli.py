@@ -521,6 +521,10 @@ def bench_cmd(
         str, typer.Option("--profile", "-p", help="small, full or a manifest YAML")
     ] = "small",
     output: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench"),
+    kinds: Annotated[
+        str,
+        typer.Option("--kinds", help="device kinds to measure: cpu,cuda (default), cpu or cuda"),
+    ] = "cpu,cuda",
     debug: DebugOpt = False,
 ) -> None:
     """CPU and GPU throughput of every stage in one run; writes bench.json and bench.md.
@@ -529,7 +533,7 @@ def bench_cmd(
     """
     from gpuseg.bench import run_bench
 
-    run_bench(profile, output, log=out.print)
+    run_bench(profile, output, [k.strip() for k in kinds.split(",")], log=out.print)
     out.print((output / "bench.md").read_text(), soft_wrap=True)
     out.print(f"wrote {output / 'bench.json'} and bench.md")
 

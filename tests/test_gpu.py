@@ -85,7 +85,7 @@ def test_one_epoch_on_cuda(tiny_panel):
         tiny_panel, model_cfg, TrainConfig(epochs=1, batch_size=128, lr=1e-2, seed=0), device
     )
     assert res.metrics["epochs_run"] == 1
-    assert np.isfinite(res.history[0]["loss"]) and 0.0 <= res.metrics["churn"]["roc_auc"] <= 1.0
+    assert np.isfinite(res.history[0]["loss"]) and res.metrics["churn"]["roc_auc"] > 0.55
     assert next(res.model.parameters()).device.type == "cuda"
     out = predict(res.model, to_device(tiny_panel, device), None, 512)
     assert out["embedding"].shape == (len(tiny_panel), 8) and out["embedding"].device.type == "cuda"
