@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gpuseg.errors import DataError
+
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".txt")
 
@@ -18,3 +20,13 @@ def table_format(path: str | Path) -> str | None:
     if suffix in CSV_SUFFIXES or p.name.lower().endswith(".csv.gz"):
         return "csv"
     return None
+
+
+def check_table_file(path: str | Path, what: str) -> Path:
+    """``path`` as a Path when it names a non-empty file; else :class:`DataError` naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: {what} file not found")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: {what} file is empty")
+    return p

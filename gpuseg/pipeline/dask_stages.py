@@ -55,7 +55,7 @@ from gpuseg.data.panel import load_panel, panel_rows
 from gpuseg.data.prepare import prepare as prepare_single
 from gpuseg.data.static import encode_static
 from gpuseg.errors import BackendError, ConfigError, DataError, RunDirError
-from gpuseg.io.formats import table_format
+from gpuseg.io.formats import check_table_file, table_format
 from gpuseg.io.store import (
     concat_npy_atomic,
     concat_parquet_atomic,
@@ -141,11 +141,7 @@ def _gather(client, futures) -> list:
 def _read_dask(path: str | Path, what: str):
     import dask.dataframe as dd
 
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: {what} file not found")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: {what} file is empty")
+    p = check_table_file(path, what)
     kind = table_format(p)
     if kind is None:
         raise DataError(f"{p}: unknown file type '{p.suffix.lower()}' (use .parquet or .csv)")
@@ -651,13 +647,8 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json_atomic(run_dir / "cluster.json", state)
-    return dict(
-        k=seg.k_,
-        reason=seg.reason_,
-        backend=seg.backend_,
-        sizes=np.sum(sizes, axis=0).tolist(),
-        scores=state["scores"],
-    )
+    seg.sizes_ = np.sum(sizes, axis=0)
+    return seg.summary()
 
 
 __all__ = [

@@ -286,15 +286,8 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     write_parquet_atomic(
         run_dir / "segments.parquet", pd.DataFrame({id_col: ids, "segment": seg.labels_})
     )
-    state = seg.state()
-    write_json_atomic(run_dir / "cluster.json", state)
-    return dict(
-        k=seg.k_,
-        reason=seg.reason_,
-        backend=seg.backend_,
-        sizes=seg.sizes_.tolist(),
-        scores=state["scores"],
-    )
+    write_json_atomic(run_dir / "cluster.json", seg.state())
+    return seg.summary()
 
 
 def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) -> pd.DataFrame:

@@ -253,6 +253,16 @@ class Segmenter:
             stability_ari=list(getattr(self, "stability_ari_", [])),
         )
 
+    def summary(self) -> dict:
+        """What a cluster stage reports: k, the reason, backend, segment sizes and scores."""
+        return dict(
+            k=self.k_,
+            reason=self.reason_,
+            backend=self.backend_,
+            sizes=np.asarray(self.sizes_).tolist(),
+            scores=self.scores_,
+        )
+
     @classmethod
     def from_state(cls, state: dict) -> Segmenter:
         seg = cls(algorithm=state["algorithm"], k=state["k"])

@@ -15,7 +15,7 @@ from gpuseg.data.panel import Panel
 from gpuseg.data.split import Split, split_subscribers
 from gpuseg.errors import DataError
 from gpuseg.evaluate.metrics import churn_metrics, macro_f1, migration_metrics, roc_auc
-from gpuseg.features.fitting import CHUNK_ROWS, fit_normalization, fit_stats_scale, sample_rows
+from gpuseg.features.fitting import CHUNK_ROWS, fit_bins, fit_normalization, fit_stats_scale
 from gpuseg.model.sequence import SubscriberModel
 from gpuseg.training import ddp
 from gpuseg.training.calibration import (
@@ -27,34 +27,6 @@ from gpuseg.training.calibration import (
 from gpuseg.training.checkpoint import EpochCheckpoint, TrainResult
 from gpuseg.training.ddp import DistContext
 from gpuseg.training.step import Losses, autocast, train_epoch
-
-
-def fit_bins(
-    model: SubscriberModel,
-    panel: Panel,
-    rows: np.ndarray,
-    n_bins: int,
-    seed: int,
-    sample: int = 100_000,
-) -> np.ndarray:
-    """Quantile bin edges (F', n_bins + 1) of the model's binned wide features over (a seeded
-    sample of at most ``sample`` of) the training ``rows``; the model's normalisation (and
-    window-stats scale) must be set first."""
-    rows = sample_rows(rows, seed, sample)
-    parts = []
-    for start in range(0, len(rows), CHUNK_ROWS):
-        r = rows[start : start + CHUNK_ROWS]
-        parts.append(
-            model.binned_inputs(
-                model.wide_inputs(
-                    torch.as_tensor(np.asarray(panel.usage[r], dtype=np.float32)),
-                    torch.as_tensor(np.asarray(panel.mask[r], dtype=np.float32)),
-                    torch.as_tensor(np.asarray(panel.static[r], dtype=np.float32)),
-                )
-            ).numpy()
-        )
-    w = np.concatenate(parts).astype(np.float64)  # (n, F')
-    return np.quantile(w, np.linspace(0.0, 1.0, n_bins + 1), axis=0).T  # (F', n_bins + 1)
 
 
 def to_device(

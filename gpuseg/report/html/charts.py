@@ -199,6 +199,12 @@ def stacked_bars(
     return svg(width, height, "".join(body), title)
 
 
+def diagonal(name: str, lim: float = 1.0) -> dict:
+    """The dashed grey reference line y = x from 0 to ``lim`` (random targeting, equal shares,
+    perfect calibration), as a :func:`line_chart` series."""
+    return dict(name=name, x=[0, lim], y=[0, lim], color="#999", dash=True)
+
+
 def line_chart(
     series: Sequence[dict],
     *,

@@ -34,6 +34,7 @@ from gpuseg.report.html.charts import (
     PALETTE,
     bar_chart,
     color_at,
+    diagonal,
     div_color,
     esc,
     figure,
@@ -199,7 +200,7 @@ def section_concentration(d: _Inputs) -> str:
     chart = line_chart(
         [
             dict(name="Lorenz curve", x=x, y=y, color=PALETTE[0]),
-            dict(name="equal revenue", x=[0, 1], y=[0, 1], color="#999", dash=True),
+            diagonal("equal revenue"),
         ],
         title="Lorenz curve of revenue",
         x_label="share of subscribers (lowest revenue first)",
@@ -273,7 +274,7 @@ def section_churn(churn: tuple | None) -> str:
     gain = line_chart(
         [
             dict(name="model", x=gx, y=gy, color=PALETTE[0]),
-            dict(name="random", x=[0, 1], y=[0, 1], color="#999", dash=True),
+            diagonal("random"),
         ],
         title="Cumulative gain",
         x_label="share of subscribers contacted (highest risk first)",
@@ -299,7 +300,7 @@ def section_churn(churn: tuple | None) -> str:
                 color=PALETTE[1],
                 markers=True,
             ),
-            dict(name="perfect", x=[0, lim], y=[0, lim], color="#999", dash=True),
+            diagonal("perfect", lim),
         ],
         title="Calibration curve",
         x_label="mean predicted churn probability (bin)",
