@@ -204,10 +204,7 @@ class Segmenter:
         predicted = be.approximate_predict(self.model_, z)  # None off cuML
         if predicted is None:
             return labels
-        order = np.full(int(predicted.max(initial=-1)) + 2, -1, dtype=np.int64)
-        order[np.asarray(self.cluster_ids_) + 1] = np.arange(len(self.cluster_ids_))
-        mapped = order[predicted + 1]  # -1: noise, or a cluster the sample did not have
-        return np.where(mapped >= 0, mapped, labels).astype(np.int32)
+        return map_cluster_ids(predicted, self.cluster_ids_, labels)
 
     # -- estimator API ------------------------------------------------------------------------
     def fit(self, x: np.ndarray) -> Segmenter:
@@ -273,6 +270,21 @@ class Segmenter:
         seg.backend_, seg.scores_, seg.reason_ = state["backend"], state["scores"], state["reason"]
         seg.stability_ari_ = list(state.get("stability_ari", []))  # absent in older runs
         return seg
+
+
+def map_cluster_ids(
+    predicted: np.ndarray, cluster_ids: list[int], fallback: np.ndarray
+) -> np.ndarray:
+    """HDBSCAN cluster ids (-1 noise) -> index into the centres, which follow the sorted
+    ``cluster_ids``; rows that are noise (or name a cluster without a centre) take ``fallback``
+    (their nearest centre)."""
+    predicted = np.asarray(predicted, dtype=np.int64)
+    ids = np.asarray(cluster_ids, dtype=np.int64)
+    top = max(int(predicted.max(initial=-1)), int(ids.max(initial=-1)))
+    order = np.full(top + 2, -1, dtype=np.int64)
+    order[ids + 1] = np.arange(len(ids))
+    mapped = order[predicted + 1]
+    return np.where(mapped >= 0, mapped, fallback).astype(np.int32)
 
 
 def nearest_centre(z, centers, chunk: int = 262_144, distances: bool = False, xp: Any = np):
