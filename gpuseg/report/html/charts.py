@@ -271,6 +271,14 @@ def line_chart(
     return svg(width, height, "".join(body), title)
 
 
+def curve_chart(
+    name: str, x: Sequence[float], y: Sequence[float], reference: str, **labels: str
+) -> str:
+    """One curve (the first palette colour) over [0, 1]^2 against the dashed diagonal named
+    ``reference``; ``labels``: title, x_label, y_label of :func:`line_chart`."""
+    return line_chart([dict(name=name, x=x, y=y, color=PALETTE[0]), diagonal(reference)], **labels)
+
+
 def heatmap(
     rows: Sequence[Any],
     cols: Sequence[Any],

@@ -34,6 +34,7 @@ from gpuseg.report.html.charts import (
     PALETTE,
     bar_chart,
     color_at,
+    curve_chart,
     diagonal,
     div_color,
     esc,
@@ -197,11 +198,11 @@ def section_concentration(d: _Inputs) -> str:
     lz = c.get("lorenz", {})
     x = lz.get("x", lz.get("population", []))
     y = lz.get("y", lz.get("revenue", []))
-    chart = line_chart(
-        [
-            dict(name="Lorenz curve", x=x, y=y, color=PALETTE[0]),
-            diagonal("equal revenue"),
-        ],
+    chart = curve_chart(
+        "Lorenz curve",
+        x,
+        y,
+        "equal revenue",
         title="Lorenz curve of revenue",
         x_label="share of subscribers (lowest revenue first)",
         y_label="share of revenue",
@@ -271,11 +272,11 @@ def section_churn(churn: tuple | None) -> str:
         return not_available("churn curves: the test split needs churners and stayers")
     gx, gy = gain_curve(y, p)
     lift = decile_lift(y, p)
-    gain = line_chart(
-        [
-            dict(name="model", x=gx, y=gy, color=PALETTE[0]),
-            diagonal("random"),
-        ],
+    gain = curve_chart(
+        "model",
+        gx,
+        gy,
+        "random",
         title="Cumulative gain",
         x_label="share of subscribers contacted (highest risk first)",
         y_label="share of churners reached",
