@@ -8,9 +8,10 @@ available, each stage runs ``warmup`` times untimed and ``repeats`` times timed,
 wall time is recorded:
 
 - ``prepare``: long usage table -> panel (pandas, or cuDF with RAPIDS)
-- ``train_epoch``: one epoch, forward + backward over all subscribers in contiguous batches
-  (GRU, batch and hidden size from the manifest; losses as in
-  :func:`gpuseg.training.loop.train_model`)
+- ``train_epoch``: one epoch of :func:`gpuseg.training.step.train_epoch`, the step
+  :func:`gpuseg.training.loop.train_model` runs (pos_weight, migration class weights, clipping,
+  AdamW, one-cycle schedule), over the labelled subscribers in a seeded shuffled order (GRU,
+  batch and hidden size from the manifest)
 - ``embed``: inference over all subscribers, embeddings copied back to the host
 - ``kmeans``: KMeans on all embeddings (scikit-learn, or cuML with RAPIDS)
 - ``hdbscan``: HDBSCAN on a sample of the embeddings (scikit-learn, or cuML with RAPIDS)
