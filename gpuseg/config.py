@@ -35,6 +35,11 @@ class SynthConfig:
     noise: float = 1.0  # multiplier on observation noise
     shift: int = 0  # a later window: starts this many periods later, with market drift
     seed: int = 0
+    # past randomised campaigns with true effects, per-channel consent, future revenue
+    # (see gpuseg.synth_campaigns); off: the world's files are exactly as without these keys
+    campaigns: bool = False
+    campaign_frac: float = 0.6  # share of subscribers in a past test
+    ltv_months: int = 12  # horizon of the true future revenue
     out_dir: str = ""  # where the world's files go; empty: <run out_dir>/world
 
 
