@@ -51,7 +51,12 @@ METRICS = (
 )
 COUNT_METRICS = ("sms", "topups", "support_contacts", "dropped_calls", "distinct_contacts")
 MIGRATION_CLASSES = ("down", "stay", "up")
-CAMPAIGN_KEYS = ("campaigns", "campaign_frac", "ltv_months")  # left out of world.json when off
+CAMPAIGN_KEYS = (
+    "campaigns",
+    "campaign_frac",
+    "campaign_waves",
+    "ltv_months",
+)  # left out of world.json when off
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ CHANNELS = ("call", "sms", "email", "push", "store")
 REACH = {"call": 1.0, "store": 0.8, "sms": 0.55, "push": 0.45, "email": 0.35}
 INTRUSION = {"call": 1.0, "sms": 0.8, "push": 0.5, "email": 0.3, "store": 0.3}
 CONSENT_RATE = {"call": 0.55, "sms": 0.8, "email": 0.6, "push": 0.5}  # store: no consent column
-SLEEPING_DOG_HARM = 1.3  # churn-logit shift of a contact at full intrusion
+SLEEPING_DOG_HARM = 1.8  # churn-logit shift of a contact at full intrusion
 DISCOUNT_ANNUAL = 0.10
 DND_WINDOW_FRAC = 0.08  # subscribers with a temporary do-not-disturb window after the window
 GROUPS = ("persuadable", "sure_thing", "lost_cause", "sleeping_dog")
@@ -132,13 +132,13 @@ def true_benefits(ch: dict, static: pd.DataFrame, scale: float, horizon: int) ->
     )
     b = {}
     b["device_upgrade"] = np.where(
-        (renewal | out_of_contract) & high, -1.5, np.where((renewal | out_of_contract) & mid, -0.7, -0.1)
+        renewal | out_of_contract, np.where(high, -2.4, np.where(mid, -1.2, -0.1)), -0.1
     )
     b["family_bundle"] = np.where(
-        family, 0.0, np.where(~prepaid & (high | mid) & (ch["contacts"] >= 30), -1.1, -0.3)
+        family, 0.0, np.where(~prepaid & (high | mid) & (ch["contacts"] >= 30), -1.8, -0.5)
     )
-    b["data_gift"] = np.where(prepaid & low, -0.9, np.where(low, -0.35, -0.1))
-    b["service_recovery"] = np.where(complaint, -1.6, -0.05)
+    b["data_gift"] = np.where(prepaid & low, -1.6, np.where(low, -0.6, -0.1))
+    b["service_recovery"] = np.where(complaint, -2.4, -0.05)
     for k in b:
         b[k] = np.where(lost, 0.1 * b[k], b[k])  # nothing helps a lost cause
         b[k] = np.where(sleeping, 0.0, b[k])  # an offer does not outweigh the reminder to leave
@@ -193,51 +193,60 @@ def campaign_chunk(
         future_revenue_disc=np.round((earned * discount**t).sum(1), 2),
     )
 
-    # one past randomised test per subscriber in the campaign
-    in_test = np.flatnonzero(rng.random(n) < cfg.campaign_frac)
-    m = len(in_test)
-    offer_idx = rng.integers(0, len(OFFERS), m)
-    treated = (rng.random(m) < 0.5).astype(np.int8)
-    # channel: uniform among the channels the subscriber consents to (store needs none)
-    ok = np.stack(
-        [extra[f"consent_{c}"][in_test] if c in CONSENT_RATE else np.ones(m, bool) for c in CHANNELS],
-        axis=1,
-    )
-    pick = rng.random((m, len(CHANNELS))) * ok
-    chan_idx = pick.argmax(1)
-    weeks_back = rng.integers(1, 9, m)
-    dates = last_date - (weeks_back * 7).astype("timedelta64[D]") + np.timedelta64(7, "D")
-    tau = np.zeros(m)
-    for j, c in enumerate(CHANNELS):
-        sel = chan_idx == j
-        for i, o in enumerate(OFFERS):
-            both = sel & (offer_idx == i)
-            tau[both] = effect_logit(
-                truth["benefit"][o][in_test[both]], truth["sleeping_dog"][in_test[both]], c
-            )
-    p_obs = treated_probability(p0[in_test], tau * treated)
-    lam_c = per_period_hazard(p_obs, h)
-    churn_at_c = np.maximum(np.ceil(np.log1p(-rng.random(m)) / np.log1p(-lam_c)), 1)
-    retained = (churn_at_c > h).astype(np.int8)
-    reach = np.array([REACH[c] for c in CHANNELS])[chan_idx]
-    helps = np.array([truth["benefit"][o][in_test] for o in OFFERS]).T[np.arange(m), offer_idx]
-    p_accept = np.where(helps < -0.3, 0.5, 0.12) * reach
-    accepted = (treated == 1) & (rng.random(m) < p_accept)
-    th = np.arange(1, h + 1)[None, :]
-    rev_after = (earned[in_test, :h] * (th < churn_at_c[:, None])).sum(1)
-    campaigns = pd.DataFrame(
-        dict(
-            subscriber_id=ids[in_test],
-            campaign=np.array([f"test_{o}" for o in OFFERS])[offer_idx],
-            offer=np.array(OFFERS)[offer_idx],
-            channel=np.array(CHANNELS)[chan_idx],
-            date=dates.astype("datetime64[ms]"),
-            treated=treated,
-            retained=retained,
-            accepted=accepted.astype(np.int8),
-            revenue_after=np.round(rev_after, 2),
+    # past randomised tests: in each wave, a share campaign_frac of subscribers in one test
+    waves = []
+    for wave in range(cfg.campaign_waves):
+        in_test = np.flatnonzero(rng.random(n) < cfg.campaign_frac)
+        m = len(in_test)
+        offer_idx = rng.integers(0, len(OFFERS), m)
+        treated = (rng.random(m) < 0.5).astype(np.int8)
+        # channel: uniform among the channels the subscriber consents to (store needs none)
+        ok = np.stack(
+            [
+                extra[f"consent_{c}"][in_test] if c in CONSENT_RATE else np.ones(m, bool)
+                for c in CHANNELS
+            ],
+            axis=1,
         )
-    )
+        pick = rng.random((m, len(CHANNELS))) * ok
+        chan_idx = pick.argmax(1)
+        weeks_back = rng.integers(1, 9, m) + 8 * wave
+        dates = last_date - (weeks_back * 7).astype("timedelta64[D]") + np.timedelta64(7, "D")
+        tau = np.zeros(m)
+        for j, c in enumerate(CHANNELS):
+            sel = chan_idx == j
+            for i, o in enumerate(OFFERS):
+                both = sel & (offer_idx == i)
+                tau[both] = effect_logit(
+                    truth["benefit"][o][in_test[both]], truth["sleeping_dog"][in_test[both]], c
+                )
+        p_obs = treated_probability(p0[in_test], tau * treated)
+        lam_c = per_period_hazard(p_obs, h)
+        churn_at_c = np.maximum(np.ceil(np.log1p(-rng.random(m)) / np.log1p(-lam_c)), 1)
+        retained = (churn_at_c > h).astype(np.int8)
+        reach = np.array([REACH[c] for c in CHANNELS])[chan_idx]
+        helps = np.array([truth["benefit"][o][in_test] for o in OFFERS]).T[np.arange(m), offer_idx]
+        p_accept = np.where(helps < -0.3, 0.5, 0.12) * reach
+        accepted = (treated == 1) & (rng.random(m) < p_accept)
+        th = np.arange(1, h + 1)[None, :]
+        rev_after = (earned[in_test, :h] * (th < churn_at_c[:, None])).sum(1)
+        waves.append(
+            pd.DataFrame(
+                dict(
+                    subscriber_id=ids[in_test],
+                    campaign=np.array([f"wave{wave + 1}_{o}" for o in OFFERS])[offer_idx],
+                    offer=np.array(OFFERS)[offer_idx],
+                    channel=np.array(CHANNELS)[chan_idx],
+                    date=dates.astype("datetime64[ms]"),
+                    treated=treated,
+                    retained=retained,
+                    accepted=accepted.astype(np.int8),
+                    revenue_after=np.round(rev_after, 2),
+                )
+            )
+        )
+
+    campaigns = pd.concat(waves, ignore_index=True)
 
     ltv = expected_value(p0, rev, growth, h, n_future, 1.0)
     ltv_disc = expected_value(p0, rev, growth, h, n_future, discount)
