@@ -522,6 +522,8 @@ def plan_cmd(
 
     if learner not in ("s", "t"):
         raise ConfigError(f"--learner: {learner!r} is not one of s, t")
+    if output.suffix.lower() not in (".parquet", ".pq", ".csv"):
+        raise ConfigError(f"{output}: output must end in .parquet or .csv")
     a = plan_run(run, budget, offers, campaigns, future_revenue, not priors, learner)
     path, skipped = write_plan(a.result, output)
     s = a.result.summary
