@@ -516,6 +516,7 @@ def plan_cmd(
 
     Example: gpuseg plan runs/demo --offers configs/offers.yaml --budget 50000 -o plan.parquet
     """
+    from gpuseg.action.html_section import write_plan_report
     from gpuseg.action.plan import write_plan
     from gpuseg.action.stage import plan_run
     from gpuseg.errors import ConfigError
@@ -526,6 +527,7 @@ def plan_cmd(
         raise ConfigError(f"{output}: output must end in .parquet or .csv")
     a = plan_run(run, budget, offers, campaigns, future_revenue, not priors, learner)
     path, skipped = write_plan(a.result, output)
+    write_plan_report(a)
     s = a.result.summary
     for note in s["notes"]:
         out.print(note, soft_wrap=True)

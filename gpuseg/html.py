@@ -1084,6 +1084,10 @@ def render_html(run_dir: str | Path, cfg: RunConfig, backend: Backend) -> str:
     sections = "".join(
         f'<section id="{sid}"><h2>{esc(h)}</h2>{bodies[sid]}</section>' for sid, h in SECTIONS
     )
+    from gpuseg.action.html_section import plan_section  # the plan, once `gpuseg plan` ran
+
+    plan_nav, plan_html = plan_section(run_dir)
+    nav, sections = nav + plan_nav, sections + plan_html
     title = f"gpuseg report: {cfg.name}"
     return (
         "<!DOCTYPE html>\n"

@@ -259,5 +259,11 @@ def test_cli_plan(action_run, tmp_path):
     assert r.exit_code == 0, r.output
     assert "offer-library" in r.output or "prior" in r.output
     assert out.is_file() and (tmp_path / "plan.skipped.parquet").is_file()
+    # the report page gains the plan section; neither it nor plan.json holds an id
+    html = (action_run / "report" / "report.html").read_text()
+    assert '<section id="plan">' in html and html.count("<section") == html.count("</section>")
+    summary = (action_run / "report" / "plan.json").read_text()
+    ids = pd.read_parquet(action_run / "predictions.parquet").iloc[:, 0].astype(str)
+    assert [i for i in ids if i in html or i in summary] == []
     r = CliRunner().invoke(app, ["plan", str(action_run), "-o", str(tmp_path / "p.txt")])
     assert r.exit_code == 1 and "must end in .parquet or .csv" in r.output

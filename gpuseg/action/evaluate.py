@@ -118,6 +118,41 @@ def risk_list_actions(a: ActionRun, budget: float) -> pd.DataFrame:
     return pd.DataFrame(chosen, columns=["row", "offer", "channel", "cost"])
 
 
+def risk_list_best_option(a: ActionRun, budget: float) -> pd.DataFrame:
+    """The churn x value list spending ``budget``, each subscriber with the plan's own best
+    option (highest predicted net value, whatever its sign) within the channel capacities: the
+    same offers, channels and dates as the plan, only the ranking differs."""
+    lib, opts = a.library, a.result.options
+    t = select_targets(a.inputs.run_dir, horizon_months=lib.horizon_months)
+    pos = pd.Series(np.arange(len(a.inputs.ids)), index=a.inputs.ids)
+    rows = pos.loc[t[a.inputs.id_column].astype(str)].to_numpy()
+    order = np.lexsort((-opts.net, opts.row))
+    by_row: dict[int, list[int]] = {}
+    for j in order:
+        by_row.setdefault(int(opts.row[j]), []).append(int(j))
+    names = list(lib.channels)
+    left = np.array(
+        [np.inf if lib.channels[c].capacity is None else lib.channels[c].capacity for c in names],
+        dtype=float,
+    )
+    offers = list(lib.offers)
+    chosen, spend = [], 0.0
+    for r in rows:
+        for j in by_row.get(int(r), []):
+            c = opts.channel[j]
+            if left[c] < 1:
+                continue
+            if spend + opts.cost[j] > budget:
+                break
+            left[c] -= 1
+            spend += opts.cost[j]
+            chosen.append((r, offers[opts.offer[j]], names[c], opts.cost[j]))
+            break
+        if spend >= budget - 1e-9:
+            break
+    return pd.DataFrame(chosen, columns=["row", "offer", "channel", "cost"])
+
+
 def evaluate_plan(
     a: ActionRun, eff: pd.DataFrame, meta: dict, n_boot: int = 500, seed: int = 0
 ) -> dict:
@@ -138,8 +173,20 @@ def evaluate_plan(
     lval = true_values(
         eff, meta, lrow, lst["offer"].to_numpy(), lst["channel"].to_numpy(), lst["cost"].to_numpy()
     )
+    same = risk_list_best_option(a, a.result.summary["spend"])
+    srow = same["row"].to_numpy().astype(np.int64)
+    sval = true_values(
+        eff,
+        meta,
+        srow,
+        same["offer"].to_numpy(),
+        same["channel"].to_numpy(),
+        same["cost"].to_numpy(),
+    )
     per_p, per_l = np.zeros(n), np.zeros(n)
     per_p[prow], per_l[lrow] = pval, lval
+    per_s = np.zeros(n)
+    per_s[srow] = sval
     sd = eff["sleeping_dog"].to_numpy(bool)
     rng = np.random.default_rng(seed)
     boots = []
@@ -149,7 +196,7 @@ def evaluate_plan(
             (
                 per_p[i].sum(),
                 per_l[i].sum(),
-                sd[i][np.isin(i, prow)].mean() if np.isin(i, prow).any() else np.nan,
+                per_s[i].sum(),
             )
         )
     b = np.array(boots)
@@ -172,6 +219,15 @@ def evaluate_plan(
             true_value_ci=q(b[:, 1]),
             sleeping_dogs=float(sd[lrow].mean()) if len(lrow) else 0.0,
         ),
+        risk_list_same_options=dict(
+            n=int(len(srow)),
+            spend=float(same["cost"].sum()),
+            true_value=float(sval.sum()),
+            sleeping_dogs=float(sd[srow].mean()) if len(srow) else 0.0,
+            true_value_ci=q(b[:, 2]),
+        ),
+        ratio_same_options=float(pval.sum() / sval.sum()) if sval.sum() else float("nan"),
+        ratio_same_options_ci=q(b[:, 0] / np.where(b[:, 2] == 0, np.nan, b[:, 2])),
         ratio=float(pval.sum() / lval.sum()) if lval.sum() else float("nan"),
         ratio_ci=q(ratio),
         population_sleeping_dogs=float(sd.mean()),
