@@ -510,6 +510,7 @@ def plan_cmd(
         typer.Option("--priors", help="ignore the campaign table: effects from the offer priors"),
     ] = False,
     learner: Annotated[str, typer.Option("--learner", help="uplift learner: s or t")] = "s",
+    device: DeviceOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Contact plan: per subscriber at most one offer, channel and date, within the budget.
@@ -525,7 +526,19 @@ def plan_cmd(
         raise ConfigError(f"--learner: {learner!r} is not one of s, t")
     if output.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise ConfigError(f"{output}: output must end in .parquet or .csv")
-    a = plan_run(run, budget, offers, campaigns, future_revenue, not priors, learner)
+    from gpuseg.backend import resolve_backend
+
+    backend = resolve_backend(device or "auto")
+    a = plan_run(
+        run,
+        budget,
+        offers,
+        campaigns,
+        future_revenue,
+        not priors,
+        learner,
+        device=backend.torch_device,
+    )
     path, skipped = write_plan(a.result, output)
     write_plan_report(a)
     s = a.result.summary
