@@ -239,6 +239,8 @@ def test_priors_without_campaigns_and_no_ltv_without_revenue(action_run, tmp_pat
     a = plan_run(action_run, budget=500.0, use_campaigns=False)
     assert a.result.summary["effects"] == "offer-library priors"
     assert any("prior" in n and "no campaign table" in n for n in a.result.summary["notes"])
+    # the table still serves as contact history: frequency caps are checked
+    assert not any("frequency caps not checked" in n for n in a.result.summary["notes"])
     run = tmp_path / "run"
     shutil.copytree(action_run, run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())

@@ -315,6 +315,12 @@ def make_plan(
         )
     else:
         notes.append(f"effects: learned from the campaign table ({effects_source})")
+    capped = [c for c, ch in library.channels.items() if ch.frequency_cap is not None]
+    if capped and (history is None or history.date is None):
+        notes.append(
+            "frequency caps not checked: no contact history with dates (a campaign table with "
+            f"a date column); channels with caps: {', '.join(capped)}"
+        )
     opts, exclusions, why = build_options(inputs, library, ltv, horizon, effects, history)
     channel_names = list(library.channels)
     offer_names = list(library.offers)
