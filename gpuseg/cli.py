@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gpuseg.config import SynthConfig, apply_overrides, from_dict, load_config
-from gpuseg.errors import GpusegError
+from gpuseg.errors import ConfigError, GpusegError
 
 app = typer.Typer(
     add_completion=False,
@@ -480,6 +480,73 @@ def targets_cmd(
     write_targets(frame, output)
     out.print(counts_line(frame.attrs["counts"]))
     out.print(f"wrote {len(frame):,} targets -> {output}")
+
+
+@app.command("plan")
+@handle_errors
+def plan_cmd(
+    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
+    budget: Annotated[float, typer.Option("--budget", help="total spend allowed")] = 50_000.0,
+    offers: Annotated[
+        Path | None, typer.Option("--offers", help="product library YAML (configs/offers.yaml)")
+    ] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help=".parquet or .csv")] = Path(
+        "plan.parquet"
+    ),
+    campaigns: Annotated[
+        Path | None, typer.Option("--campaigns", help="campaign table (default: a synthetic run's)")
+    ] = None,
+    future_revenue: Annotated[
+        Path | None,
+        typer.Option(
+            "--future-revenue", help="observed revenue over the horizon, for the ZILN head"
+        ),
+    ] = None,
+    priors: Annotated[
+        bool,
+        typer.Option("--priors", help="ignore the campaign table: effects from the offer priors"),
+    ] = False,
+    learner: Annotated[str, typer.Option("--learner", help="uplift learner: s or t")] = "s",
+    device: DeviceOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Contact plan: per subscriber at most one offer, channel and date, within the budget.
+
+    Example: gpuseg plan runs/demo --offers configs/offers.yaml --budget 50000 -o plan.parquet
+    """
+    from gpuseg.backend import resolve_backend
+    from gpuseg.pipeline.stages import plan_stage
+
+    if learner not in ("s", "t"):
+        raise ConfigError(f"--learner: {learner!r} is not one of s, t")
+    if output.suffix.lower() not in (".parquet", ".pq", ".csv"):
+        raise ConfigError(f"{output}: output must end in .parquet or .csv")
+    backend = resolve_backend(device or "auto")
+    a, path, skipped = plan_stage(
+        run, budget, offers, campaigns, future_revenue, not priors, learner, backend, output
+    )
+    s = a.result.summary
+    for note in s["notes"]:
+        out.print(note, soft_wrap=True)
+    t = Table(title=f"plan: {s['planned']:,} actions, value in {s['value_unit']}")
+    for col in ("by", "name", "actions", "spend", "expected value"):
+        t.add_column(col)
+    for by in ("offer", "channel", "segment"):
+        for name, v in s[f"per_{by}"].items():
+            t.add_row(by, name, f"{v['n']:,}", f"{v['spend']:,.0f}", f"{v['value']:,.1f}")
+    out.print(t)
+    out.print(
+        f"spend {s['spend']:,.0f} of {s['budget']:,.0f}; expected incremental value "
+        f"{s['expected_incremental_value']:,.1f}; {s['bound_kind']} {s['bound']:,.1f} "
+        f"(greedy gap {s['gap']:.2%})"
+    )
+    for c, e in s["channel_exclusions"].items():
+        out.print(
+            f"{c}: open {e['open']:,}; "
+            + ", ".join(f"{k} {v:,}" for k, v in e.items() if k != "open")
+        )
+    out.print("not planned: " + ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()))
+    out.print(f"wrote {path} and {skipped}")
 
 
 @app.command("drift")

@@ -36,6 +36,12 @@ class SynthConfig:
     noise: float = 1.0  # multiplier on observation noise
     shift: int = 0  # a later window: starts this many periods later, with market drift
     seed: int = 0
+    # past randomised campaigns with true effects, per-channel consent, future revenue
+    # (see gpuseg.data.campaigns); off: the world's files are exactly as without these keys
+    campaigns: bool = False
+    campaign_frac: float = 0.8  # share of subscribers in a past test
+    campaign_waves: int = 2  # past campaign waves, 8 periods apart, one test each
+    ltv_months: int = 12  # horizon of the true future revenue
     out_dir: str = ""  # where the world's files go; empty: <run out_dir>/world
 
 

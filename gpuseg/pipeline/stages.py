@@ -30,6 +30,8 @@ import torch
 import yaml
 from sklearn.metrics import adjusted_rand_score
 
+from gpuseg.action.plan import write_plan
+from gpuseg.action.stage import ActionRun, plan_run
 from gpuseg.backend import Backend
 from gpuseg.config import RunConfig, from_dict, save_config, to_dict
 from gpuseg.data.panel import Panel, load_attributes, load_panel, read_rows
@@ -48,6 +50,7 @@ from gpuseg.io.store import (
 )
 from gpuseg.model.sequence import SubscriberModel
 from gpuseg.report.html.page import render_report
+from gpuseg.report.html.plan import write_plan_json
 from gpuseg.report.tables import build_report, write_report
 from gpuseg.segment.cluster import Segmenter
 from gpuseg.segment.targets import read_aligned
@@ -440,3 +443,34 @@ __all__ = [
     "score",
     "run_pipeline",
 ]
+
+
+def plan_stage(
+    run_dir: Path,
+    budget: float,
+    offers: Path | None,
+    campaigns: Path | None,
+    future_revenue: Path | None,
+    use_campaigns: bool,
+    learner: str,
+    backend: Backend,
+    output: Path,
+) -> tuple[ActionRun, Path, Path]:
+    """``gpuseg plan``: the contact plan of a trained run, written to ``output`` (with its
+    skipped subscribers beside it) and to ``RUN/report/plan.json``; the report page is rendered
+    again when the run has one. Returns (the action run, plan path, skipped path)."""
+    a = plan_run(
+        run_dir,
+        budget,
+        offers,
+        campaigns,
+        future_revenue,
+        use_campaigns,
+        learner,
+        device=backend.torch_device,
+    )
+    path, skipped = write_plan(a.result, output)
+    write_plan_json(a)
+    if (Path(run_dir) / "report" / "report.html").is_file() and a.inputs.cfg.report.html:
+        render_report(run_dir, a.inputs.cfg, backend)
+    return a, path, skipped

@@ -49,6 +49,7 @@ from gpuseg.report.html.charts import (
     stacked_bars,
     table,
 )
+from gpuseg.report.html.plan import plan_section
 
 # (id, heading) of every section, in page order
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -637,6 +638,8 @@ def render_html(run_dir: str | Path, cfg: RunConfig, backend: Backend) -> str:
     sections = "".join(
         f'<section id="{sid}"><h2>{esc(h)}</h2>{bodies[sid]}</section>' for sid, h in SECTIONS
     )
+    plan_nav, plan_html = plan_section(run_dir)  # the plan, once `gpuseg plan` ran
+    nav, sections = nav + plan_nav, sections + plan_html
     title = f"gpuseg report: {cfg.name}"
     return (
         "<!DOCTYPE html>\n"
