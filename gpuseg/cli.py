@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gpuseg.errors import GpusegError
+from gpuseg.config import SynthConfig, apply_overrides, from_dict, load_config
+from gpuseg.errors import ConfigError, GpusegError
 
 app = typer.Typer(
     add_completion=False,
@@ -88,7 +92,6 @@ def handle_errors(fn):
 
 
 def _load(config: Path | None, overrides: list[str] | None, device: str | None):
-    from gpuseg.config import load_config
 
     sets = list(overrides or [])
     if device is not None:
@@ -133,7 +136,6 @@ def _run_stage(name: str, cluster: str | None, backend, *args):
 @contextlib.contextmanager
 def _epoch_progress(epochs: int):
     """A progress bar over epochs; yields the on_epoch callback of train_model."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
         TextColumn("train"),
@@ -255,7 +257,6 @@ def synth(
 
     A later window for out-of-time tests: gpuseg synth --out data/later --seed 1 --set shift=8
     """
-    from gpuseg.config import SynthConfig, apply_overrides, from_dict
     from gpuseg.data.synth import generate
 
     raw = dict(n_subscribers=n, n_periods=periods, seed=seed, preset=preset)
@@ -366,7 +367,6 @@ def report_cmd(
 
     Example: gpuseg report -c configs/demo.yaml
     """
-    import json
 
     with _stage(config, set_, device) as (cfg, run_dir, backend):
         from gpuseg.pipeline.stages import report_stage
@@ -404,9 +404,6 @@ def score_cmd(
 
     Example: gpuseg score runs/demo --usage new.parquet --static new_static.parquet -o s.parquet
     """
-    from dataclasses import replace
-
-    from gpuseg.config import load_config
 
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(None)
     if device is not None:
@@ -500,6 +497,73 @@ def targets_cmd(
     out.print(f"wrote {len(frame):,} targets -> {output}")
 
 
+@app.command("plan")
+@handle_errors
+def plan_cmd(
+    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
+    budget: Annotated[float, typer.Option("--budget", help="total spend allowed")] = 50_000.0,
+    offers: Annotated[
+        Path | None, typer.Option("--offers", help="product library YAML (configs/offers.yaml)")
+    ] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help=".parquet or .csv")] = Path(
+        "plan.parquet"
+    ),
+    campaigns: Annotated[
+        Path | None, typer.Option("--campaigns", help="campaign table (default: a synthetic run's)")
+    ] = None,
+    future_revenue: Annotated[
+        Path | None,
+        typer.Option(
+            "--future-revenue", help="observed revenue over the horizon, for the ZILN head"
+        ),
+    ] = None,
+    priors: Annotated[
+        bool,
+        typer.Option("--priors", help="ignore the campaign table: effects from the offer priors"),
+    ] = False,
+    learner: Annotated[str, typer.Option("--learner", help="uplift learner: s or t")] = "s",
+    device: DeviceOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Contact plan: per subscriber at most one offer, channel and date, within the budget.
+
+    Example: gpuseg plan runs/demo --offers configs/offers.yaml --budget 50000 -o plan.parquet
+    """
+    from gpuseg.backend import resolve_backend
+    from gpuseg.pipeline.stages import plan_stage
+
+    if learner not in ("s", "t"):
+        raise ConfigError(f"--learner: {learner!r} is not one of s, t")
+    if output.suffix.lower() not in (".parquet", ".pq", ".csv"):
+        raise ConfigError(f"{output}: output must end in .parquet or .csv")
+    backend = resolve_backend(device or "auto")
+    a, path, skipped = plan_stage(
+        run, budget, offers, campaigns, future_revenue, not priors, learner, backend, output
+    )
+    s = a.result.summary
+    for note in s["notes"]:
+        out.print(note, soft_wrap=True)
+    t = Table(title=f"plan: {s['planned']:,} actions, value in {s['value_unit']}")
+    for col in ("by", "name", "actions", "spend", "expected value"):
+        t.add_column(col)
+    for by in ("offer", "channel", "segment"):
+        for name, v in s[f"per_{by}"].items():
+            t.add_row(by, name, f"{v['n']:,}", f"{v['spend']:,.0f}", f"{v['value']:,.1f}")
+    out.print(t)
+    out.print(
+        f"spend {s['spend']:,.0f} of {s['budget']:,.0f}; expected incremental value "
+        f"{s['expected_incremental_value']:,.1f}; {s['bound_kind']} {s['bound']:,.1f} "
+        f"(greedy gap {s['gap']:.2%})"
+    )
+    for c, e in s["channel_exclusions"].items():
+        out.print(
+            f"{c}: open {e['open']:,}; "
+            + ", ".join(f"{k} {v:,}" for k, v in e.items() if k != "open")
+        )
+    out.print("not planned: " + ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()))
+    out.print(f"wrote {path} and {skipped}")
+
+
 @app.command("drift")
 @handle_errors
 def drift_cmd(
@@ -539,6 +603,10 @@ def bench_cmd(
         str, typer.Option("--profile", "-p", help="small, full or a manifest YAML")
     ] = "small",
     output: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench"),
+    kinds: Annotated[
+        str,
+        typer.Option("--kinds", help="device kinds to measure: cpu,cuda (default), cpu or cuda"),
+    ] = "cpu,cuda",
     debug: DebugOpt = False,
 ) -> None:
     """CPU and GPU throughput of every stage in one run; writes bench.json and bench.md.
@@ -547,7 +615,7 @@ def bench_cmd(
     """
     from gpuseg.bench import run_bench
 
-    run_bench(profile, output, log=out.print)
+    run_bench(profile, output, [k.strip() for k in kinds.split(",")], log=out.print)
     out.print((output / "bench.md").read_text(), soft_wrap=True)
     out.print(f"wrote {output / 'bench.json'} and bench.md")
 

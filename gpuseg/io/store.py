@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gpuseg.errors import RunDirError, WriteError
 
@@ -150,8 +152,6 @@ def concat_npy_atomic(path: Path, sources: list[Path], chunk_rows: int = 65_536)
 
 def concat_parquet_atomic(path: Path, sources: list[Path]) -> Path:
     """Concatenate Parquet files with compatible schemas into ``path``, one file at a time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     schemas = [pq.read_schema(s) for s in sources]
     schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
@@ -170,13 +170,68 @@ def write_parquet_atomic(path: Path, frame) -> Path:
     """A pandas frame (without its index) or a pyarrow Table to Parquet."""
     if hasattr(frame, "to_parquet"):
         return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
-    import pyarrow.parquet as pq
 
     return atomic_write(path, lambda p: pq.write_table(frame, p, compression="snappy"))
 
 
 def write_csv_atomic(path: Path, frame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False))
+
+
+def embeddings_rows(path: Path) -> int:
+    """Row count of an embeddings Parquet file, from its footer (RunDirError when unreadable)."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: unreadable embeddings ({why})") from None
+
+
+def read_embeddings(
+    path: Path, start: int = 0, stop: int | None = None, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (N,) and the float32 matrix (N, E) of an embeddings Parquet file (the id column, then
+    e0..e{E-1}): rows ``start:stop`` (only the row groups they touch are read), or the row
+    indices ``rows``. RunDirError naming the file when it is missing, unreadable, has no
+    embedding column or holds a value that is not a finite number."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing; run `gpuseg embed` first")
+    try:
+        ids, x = _read_embeddings(path, start, stop, rows)
+    except RunDirError:
+        raise
+    except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: unreadable embeddings ({why})") from None
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 1 + (start if rows is None else 0)
+        raise RunDirError(f"{path}: row {row}: an embedding value is NaN or infinite")
+    return ids, x
+
+
+def _read_embeddings(path: Path, start: int, stop: int | None, rows: np.ndarray | None):
+    pf = pq.ParquetFile(path)
+    if pf.schema_arrow.names[1:] == [] or not all(
+        pa.types.is_floating(t) or pa.types.is_integer(t) for t in pf.schema_arrow.types[1:]
+    ):
+        raise RunDirError(f"{path}: embedding columns e0, e1, ... must be numbers")
+    if rows is not None:
+        table = pf.read().take(pa.array(np.asarray(rows, dtype=np.int64)))
+    else:
+        stop = pf.metadata.num_rows if stop is None else stop
+        pieces, row = [], 0
+        for i in range(pf.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            if row < stop and row + n > start:
+                t = pf.read_row_group(i)
+                pieces.append(t.slice(max(start - row, 0), min(stop, row + n) - max(start, row)))
+            row += n
+        table = pa.concat_tables(pieces) if pieces else pf.schema_arrow.empty_table()
+    ids = table.column(0).to_numpy(zero_copy_only=False)
+    x = np.stack([table.column(i).to_numpy() for i in range(1, table.num_columns)], axis=1)
+    return ids, x.astype(np.float32)
 
 
 class ListOf:

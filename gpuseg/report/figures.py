@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from gpuseg.backend import Backend
+from gpuseg.data.panel import load_panel
 from gpuseg.data.split import load_split
-from gpuseg.io.store import read_parquet_checked
+from gpuseg.io.store import embeddings_rows, read_embeddings, read_parquet_checked
 
 
 def gain_curve(y: np.ndarray, p: np.ndarray, n_points: int = 51) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +35,6 @@ def decile_lift(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> np.ndarray:
 
 def churn_on_test_split(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(labels, churn probabilities) of the labelled test-split subscribers, or None."""
-    from gpuseg.data.panel import load_panel
 
     preds_path, split_path = run_dir / "predictions.parquet", run_dir / "split.npz"
     if not (preds_path.is_file() and split_path.is_file() and (run_dir / "panel").is_dir()):
@@ -59,19 +59,13 @@ def embedding_map(
 ) -> tuple[np.ndarray, np.ndarray, str, int] | None:
     """2-D coordinates of a random sample of the embeddings, their segments, the method used and
     the population size; None without embeddings or segments."""
-    import pyarrow.parquet as pq
-
     emb_path, seg_path = run_dir / "embeddings.parquet", run_dir / "segments.parquet"
     if not (emb_path.is_file() and seg_path.is_file()):
         return None
-    names = pq.read_schema(emb_path).names if emb_path.stat().st_size else []
-    table = read_parquet_checked(emb_path, numeric=tuple(names[1:]))
-    n = len(table)
+    n = embeddings_rows(emb_path)
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False))
-    part = table.iloc[rows]
-    del table
-    ids = part.iloc[:, 0].to_numpy().astype(str)
-    x = part.iloc[:, 1:].to_numpy(dtype=np.float32)
+    ids, x = read_embeddings(emb_path, rows=rows)
+    ids = ids.astype(str)
     segs = read_parquet_checked(seg_path, numeric=("segment",))
     labels = segs.set_index(segs.columns[0])["segment"]
     labels.index = labels.index.astype(str)
