@@ -285,7 +285,9 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 
 
 
 def clip(text: str) -> str:
-    """``text`` cut to :data:`MAX_SHOWN` characters for an error message."""
+    """``text`` on one line (control characters escaped), cut to :data:`MAX_SHOWN` characters,
+    for an error message."""
+    text = text if text.isprintable() else repr(text)[1:-1]
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
@@ -414,7 +416,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = load_yaml(raw) if raw.strip() else ""
     except ConfigError as exc:
-        raise ConfigError(f"override '{short(text)[1:-1]}': {exc}") from None
+        raise ConfigError(f"override '{clip(text)}': {exc}") from None
     except yaml.YAMLError as exc:
         why = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # one line, not YAML's four
         raise ConfigError(f"override '{clip(text)}': value is not valid YAML ({why})") from None
