@@ -575,6 +575,8 @@ def _increasing_in_unit(values: list[float]) -> bool:
 def _relations(cfg: Any) -> list[tuple[str, str]]:
     """(key, what is wrong) for every broken relation between values of one section."""
     bad: list[tuple[str, str]] = []
+    if isinstance(cfg, DataConfig) and cfg.period_column == cfg.id_column:
+        bad.append(("period_column", f"must differ from data.id_column ('{clip(cfg.id_column)}')"))
     if isinstance(cfg, ClusterConfig) and cfg.k_min > cfg.k_max:
         bad.append(("k_max", f"must be >= cluster.k_min ({cfg.k_min}), got {cfg.k_max}"))
     if isinstance(cfg, TrainConfig) and cfg.val_frac + cfg.test_frac >= 1:

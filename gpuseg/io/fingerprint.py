@@ -16,6 +16,7 @@ import hashlib
 from pathlib import Path
 
 from gpuseg.errors import RunDirError
+from gpuseg.io.store import read_json, write_json_atomic
 
 RECORD = "inputs.json"
 EDGE_BYTES = 1 << 20  # first and last MiB
@@ -68,8 +69,6 @@ def changed(old: dict[str, dict], new: dict[str, dict]) -> list[str]:
 
 def read_record(run_dir: Path) -> dict[str, dict]:
     """stage -> {name: fingerprint} of ``run_dir/inputs.json`` ({} when there is none)."""
-    from gpuseg.io.store import read_json
-
     path = Path(run_dir) / RECORD
     if not path.is_file():
         return {}
@@ -81,8 +80,6 @@ def read_record(run_dir: Path) -> dict[str, dict]:
 
 def record(run_dir: Path, stage: str, inputs: dict[str, dict]) -> None:
     """Save ``inputs`` (fingerprints) as what ``stage`` read."""
-    from gpuseg.io.store import write_json_atomic
-
     data = read_record(run_dir)
     data[stage] = inputs
     write_json_atomic(Path(run_dir) / RECORD, data)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -315,10 +316,6 @@ def read_parquet_checked(
     """A Parquet file of a run directory as a pandas frame: RunDirError naming the file when it
     is missing, unreadable (truncated, not Parquet), lacks one of ``columns``, or holds a
     non-numeric or non-finite value in a ``numeric`` column (the row is named, never the id)."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path}: missing; {what or 'run the stage that writes it first'}")

@@ -66,7 +66,7 @@ from gpuseg.segment.cluster import Segmenter
 from gpuseg.segment.targets import read_aligned
 from gpuseg.training.calibration import calibrated
 from gpuseg.training.checkpoint import load_checkpoint, save_checkpoint
-from gpuseg.training.ddp import DistContext
+from gpuseg.training.ddp import DistContext, barrier
 from gpuseg.training.loop import autocast, train_model
 
 Log = Callable[[str], None]
@@ -212,9 +212,7 @@ def train_stage(
     if dist is None or dist.is_main:
         record(run_dir, "train", current)  # before the first epoch, so a resume matches it
     if dist is not None:
-        from gpuseg.training import ddp
-
-        ddp.barrier(dist)
+        barrier(dist)
     result = train_model(
         panel,
         cfg.model,
