@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -325,21 +324,25 @@ def read_parquet_checked(
         for col in [*(columns or []), *numeric]:
             if col not in names:
                 raise RunDirError(f"{path}: no '{col}' column (damaged, or from another gpuseg)")
-        frame = pq.read_table(path, columns=columns).to_pandas()
+        table = pq.read_table(path, columns=columns)
     except RunDirError:
         raise
     except (OSError, ValueError, pa.ArrowException) as exc:
         why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise RunDirError(f"{path}: unreadable Parquet file ({why})") from None
     for col in numeric:
-        values = frame[col]
-        if not (pd.api.types.is_numeric_dtype(values.dtype) or values.dtype == bool):
-            raise RunDirError(f"{path}: column '{col}' is not numeric ({values.dtype})")
-        bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
+        arr = table.column(col)
+        if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+            if not pa.types.is_boolean(arr.type):
+                raise RunDirError(f"{path}: column '{col}' is not numeric ({arr.type})")
+            arr = arr.cast(pa.int8())
+        values = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)  # null: NaN
+        bad = ~np.isfinite(values)
         if bad.any():
             raise RunDirError(
                 f"{path}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 1}: NaN or infinite"
             )
+    frame = table.to_pandas()
     return frame
 
 
