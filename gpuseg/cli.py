@@ -254,6 +254,86 @@ def synth(
     out.print(f"churn rate {s['churn_rate']:.3f}  oracle AUC {s['oracle_auc']:.4f}")
 
 
+@app.command("init")
+@handle_errors
+def init_cmd(
+    data: Annotated[
+        list[Path],
+        typer.Argument(help="usage, static and labels files (Parquet or CSV), in any order"),
+    ],
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="the config file to write", metavar="YAML")
+    ] = Path("gpuseg.yaml"),
+    rows: Annotated[
+        int, typer.Option("--rows", help="rows read from each file to guess from", metavar="N")
+    ] = 20_000,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing config file")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a commented config for your files: layout, id, period, labels, metrics, revenue.
+
+    Reads the first --rows rows of each file (never the whole file) and guesses; every guess is a
+    comment in the YAML. Then: gpuseg check -c my.yaml, and gpuseg run -c my.yaml.
+
+    Example: gpuseg init exports/usage.parquet exports/subscribers.csv exports/churn.csv -o my.yaml
+    """
+    from gpuseg.data.infer import init_config
+    from gpuseg.errors import ConfigError
+    from gpuseg.io.store import write_text_atomic
+
+    if output.exists() and not force:
+        raise ConfigError(f"{output}: exists; use --force to replace it or -o another file")
+    text, guess = init_config([str(p) for p in data], rows)
+    write_text_atomic(output, text)
+    d = guess.data
+    out.print(
+        f"layout {d['layout']}, id column {d['id_column'] or '(row number)'}"
+        + (f", period column {d['period_column']}" if "period_column" in d else "")
+        + f", {len(d.get('metrics', {}))} metrics, revenue metric {d.get('revenue_metric', '-')}"
+    )
+    churn = d.get("churn_column")
+    out.print(
+        f"labels: churn {churn!r} in {d['labels']}" if churn else "labels: none found",
+        soft_wrap=True,
+    )
+    for w in guess.warnings:
+        out.print(f"check: {w}", soft_wrap=True, markup=False)
+    out.print(f"wrote {output}; next: gpuseg check -c {output}", soft_wrap=True)
+
+
+@app.command("check")
+@handle_errors
+def check_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    rows: Annotated[
+        int,
+        typer.Option("--rows", help="rows of each file whose values are checked", metavar="N"),
+    ] = 200_000,
+    debug: DebugOpt = False,
+) -> None:
+    """Check a config against its files before any training: one line per problem, exit 1.
+
+    Columns exist, the revenue metric is a metric, label values are readable, metric values are
+    numbers (or missing with a fill policy), and the ids of the usage, static and labels files
+    join. Reads headers, id columns and the first --rows rows; writes nothing.
+
+    Example: gpuseg check -c my.yaml
+    """
+    from gpuseg.data.check import check_config
+
+    cfg = _load(config, set_, None)
+    res = check_config(cfg, rows)
+    for note in res.notes:
+        out.print(note, soft_wrap=True, markup=False, highlight=False)
+    for problem in res.problems:
+        err.print(f"[red]problem:[/red] {problem}", markup=True, highlight=False, soft_wrap=True)
+    if res.problems:
+        err.print(f"{len(res.problems)} problem(s); fix them, then run gpuseg check again")
+        raise typer.Exit(1)
+    out.print(f"ok: {config or 'the default config'} matches its files")
+
+
 @app.command("prepare")
 @handle_errors
 def prepare_cmd(
