@@ -203,8 +203,8 @@ def check_metric_values(
 
 def check_labels(cfg: DataConfig, columns: list[str], rows: int, res: CheckResult) -> None:
     path = Path(cfg.labels)
-    absent = _missing_column(res, path, cfg.churn_column, "data.churn_column", columns)
-    if absent and cfg.churn_definition == "label":
+    label = cfg.churn_definition == "label"
+    if label and _missing_column(res, path, cfg.churn_column, "data.churn_column", columns):
         return
     want = [c for c in (cfg.churn_column, cfg.migration_column) if c in columns]
     if cfg.migration_column not in columns:
