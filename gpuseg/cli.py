@@ -283,7 +283,7 @@ def init_cmd(
 
     if output.exists() and not force:
         raise ConfigError(f"{output}: exists; use --force to replace it or -o another file")
-    text, guess = init_config([str(p) for p in data], rows)
+    text, guess = init_config([str(p) for p in data], rows, name=output.stem)
     write_text_atomic(output, text)
     d = guess.data
     out.print(

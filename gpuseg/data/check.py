@@ -339,7 +339,7 @@ def check_config(cfg: RunConfig, rows: int = VALUE_ROWS) -> CheckResult:
                 f"{d.usage}: revenue metric '{d.revenue_metric}' (data.revenue_metric) is not a "
                 f"metric; metrics: {', '.join(list(metrics)[:12])}"
             )
-        if metrics:
+        if metrics and not res.problems:  # values only once the columns are right
             check_metric_values(d, metrics, rows, res)
             n_periods = max(len(v) for v in metrics.values())
             res.notes.append(
@@ -360,8 +360,7 @@ def check_config(cfg: RunConfig, rows: int = VALUE_ROWS) -> CheckResult:
             "data.labels: no labels file and data.churn_definition is 'label'; give a labels "
             "file or derive churn from usage (no_usage or inactivity with data.label_periods)"
         )
-    if not res.problems:
-        check_ids(d, files, res)
+    check_ids(d, files, res)
     return res
 
 

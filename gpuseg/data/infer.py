@@ -15,6 +15,7 @@ user sees what to edit.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -556,7 +557,7 @@ def render_config(guess: Guess, sources: list[str], sample_rows: int = SAMPLE_RO
         "#   gpuseg run -c THIS.yaml      # prepare -> train -> embed -> cluster -> report",
     ]
     for w in guess.warnings:
-        lines.append(f"# CHECK: {w}")
+        lines.extend(textwrap.wrap(f"CHECK: {w}", 98, initial_indent="# ", subsequent_indent="# "))
     lines += [f"name: {guess.name}", f"out_dir: {_flow('runs/' + guess.name)}", "device: auto"]
     lines.append("data:")
     for key in _KEY_ORDER:
@@ -564,7 +565,7 @@ def render_config(guess: Guess, sources: list[str], sample_rows: int = SAMPLE_RO
             continue
         note = guess.notes.get(key)
         if note:
-            lines.append(f"  # {note}")
+            lines.extend(textwrap.wrap(note, 98, initial_indent="  # ", subsequent_indent="  # "))
         lines.extend(_entry(key, guess.data[key]))
     for key in ("labels", "missing_markers"):
         if key in guess.notes and key not in guess.data:
@@ -589,10 +590,15 @@ def render_config(guess: Guess, sources: list[str], sample_rows: int = SAMPLE_RO
     return "\n".join(lines) + "\n"
 
 
-def init_config(paths: list[str], rows: int = SAMPLE_ROWS) -> tuple[str, Guess]:
-    """Sample each file, guess, render: (YAML text, guess)."""
+def init_config(
+    paths: list[str], rows: int = SAMPLE_ROWS, name: str | None = None
+) -> tuple[str, Guess]:
+    """Sample each file, guess, render: (YAML text, guess). ``name``: the run's name (its
+    out_dir is runs/<name>); None: from the usage file's name."""
     profiles = [profile_frame(read_sample(p, rows), p) for p in paths]
     guess = infer_config(profiles)
+    if name:
+        guess.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     return render_config(guess, list(paths), rows), guess
 
 
