@@ -11,7 +11,7 @@ import contextlib
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -24,24 +24,41 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Churn, migration and segments of telecom subscribers, on GPU or CPU.",
 )
+# a terminal's own width (tables and the progress bar fit 80 columns); 160 when piped to a file
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML run config", metavar="YAML")
+]
 SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="override, e.g. train.epochs=5 (repeatable)")
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="override, e.g. train.epochs=5 (repeatable)", metavar="KEY=VALUE"
+    ),
 ]
 DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="auto, cpu or cuda (overrides the config)")
+    Literal["auto", "cpu", "cuda"] | None,
+    typer.Option("--device", help="where to run (overrides the config's device)"),
 ]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks", metavar="")]
 ClusterOpt = Annotated[
     str | None,
     typer.Option(
         "--cluster",
         help="run on Dask: local, local:N (N workers) or a scheduler address tcp://host:8786",
+        metavar="ADDRESS",
     ),
 ]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="reuse a run directory made by another config (its training checkpoint is dropped)",
+        metavar="",
+    ),
+]
+RunArg = Annotated[Path, typer.Argument(help="a run directory made by gpuseg run", metavar="RUN")]
 
 
 def handle_errors(fn):
@@ -99,12 +116,14 @@ def _backend(cfg):
     return backend
 
 
-def _stage(config: Path | None, overrides: list[str] | None, device: str | None):
+def _stage(
+    config: Path | None, overrides: list[str] | None, device: str | None, overwrite: bool = False
+):
     """What every stage command starts with: (config, checked run directory, backend)."""
     from gpuseg.pipeline.stages import check_run_dir
 
     cfg = _load(config, overrides, device)
-    return cfg, check_run_dir(cfg), _backend(cfg)
+    return cfg, check_run_dir(cfg, overwrite), _backend(cfg)
 
 
 def _run_stage(name: str, cluster: str | None, backend, *args):
@@ -123,22 +142,24 @@ def _run_stage(name: str, cluster: str | None, backend, *args):
 def _epoch_progress(epochs: int):
     """A progress bar over epochs; yields the on_epoch callback of train_model."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Column
 
-    columns = (
+    columns = (  # one line at 80 columns: a short bar, and the status cut rather than wrapped
         TextColumn("train"),
-        BarColumn(),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
     )
     with Progress(*columns, console=out, transient=False) as progress:
         task = progress.add_task("train", total=epochs, status="")
 
         def on_epoch(r: dict) -> None:
+            f1 = r.get("val_migration_f1")
             status = (
                 f"loss {r['loss']:.4f}  val AUC {r['val_auc']:.4f}  "
-                f"val migration F1 {r.get('val_migration_f1', float('nan')):.3f}  "
-                f"{r['subscribers_per_s']:,.0f} subs/s"
+                + (f"migr. F1 {f1:.3f}  " if f1 is not None and f1 == f1 else "")
+                + f"{r['subscribers_per_s']:,.0f} subs/s"
             )
             progress.update(task, completed=r["epoch"], status=status)
             if not out.is_terminal:
@@ -148,7 +169,12 @@ def _epoch_progress(epochs: int):
 
 
 def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
-    t = Table(title="Churn and migration on the test split")
+    migration = metrics.get("migration") or {}
+    f1 = migration.get("macro_f1")
+    has_f1 = f1 is not None and f1 == f1
+    t = Table(
+        title="Churn and migration on the test split" if has_f1 else "Churn on the test split"
+    )
     for col in (
         "ROC-AUC",
         "oracle AUC",
@@ -165,36 +191,41 @@ def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
         f"{c['pr_auc']:.4f}",
         f"{c['top_decile_lift']:.2f}",
         f"{c['brier']:.4f}",
-        f"{metrics['migration']['macro_f1']:.4f}",
+        f"{f1:.4f}" if has_f1 else "no labels",
     )
     return t
 
 
+# segment table columns: profile key, header (with its unit), format
+PROFILE_COLUMNS = (
+    ("segment", "#", "{}"),
+    ("name", "name", "{}"),
+    ("size", "subscri-\nbers", "{:,}"),
+    ("share", "share\n%", "{:.1%}"),
+    ("revenue_share", "revenue\n%", "{:.1%}"),
+    ("arpu", "ARPU\n/period", "{:.1f}"),
+    ("churn_rate", "churn\n%", "{:.1%}"),
+    ("churn_pred", "predic-\nted %", "{:.1%}"),
+)
+
+
 def _profiles_table(profiles) -> Table:
-    t = Table(title="Segments")
-    cols = [
-        "segment",
-        "name",
-        "size",
-        "share",
-        "revenue_share",
-        "arpu",
-        "churn_rate",
-        "churn_pred",
-    ]
-    for c in cols:
-        t.add_column(c, justify="left" if c == "name" else "right")
+    """The segment table; fits 80 columns (long names wrap inside their column)."""
+    from rich import box
+
+    t = Table(title="Segments", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for key, header, _ in PROFILE_COLUMNS:
+        if key == "name":
+            t.add_column(header, justify="left", overflow="fold", min_width=18, max_width=44)
+        else:
+            t.add_column(header, justify="right", no_wrap=True)
     for r in profiles:
-        t.add_row(
-            *[
-                f"{r[c]:.3f}"
-                if isinstance(r[c], float) and c != "arpu"
-                else f"{r[c]:.1f}"
-                if c == "arpu"
-                else str(r[c])
-                for c in cols
-            ]
-        )
+        cells = []
+        for key, _, fmt in PROFILE_COLUMNS:
+            v = r.get(key)
+            ok = v is not None and (not isinstance(v, float) or v == v)
+            cells.append(fmt.format(v).replace("%", "") if ok else "-")
+        t.add_row(*cells)
     return t
 
 
@@ -225,16 +256,30 @@ def info(debug: DebugOpt = False) -> None:
 @handle_errors
 def synth(
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="folder for the world's files")
+        Path, typer.Option("--out", "-o", help="folder for the world's files", metavar="DIR")
     ] = Path("data/synth"),
-    n: Annotated[int, typer.Option("--subscribers", "-n")] = 50_000,
-    periods: Annotated[int, typer.Option("--periods", "-t")] = 26,
-    seed: int = 0,
-    preset: str = "default",
-    fmt: Annotated[str, typer.Option("--format")] = "parquet",
+    n: Annotated[
+        int, typer.Option("--subscribers", "-n", help="subscribers in the world", metavar="N")
+    ] = 50_000,
+    periods: Annotated[
+        int, typer.Option("--periods", "-t", help="periods (weeks) of usage", metavar="T")
+    ] = 26,
+    seed: Annotated[int, typer.Option("--seed", help="random seed", metavar="N")] = 0,
+    preset: Annotated[
+        Literal["default", "hard"],
+        typer.Option("--preset", help="hard: weaker signal, more noise, late joiners"),
+    ] = "default",
+    fmt: Annotated[
+        Literal["parquet", "csv"], typer.Option("--format", help="file type of the tables")
+    ] = "parquet",
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="any synth key, e.g. late_joiner_frac=0.2 (repeatable)"),
+        typer.Option(
+            "--set",
+            "-s",
+            help="any synth key, e.g. late_joiner_frac=0.2 (repeatable)",
+            metavar="KEY=VALUE",
+        ),
     ] = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -341,13 +386,14 @@ def prepare_cmd(
     set_: SetOpt = None,
     device: DeviceOpt = None,
     cluster: ClusterOpt = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Raw usage/static/labels tables -> panel artifact in <out_dir>/panel, with rejects.csv.
 
     Example: gpuseg prepare -c configs/demo.yaml -s data.usage=my_usage.parquet --cluster local
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     meta = _run_stage("prepare_stage", cluster, backend, cfg, backend, run_dir)
     c = meta["counts"]
     out.print(
@@ -363,15 +409,21 @@ def prepare_cmd(
 @app.command("train")
 @handle_errors
 def train_cmd(
-    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Train the sequence model on <out_dir>/panel; writes model.safetensors and metrics.json.
 
     Example: gpuseg train -c configs/demo.yaml -s train.epochs=10
+
+    After tuning: gpuseg train -c runs/demo/best.yaml --overwrite (same panel, the best settings)
     """
     from gpuseg.pipeline.stages import train_stage
 
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     with _epoch_progress(cfg.train.epochs) as on_epoch:
         metrics = train_stage(cfg, backend, run_dir, on_epoch)
     out.print(_metrics_table(metrics))
@@ -384,13 +436,14 @@ def embed_cmd(
     set_: SetOpt = None,
     device: DeviceOpt = None,
     cluster: ClusterOpt = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Embeddings and predictions of every subscriber in bounded-memory batches, to Parquet.
 
     Example: gpuseg embed -c configs/demo.yaml --cluster tcp://10.0.0.5:8786
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     n = _run_stage("embed_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, "
@@ -405,13 +458,14 @@ def cluster_cmd(
     set_: SetOpt = None,
     device: DeviceOpt = None,
     cluster: ClusterOpt = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Segments from the embeddings (KMeans or HDBSCAN; cuML on GPU, scikit-learn on CPU).
 
     Example: gpuseg cluster -c configs/demo.yaml -s cluster.k=5 --cluster local:2
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     r = _run_stage("cluster_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> "
@@ -422,7 +476,11 @@ def cluster_cmd(
 @app.command("report")
 @handle_errors
 def report_cmd(
-    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Segment profiles, classic segments, tags, value x stability, quality: report tables.
 
@@ -437,7 +495,7 @@ def report_cmd(
     from gpuseg.pipeline.stages import check_run_dir, report_stage
 
     cfg = _load(config, set_, device)
-    run_dir = check_run_dir(cfg)
+    run_dir = check_run_dir(cfg, overwrite)
     profiles = report_stage(cfg, run_dir, _backend(cfg))
     out.print(_profiles_table(profiles.to_dict(orient="records")))
     report = run_dir / "report"
@@ -457,10 +515,23 @@ def report_cmd(
 @app.command("score")
 @handle_errors
 def score_cmd(
-    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
-    usage: Annotated[Path, typer.Option("--usage", help="usage table of the new data")],
-    static: Annotated[Path | None, typer.Option("--static")] = None,
-    output: Annotated[Path, typer.Option("--out", "-o")] = Path("scores.parquet"),
+    run: RunArg,
+    usage: Annotated[
+        Path, typer.Option("--usage", help="usage table of the new data", metavar="FILE")
+    ],
+    static: Annotated[
+        Path | None,
+        typer.Option(
+            "--static",
+            help="static attributes of the new subscribers; needed when the run was trained with "
+            "static attributes (a table-layout run reads them from --usage)",
+            metavar="FILE",
+        ),
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="scores (Parquet); rejects beside it", metavar="FILE"),
+    ] = Path("scores.parquet"),
     device: DeviceOpt = None,
     cluster: ClusterOpt = None,
     debug: DebugOpt = False,
@@ -478,6 +549,8 @@ def score_cmd(
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(None)
     if device is not None:
         cfg = replace(cfg, device=device)
+    if static is None and cfg.data.static and cfg.data.static == cfg.data.usage:
+        static = usage  # trained on one file holding usage and attributes: so is the new data
     data = replace(cfg.data, usage=str(usage), static=str(static) if static else None, labels=None)
     backend = _backend(cfg)
     r = _run_stage("score", cluster, backend, run, data, backend, output)
@@ -485,22 +558,32 @@ def score_cmd(
         f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected "
         f"{r['rejected']:,} -> {r['rejects']}"
     )
+    out.print("columns: churn_prob, migration_*, segment and segment_name (from the run's report)")
 
 
 @app.command("evaluate")
 @handle_errors
 def evaluate_cmd(
-    run: Annotated[Path, typer.Argument(help="a run directory")],
+    run: RunArg,
     truth: Annotated[
-        Path | None, typer.Option("--truth", help="synthetic truth.parquet for the oracle row")
+        Path | None,
+        typer.Option("--truth", help="synthetic truth.parquet for the oracle row", metavar="FILE"),
     ] = None,
-    n_boot: Annotated[int, typer.Option("--boot")] = 200,
+    n_boot: Annotated[
+        int,
+        typer.Option("--boot", help="bootstrap resamples for the 95% intervals", metavar="N"),
+    ] = 200,
     test_panel: Annotated[
         Path | None,
-        typer.Option("--test-panel", help="out of time: a later window's panel to test on"),
+        typer.Option(
+            "--test-panel", help="out of time: a later window's panel to test on", metavar="DIR"
+        ),
     ] = None,
     out_path: Annotated[
-        Path | None, typer.Option("--out", "-o", help="JSON result (default RUN/evaluation.json)")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="JSON result (default RUN/evaluation.json)", metavar="FILE"
+        ),
     ] = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -525,29 +608,48 @@ def evaluate_cmd(
 @app.command("targets")
 @handle_errors
 def targets_cmd(
-    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
-    output: Annotated[Path, typer.Option("--out", "-o", help=".csv or .parquet")] = Path(
-        "targets.csv"
-    ),
+    run: RunArg,
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="the list: .csv or .parquet", metavar="FILE")
+    ] = Path("targets.csv"),
     segment: Annotated[
-        list[int] | None, typer.Option("--segment", help="learned segment id (repeatable)")
+        list[int] | None,
+        typer.Option("--segment", help="learned segment number (repeatable)", metavar="N"),
     ] = None,
     tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="tag name from the rule file (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--tag",
+            help="tag from the run's rule file, e.g. churn_warning, retain_now (repeatable)",
+            metavar="NAME",
+        ),
     ] = None,
     all_tags: Annotated[
-        bool, typer.Option("--all-tags", help="require every --tag, not any")
+        bool, typer.Option("--all-tags", help="require every --tag, not any", metavar="")
     ] = False,
-    min_risk: Annotated[float, typer.Option("--min-risk")] = 0.0,
-    top: Annotated[int | None, typer.Option("--top")] = None,
-    horizon_months: Annotated[float | None, typer.Option("--horizon-months")] = None,
+    min_risk: Annotated[
+        float,
+        typer.Option("--min-risk", help="lowest churn probability kept, 0 to 1", metavar="P"),
+    ] = 0.0,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", help="at most this many, best expected value first", metavar="N"),
+    ] = None,
+    horizon_months: Annotated[
+        float | None,
+        typer.Option(
+            "--horizon-months",
+            help="value = ARPU x this many months (default: ARPU of one month)",
+            metavar="M",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Campaign list: by segment, tag and churn risk, ranked by expected value saved.
 
     Subscribers without marketing consent or in do-not-disturb are always excluded.
 
-    Example: gpuseg targets runs/demo --tag warning --min-risk 0.3 --top 1000 -o targets.csv
+    Example: gpuseg targets runs/demo --tag churn_warning --min-risk 0.3 --top 1000 -o t.csv
     """
     from gpuseg.segment.targets import counts_line, select_targets, write_targets
 
@@ -568,14 +670,24 @@ def targets_cmd(
 @app.command("drift")
 @handle_errors
 def drift_cmd(
-    old: Annotated[Path, typer.Argument(help="earlier scoring output (gpuseg score)")],
-    new: Annotated[Path, typer.Argument(help="later scoring output (gpuseg score)")],
-    output: Annotated[Path, typer.Option("--out", "-o", help="folder for drift.json|md")] = Path(
-        "drift"
-    ),
-    bins: Annotated[int, typer.Option("--bins")] = 10,
-    old_panel: Annotated[Path | None, typer.Option("--old-panel", help="panel dir")] = None,
-    new_panel: Annotated[Path | None, typer.Option("--new-panel", help="panel dir")] = None,
+    old: Annotated[
+        Path, typer.Argument(help="earlier scoring output (gpuseg score)", metavar="OLD")
+    ],
+    new: Annotated[Path, typer.Argument(help="later scoring output (gpuseg score)", metavar="NEW")],
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for drift.json|md", metavar="DIR")
+    ] = Path("drift"),
+    bins: Annotated[
+        int, typer.Option("--bins", help="quantile bins of each score for its PSI", metavar="N")
+    ] = 10,
+    old_panel: Annotated[
+        Path | None,
+        typer.Option("--old-panel", help="panel dir of OLD: adds feature PSI", metavar="DIR"),
+    ] = None,
+    new_panel: Annotated[
+        Path | None,
+        typer.Option("--new-panel", help="panel dir of NEW: adds feature PSI", metavar="DIR"),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Drift between two scoring runs: PSI per score and segment share, segment transitions.
@@ -601,9 +713,12 @@ def drift_cmd(
 @handle_errors
 def bench_cmd(
     profile: Annotated[
-        str, typer.Option("--profile", "-p", help="small, full or a manifest YAML")
+        str,
+        typer.Option("--profile", "-p", help="small, full or a manifest YAML", metavar="PROFILE"),
     ] = "small",
-    output: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench"),
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for bench.json|md", metavar="DIR")
+    ] = Path("runs/bench"),
     debug: DebugOpt = False,
 ) -> None:
     """CPU and GPU throughput of every stage in one run; writes bench.json and bench.md.
@@ -622,13 +737,25 @@ def bench_cmd(
 def tune_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    trials: Annotated[int, typer.Option("--trials", "-n")] = 20,
+    trials: Annotated[
+        int, typer.Option("--trials", "-n", help="trials run by this process", metavar="N")
+    ] = 20,
     storage: Annotated[
-        str | None, typer.Option("--storage", help="sqlite:///f.db, journal:PATH or an RDB URL")
+        str | None,
+        typer.Option("--storage", help="sqlite:///f.db, journal:PATH or an RDB URL", metavar="URL"),
     ] = None,
-    study: Annotated[str | None, typer.Option("--study")] = None,
-    pruner: str = "median",
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study", help="study name shared by processes (default: run name)", metavar="NAME"
+        ),  # fmt: skip
+    ] = None,
+    pruner: Annotated[
+        Literal["median", "hyperband", "none"],
+        typer.Option("--pruner", help="stops unpromising trials early"),
+    ] = "median",
     device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Optuna study over model and training settings; writes <out_dir>/best.yaml for gpuseg train.
@@ -637,7 +764,7 @@ def tune_cmd(
     """
     from gpuseg.training.tune import tune
 
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     r = tune(
         cfg,
         run_dir / "panel",
@@ -655,6 +782,7 @@ def tune_cmd(
         else "no trial completed"
     )
     out.print(f"wrote {run_dir / 'best.yaml'} and tune.json")
+    out.print(f"next: gpuseg train -c {run_dir / 'best.yaml'} --overwrite", soft_wrap=True)
 
 
 @app.command("run")
@@ -663,9 +791,7 @@ def run_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="reuse a run directory made by another config")
-    ] = False,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """The whole pipeline: (synth) -> prepare -> train -> embed -> cluster -> report.
@@ -700,6 +826,10 @@ def run_cmd(
             f"{truth['segment_ari']:.3f}"
         )
     out.print(f"run directory: {s['run_dir']}")
+    report = Path(s["run_dir"]) / "report"
+    if cfg.report.html:
+        out.print(f"report: {report / 'report.html'} (open it in a browser)", soft_wrap=True)
+    out.print(f"tables: {report / 'report.md'} and the CSV files beside it", soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover

@@ -110,10 +110,36 @@ def write_csv_atomic(path: Path, frame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False))
 
 
+# which command writes each run-directory file: the hint of a "missing" error
+WRITERS = {
+    "panel": "prepare",
+    "model": "train",
+    "metrics.json": "train",
+    "split.npz": "train",
+    "embeddings.parquet": "embed",
+    "predictions.parquet": "embed",
+    "segments.parquet": "cluster",
+    "cluster.json": "cluster",
+    "report": "report",
+    "summary.json": "run",
+    "best.yaml": "tune",
+    "evaluation.json": "evaluate",
+}
+
+
+def missing_hint(path: Path) -> str:
+    """``run `gpuseg <stage>` first`` for a run-directory file, by its name or its folder."""
+    path = Path(path)
+    for key in (path.name, path.stem.split(".")[0], path.parent.name):
+        if key in WRITERS:
+            return f"run `gpuseg {WRITERS[key]}` (or `gpuseg run`) first"
+    return "run the stage that writes it first (`gpuseg run` runs them all)"
+
+
 def read_json(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise RunDirError(f"{path}: missing (run the stage that writes it first)")
+        raise RunDirError(f"{path}: missing ({missing_hint(path)})")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -124,7 +150,7 @@ def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
     """Load an array saved by :func:`save_npy_atomic`, memory-mapped; pickled arrays are refused."""
     path = Path(path)
     if not path.is_file():
-        raise RunDirError(f"{path}: missing (run the stage that writes it first)")
+        raise RunDirError(f"{path}: missing ({missing_hint(path)})")
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:

@@ -625,7 +625,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
         raise ConfigError(f"cluster.algorithm: unknown algorithm {c.algorithm!r}")
     path = str(run_dir / "embeddings.parquet")
     if not Path(path).is_file():
-        raise RunDirError(f"{path}: missing (run the stage that writes it first)")
+        raise RunDirError(f"{path}: missing (run `gpuseg embed` first)")
     import pyarrow.parquet as pq
 
     n = pq.ParquetFile(path).metadata.num_rows

@@ -30,7 +30,7 @@ from gpuseg.config import RunConfig, from_dict, save_config, to_dict
 from gpuseg.data.panel import Panel, load_panel, read_rows
 from gpuseg.data.prepare import prepare
 from gpuseg.data.synth import generate
-from gpuseg.errors import RunDirError
+from gpuseg.errors import DataError, RunDirError
 from gpuseg.evaluate.metrics import MIGRATION_NAMES
 from gpuseg.io.store import (
     read_json,
@@ -42,6 +42,7 @@ from gpuseg.io.store import (
 from gpuseg.model.sequence import SubscriberModel
 from gpuseg.report.tables import build_report, write_report
 from gpuseg.segment.cluster import Segmenter
+from gpuseg.segment.targets import segment_names
 from gpuseg.training.calibration import calibrated
 from gpuseg.training.checkpoint import load_checkpoint, save_checkpoint
 from gpuseg.training.ddp import DistContext
@@ -121,6 +122,13 @@ def synth_stage(cfg: RunConfig, run_dir: Path) -> tuple[RunConfig, dict]:
 
 
 def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
+    if cfg.synth is not None and not cfg.data.usage:
+        world = world_dir(cfg, run_dir)
+        if not (world / "usage.parquet").is_file():
+            raise RunDirError(
+                f"{world}: no synthetic world yet; `gpuseg run` generates it (or `gpuseg synth "
+                f"--out {world}` first)"
+            )
     return prepare(with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
 
 
@@ -157,13 +165,15 @@ def embed_panel(
     amp: bool = True,
     segmenter: Segmenter | None = None,
     embeddings: bool = True,
+    segment_names: dict[int, str] | None = None,
 ) -> int:
     """Embeddings and predictions for every panel row, batch by batch, streamed to Parquet.
 
     Panel rows are read block by block with explicit file reads
     (:func:`gpuseg.data.panel.read_rows`),
     so a memory-mapped panel of any size never enters the resident set. With ``segmenter`` the
-    predictions get each row's segment; ``embeddings=False`` skips embeddings.parquet.
+    predictions get each row's segment (and its name, from ``segment_names``);
+    ``embeddings=False`` skips embeddings.parquet.
     """
     model.eval()
     id_col = panel.meta["id_column"]
@@ -187,6 +197,9 @@ def embed_panel(
             }
             if segmenter is not None:
                 preds["segment"] = segmenter.predict(emb)
+                if segment_names:
+                    names = [segment_names.get(int(k), "") for k in preds["segment"]]
+                    preds["segment_name"] = names
             tables = {"predictions": pa.table(preds)}
             if embeddings:
                 tables["embeddings"] = pa.table(
@@ -320,6 +333,13 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
     run_dir = Path(run_dir)
     check_scoring_run(run_dir)
     reference = read_json(run_dir / "panel" / "meta.json")
+    n_static = len(reference.get("static_features", []))
+    if n_static and not data_cfg.static:
+        raise DataError(
+            f"{run_dir}: trained with {n_static} static attributes (from "
+            f"{reference.get('sources', {}).get('static')}); give the new subscribers' "
+            "attributes with --static (same columns)"
+        )
     model, info = load_checkpoint(run_dir, backend.torch_device)
     seg = Segmenter.from_state(read_json(run_dir / "cluster.json"))
     out_path = Path(out_path)
@@ -337,6 +357,7 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
             tmp,
             segmenter=seg,
             embeddings=False,
+            segment_names=segment_names(run_dir),
         )
         (tmp / "predictions.parquet").replace(out_path)
         rejects = pd.read_csv(tmp / "panel" / "rejects.csv")
