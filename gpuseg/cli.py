@@ -21,6 +21,7 @@ from gpuseg.errors import GpusegError
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain help: KEY=VALUE, [auto|cpu|cuda], FILE... (not <list[str]>)
     no_args_is_help=True,
     help="Churn, migration and segments of telecom subscribers, on GPU or CPU.",
 )
@@ -304,7 +305,9 @@ def synth(
 def init_cmd(
     data: Annotated[
         list[Path],
-        typer.Argument(help="usage, static and labels files (Parquet or CSV), in any order"),
+        typer.Argument(
+            help="usage, static and labels files (Parquet or CSV), in any order", metavar="FILE..."
+        ),
     ],
     output: Annotated[
         Path, typer.Option("--out", "-o", help="the config file to write", metavar="YAML")

@@ -63,6 +63,7 @@ from gpuseg.io.store import (
 )
 from gpuseg.pipeline.stages import check_scoring_run, embed_panel, read_embeddings, with_world_data
 from gpuseg.segment.cluster import Segmenter
+from gpuseg.segment.targets import segment_names
 from gpuseg.training.checkpoint import load_checkpoint
 
 NPY_FILES = ("usage.npy", "mask.npy", "static.npy", "churn.npy", "migration.npy")
@@ -392,6 +393,7 @@ def _embed_part(
     backend: Backend,
     amp: bool,
     segmenter_state: dict | None = None,
+    segment_names: dict[int, str] | None = None,
 ) -> int:
     """Rows ``start:stop`` of the panel through the broadcast model -> Parquet parts in out_dir."""
     from safetensors.torch import load
@@ -426,6 +428,8 @@ def _embed_part(
         _, emb = read_embeddings(out / "embeddings.parquet")
         preds = pd.read_parquet(out / "predictions.parquet")
         preds["segment"] = Segmenter.from_state(segmenter_state).predict(emb)
+        if segment_names:
+            preds["segment_name"] = preds["segment"].map(segment_names).fillna("")
         write_parquet_atomic(out / "predictions.parquet", preds)
     return n
 
@@ -438,6 +442,7 @@ def _embed_parts(
     staging: Path,
     amp: bool,
     segmenter_state: dict | None = None,
+    segment_names: dict[int, str] | None = None,
 ) -> list[Path]:
     """Map the broadcast model over row ranges of the panel; returns the part directories."""
     n = len(load_panel(panel_dir))
@@ -456,6 +461,7 @@ def _embed_parts(
             [backend] * len(ranges),
             [amp] * len(ranges),
             [segmenter_state] * len(ranges),
+            [segment_names] * len(ranges),
             pure=False,
         ),
     )
@@ -482,7 +488,7 @@ def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path,
     import tempfile
 
     run_dir = Path(run_dir)
-    check_scoring_run(run_dir)
+    check_scoring_run(run_dir, data_cfg)
     reference = read_json(run_dir / "panel" / "meta.json")
     state = read_json(run_dir / "cluster.json")
     out_path = Path(out_path)
@@ -490,7 +496,10 @@ def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path,
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         tmp = Path(tmp)
         meta = prepare(client, data_cfg, backend, tmp / "panel", reference=reference)
-        parts = _embed_parts(client, run_dir, tmp / "panel", backend, tmp / "parts", True, state)
+        names = segment_names(run_dir)
+        parts = _embed_parts(
+            client, run_dir, tmp / "panel", backend, tmp / "parts", True, state, names
+        )
         concat_parquet_atomic(out_path, [p / "predictions.parquet" for p in parts])
         rejects = pd.read_csv(tmp / "panel" / "rejects.csv", dtype=str, keep_default_na=False)
         rejects_path = out_path.with_name(out_path.stem + ".rejects.csv")

@@ -317,21 +317,17 @@ def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
 # Scoring new data
 
 
-def check_scoring_run(run_dir: Path) -> None:
-    """RunDirError naming the first file a trained run needs for scoring that is missing."""
+def check_scoring_run(run_dir: Path, data_cfg=None) -> None:
+    """RunDirError naming the first file a trained run needs for scoring that is missing; with
+    ``data_cfg``, a DataError when the run was trained with static attributes and the new data
+    has none (the model would read a matrix of the wrong width)."""
     for name in ("model.safetensors", "model.json", "cluster.json", "panel/meta.json"):
         if not (run_dir / name).is_file():
             raise RunDirError(
                 f"{run_dir / name}: missing; run the whole pipeline (gpuseg run) first"
             )
-
-
-def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
-    """New raw tables through a trained run: churn and migration probabilities and segment."""
-    import tempfile
-
-    run_dir = Path(run_dir)
-    check_scoring_run(run_dir)
+    if data_cfg is None:
+        return
     reference = read_json(run_dir / "panel" / "meta.json")
     n_static = len(reference.get("static_features", []))
     if n_static and not data_cfg.static:
@@ -340,6 +336,15 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
             f"{reference.get('sources', {}).get('static')}); give the new subscribers' "
             "attributes with --static (same columns)"
         )
+
+
+def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
+    """New raw tables through a trained run: churn and migration probabilities and segment."""
+    import tempfile
+
+    run_dir = Path(run_dir)
+    check_scoring_run(run_dir, data_cfg)
+    reference = read_json(run_dir / "panel" / "meta.json")
     model, info = load_checkpoint(run_dir, backend.torch_device)
     seg = Segmenter.from_state(read_json(run_dir / "cluster.json"))
     out_path = Path(out_path)
