@@ -18,6 +18,23 @@ import numpy as np
 from gpuseg.errors import RunDirError
 
 
+def file_mode() -> int:
+    """The mode of a new file under the process umask (0644 under umask 022, 0600 under 077).
+
+    The one permission rule: every file gpuseg writes, per-subscriber data and aggregate reports
+    alike, gets the mode the user's umask gives a new file; ``umask 077`` keeps them private.
+    """
+    try:  # Linux: read it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting, then restore at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +42,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600: the umask's mode, as streamed files get
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
