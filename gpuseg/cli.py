@@ -495,6 +495,8 @@ def report_cmd(
     """
     import json
 
+    import pandas as pd
+
     from gpuseg.pipeline.stages import check_run_dir, report_stage
 
     cfg = _load(config, set_, device)
@@ -505,9 +507,14 @@ def report_cmd(
     conc = json.loads((report / "concentration.json").read_text())
     quality = json.loads((report / "quality.json").read_text())
     ari = quality["stability_ari"]["mean"]
+    recall = ""
+    if (report / "rules.csv").is_file():
+        rec = pd.read_csv(report / "rules.csv").get("recall")
+        if rec is not None and len(rec):
+            recall = f" (per-segment recall {rec.min():.1%} to {rec.max():.1%})"
     out.print(
         f"top 20% of subscribers hold {conc['top_share']['0.2']:.1%} of revenue (Gini"
-        f" {conc['gini']:.3f}); rules fidelity {quality['rules']['fidelity']:.1%}"
+        f" {conc['gini']:.3f}); rules fidelity {quality['rules']['fidelity']:.1%}{recall}"
         + (f"; bootstrap stability ARI {ari:.3f}" if ari is not None else "")
     )
     out.print(f"wrote {report / 'report.md'}, segments.md|csv and the other tables in {report}")
