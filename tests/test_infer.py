@@ -110,8 +110,9 @@ def test_table_without_a_time_series_and_without_ids():
     assert d["layout"] == "table" and d["id_column"] is None
     assert set(d["metrics"]) == {"MonthlyRevenue", "MonthlyMinutes", "PercChangeMinutes"}
     assert d["static_columns"] == ["MonthsInService", "CreditRating"]
+    assert "static" not in d  # the table layout reads its attributes from the table itself
     assert d["revenue_metric"] == "MonthlyRevenue"
-    assert d["allow_negative"] == ["MonthlyRevenue", "PercChangeMinutes"]
+    assert "allow_negative" not in d  # a table's metrics may be negative (percent changes)
     assert guess.model == {"encoder": "static"}
     assert "row number" in guess.notes["id_column"]
 

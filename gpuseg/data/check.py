@@ -168,7 +168,10 @@ def check_metric_values(
     negative_re = re.compile(data_key(cfg, "negative_pattern"), re.IGNORECASE)
     fill = data_key(cfg, "fill") or {}
     for name, columns in metrics.items():
-        may_be_negative = name in allowed if allowed is not None else bool(negative_re.search(name))
+        if allowed is not None:
+            may_be_negative = name in allowed
+        else:  # unset: revenue-like names; in a table (attributes, percent changes) every metric
+            may_be_negative = cfg.layout == "table" or bool(negative_re.search(name))
         policy = fill.get(name, fill.get("default", "error"))
         for col in columns:
             s = frame[col]
@@ -347,7 +350,15 @@ def check_config(cfg: RunConfig, rows: int = VALUE_ROWS) -> CheckResult:
                 + (f" x {n_periods} periods" if d.layout == "wide" else "")
                 + f"; revenue metric '{d.revenue_metric}'"
             )
-    if "static" in files:
+    if d.layout == "table" and "usage" in files:
+        if d.static:
+            res.problems.append(
+                f"data.static: the table layout reads static attributes from {d.usage} itself; "
+                "remove data.static"
+            )
+        for c in d.static_columns or []:
+            _missing_column(res, d.usage, c, "data.static_columns", files["usage"])
+    if "static" in files and d.layout != "table":
         cols = files["static"]
         if d.id_column is not None:
             _missing_column(res, d.static, d.id_column, "data.id_column", cols)

@@ -420,13 +420,15 @@ def infer_config(profiles: list[FileProfile]) -> Guess:
         warnings.append(f"{usage.path}: no numeric metric column found; set data.metrics")
 
     if static_file is not None:
-        data["static"] = static_file.path
+        if not (layout == "table" and static_file is usage):  # a table holds its own attributes
+            data["static"] = static_file.path
         if static_cols is None:
             static_cols = [c for c in static_file.names if c not in exclude | label_cols]
         if static_file is usage or static_file is labels_file:
             data["static_columns"] = static_cols
-        notes["static"] = (
-            "the same file: the columns that are not metrics"
+        key = "static_columns" if layout == "table" and static_file is usage else "static"
+        notes[key] = (
+            "static attributes: the columns that are not metrics (numbers, categories)"
             if static_file is usage
             else "joined on the id column"
         )
@@ -472,7 +474,7 @@ def infer_config(profiles: list[FileProfile]) -> Guess:
         data["revenue_metric"] = metric_cols[0]
         notes["revenue_metric"] = "a guess: no metric is named like revenue; edit"
     negative = []
-    for m in metric_cols:
+    for m in metric_cols if layout != "table" else []:  # a table's metrics may all be negative
         cols = [m] if layout != "wide" else [c for c in usage.names if c.startswith(m + "_")]
         if any(usage.column(c).negative for c in cols if c in usage.names) and not re.search(
             NEGATIVE_PATTERN, m, re.IGNORECASE
