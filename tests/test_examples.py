@@ -1,5 +1,6 @@
 """The shipped examples (configs/examples/, written by ``gpuseg init``) on the public data sets in
-../shared/data, end to end with few epochs: check, then run. Skipped where the data is absent."""
+../shared/data, end to end as shipped (20 epochs of the static encoder: about 40 s each on a
+2-core CPU): check, then run. Skipped where the data is absent."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from gpuseg.data.infer import init_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+# file, rows, lowest churn ROC-AUC on the test split. Measured 2026-12-01 with the example's own
+# 20 epochs (benchmarks/RESULTS.md): IBM 0.842 (logistic 0.846, XGBoost 0.840); Cell2Cell 6k
+# 0.591 (logistic 0.594, hist GB 0.625; published on the full 51k set: 0.66-0.70)
 EXAMPLES = {
-    "ibm_telco": ("ibm_telco/WA_Fn-UseC_-Telco-Customer-Churn.csv", 7043),
-    "cell2cell": ("cell2cell_6k/cell2celltrain_Small_6k.csv", 6380),
+    "ibm_telco": ("ibm_telco/WA_Fn-UseC_-Telco-Customer-Churn.csv", 7043, 0.80),
+    "cell2cell": ("cell2cell_6k/cell2celltrain_Small_6k.csv", 6380, 0.56),
 }
 runner = CliRunner()
 
@@ -45,7 +49,7 @@ def test_example_checks_and_runs_end_to_end(name, tmp_path, monkeypatch):
     cfg = f"configs/examples/{name}.yaml"
     r = runner.invoke(app, ["check", "-c", cfg])
     assert r.exit_code == 0, r.output
-    sets = [f"out_dir={tmp_path / 'run'}", "train.epochs=3", "report.map_sample=500"]
+    sets = [f"out_dir={tmp_path / 'run'}", "report.map_sample=500"]
     args = ["run", "-c", cfg, "--device", "cpu"] + [a for s in sets for a in ("-s", s)]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
@@ -54,5 +58,5 @@ def test_example_checks_and_runs_end_to_end(name, tmp_path, monkeypatch):
     assert counts["input"] == EXAMPLES[name][1] == counts["output"] + counts["rejected"]
     assert counts["output"] == counts["input"]  # nothing rejected: every row has its label
     auc = summary["metrics"]["churn"]["roc_auc"]
-    assert auc > 0.6, auc  # real signal (published: about 0.84 IBM, 0.66-0.70 Cell2Cell)
+    assert auc > EXAMPLES[name][2], auc  # real signal, near the baselines' level
     assert (tmp_path / "run" / "report" / "report.html").is_file()
