@@ -181,3 +181,35 @@ def test_init_reads_a_bounded_sample(tmp_path, rows):
     metrics = yaml.safe_load(out.read_text())["data"]["metrics"]
     # the third row ('x') is text: only a sample of one row sees voice_min as a number
     assert ("voice_min" in metrics) == (rows == 1)
+
+
+def test_wide_panel_with_a_constant_id_like_column_and_repeated_dates_is_wide():
+    """A constant ``circle_id`` repeats and recharge dates repeat: not a long table."""
+    n = 8
+    frame = pd.DataFrame(
+        {
+            "mobile_number": [str(7000000000 + i) for i in range(n)],
+            "circle_id": ["109"] * n,
+            "arpu_1": [str(i) for i in range(n)],
+            "arpu_2": [str(i + 1) for i in range(n)],
+            "date_of_last_rech_1": ["06/21/2014", "06/22/2014"] * (n // 2),
+            "date_of_last_rech_2": ["07/21/2014", "07/22/2014"] * (n // 2),
+            "churn": ["0", "1"] * (n // 2),
+        }
+    )
+    d = infer_config([profile_frame(frame, "panel.csv")]).data
+    assert (d["layout"], d["id_column"]) == ("wide", "mobile_number")
+    assert d["metrics"] == {"arpu": "arpu"}
+
+
+def test_long_needs_one_row_per_subscriber_and_period():
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b", "b"],
+            "month": ["2026-01", "2026-01", "2026-01", "2026-02"],
+            "voice_min": ["1", "2", "3", "4"],
+        }  # fmt: skip
+    )
+    assert infer_config([profile_frame(frame, "u.csv")]).data["layout"] == "table"
+    frame.loc[1, "month"] = "2026-02"
+    assert infer_config([profile_frame(frame, "u.csv")]).data["layout"] == "long"

@@ -119,6 +119,11 @@ class FileProfile:
     path: str
     rows: int  # rows in the sample
     columns: list[Column]
+    frame: pd.DataFrame | None = field(default=None, repr=False)  # the sample itself
+
+    def unique_pairs(self, a: str, b: str) -> bool:
+        """Whether (a, b) identifies each sample row (a long table's subscriber and period)."""
+        return self.frame is None or not self.frame.duplicated([a, b]).any()
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -177,7 +182,7 @@ def _top(values: pd.Series, k: int = 8) -> list[str]:
 
 def profile_frame(frame: pd.DataFrame, path: str) -> FileProfile:
     return FileProfile(
-        str(path), len(frame), [profile_column(str(c), frame[c]) for c in frame.columns]
+        str(path), len(frame), [profile_column(str(c), frame[c]) for c in frame.columns], frame
     )
 
 
@@ -216,9 +221,9 @@ def id_candidates(p: FileProfile, repeated: bool) -> list[str]:
         if c.kind == "number" and not c.integer:
             continue
         unique = c.unique == p.rows
-        if repeated != unique or (repeated and c.unique < 2):
-            out.append((0 if c.kind == "text" else 1, c.name))
-    return [name for _, name in sorted(out)]
+        if (repeated and not unique and c.unique >= 2) or (not repeated and unique):
+            out.append((0 if c.kind == "text" else 1, -c.unique, c.name))
+    return [name for *_, name in sorted(out)]
 
 
 def period_column(p: FileProfile, exclude: set[str]) -> str | None:
@@ -290,20 +295,19 @@ def infer_config(profiles: list[FileProfile]) -> Guess:
 
     # usage file and layout
     usage, layout, id_col, period = None, "table", None, None
-    for p in profiles:
+    for p in profiles:  # wide first: its <metric>_<period> columns are unmistakable
+        groups = {m: ps for m, ps in wide_groups(p.names).items() if len(set(ps)) >= 2}
+        if len(groups) >= 2 or (groups and len(next(iter(groups.values()))) >= 3):
+            usage, layout = p, "wide"
+            break
+    for p in profiles if usage is None else []:
         for cand in id_candidates(p, repeated=True):
             per = period_column(p, {cand})
-            if per is not None:
+            if per is not None and p.unique_pairs(cand, per):
                 usage, layout, id_col, period = p, "long", cand, per
                 break
         if usage is not None:
             break
-    if usage is None:
-        for p in profiles:
-            groups = {m: ps for m, ps in wide_groups(p.names).items() if len(set(ps)) >= 2}
-            if groups:
-                usage, layout = p, "wide"
-                break
     if usage is None:
         usage = max(profiles, key=lambda p: sum(c.kind == "number" for c in p.columns))
     data["usage"] = usage.path
@@ -552,8 +556,9 @@ def _entry(key: str, value) -> list[str]:
 
 def render_config(guess: Guess, sources: list[str], sample_rows: int = SAMPLE_ROWS) -> str:
     """The guessed config as commented YAML; it loads with :func:`gpuseg.config.load_config`."""
-    lines = [
-        f"# Written by gpuseg init from {', '.join(sources)}",
+    head = f"Written by gpuseg init from {', '.join(sources)}"
+    lines = textwrap.wrap(head, 98, initial_indent="# ", subsequent_indent="#   ")
+    lines += [
         f"# (guessed from the first {sample_rows:,} rows of each file). Edit, then:",
         "#   gpuseg check -c THIS.yaml    # the files against this config, in seconds",
         "#   gpuseg run -c THIS.yaml      # prepare -> train -> embed -> cluster -> report",
