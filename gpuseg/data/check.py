@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from gpuseg.config import DataConfig, RunConfig
@@ -78,6 +80,13 @@ def read_columns(path: Path, columns: list[str], rows: int | None = None) -> pd.
             if rows is None:
                 return pf.read(columns=columns).to_pandas()
             return next(pf.iter_batches(batch_size=rows, columns=columns)).to_pandas()
+        if rows is None:  # a whole column (the ids): Arrow's multithreaded reader, as text
+            opts = pacsv.ConvertOptions(
+                include_columns=columns,
+                column_types={c: pa.string() for c in columns},
+                strings_can_be_null=False,
+            )
+            return pacsv.read_csv(path, convert_options=opts).to_pandas()
         return pd.read_csv(
             path, usecols=columns, dtype=str, keep_default_na=False, nrows=rows, low_memory=False
         )
