@@ -301,3 +301,44 @@ def test_every_option_has_help_and_a_readable_type():
     page = runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"}).output
     assert "<median|hyperband|none>" in page and "<auto|cpu|cuda>" in page
     assert "-s, --set KEY=VALUE" in page and "-c, --config YAML" in page
+
+
+def test_segment_table_and_progress_fit_80_columns():
+    from rich.console import Console
+
+    from gpuseg.cli import _epoch_progress, _profiles_table
+
+    rows = [
+        dict(segment=0, name="High roaming, high social circle, 13-24m contract, low risk",
+             size=1_234_567, share=0.345, revenue_share=0.25, arpu=115.6, churn_rate=0.118,
+             churn_pred=0.061),
+        dict(segment=1, name="Low data", size=42, share=0.655, revenue_share=0.75, arpu=21.4,
+             churn_rate=float("nan"), churn_pred=0.2),
+    ]  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(_profiles_table(rows))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "1,234,567" in text and "115.6" in text and "6.1" in text  # last column not cut
+    assert "High roaming, high" in text and "contract, low risk" in text  # the name wraps
+    import gpuseg.cli as cli
+
+    narrow = Console(width=80, record=True, force_terminal=True)
+    old, cli.out = cli.out, narrow
+    try:
+        with _epoch_progress(3) as on_epoch:
+            on_epoch(
+                dict(
+                    epoch=1,
+                    loss=1.2345,
+                    val_auc=0.81234,
+                    val_migration_f1=0.4321,
+                    subscribers_per_s=1_234_567.0,
+                )  # fmt: skip
+            )
+    finally:
+        cli.out = old
+    # the live display's frames, one per refresh, recorded one after the other
+    frames = ["train" + f for f in narrow.export_text().split("train") if f.strip()]
+    assert frames and all(len(f.rstrip()) <= 80 for f in frames), frames
+    assert "\n" not in "".join(f.rstrip() for f in frames)  # one line each: never wrapped
