@@ -25,7 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gpuseg.data.panel import load_panel
 from gpuseg.errors import ConfigError, DataError
+from gpuseg.features.aggregates import subscriber_means
+from gpuseg.io.formats import table_format
 from gpuseg.io.store import write_json_atomic, write_text_atomic
 
 STABLE, MODERATE = 0.1, 0.25
@@ -114,7 +117,7 @@ def _frame(frame: pd.DataFrame | str | Path, what: str) -> pd.DataFrame:
     path = Path(frame)
     if not path.is_file():
         raise DataError(f"{path}: {what} scoring output not found")
-    return pd.read_parquet(path) if path.suffix.lower() != ".csv" else pd.read_csv(path)
+    return pd.read_csv(path) if table_format(path) == "csv" else pd.read_parquet(path)
 
 
 def drift(
@@ -230,8 +233,6 @@ def write_drift(result: dict[str, Any], out_dir: str | Path) -> Path:
 
 def panel_means(panel_dir: str | Path) -> pd.DataFrame:
     """Per-subscriber means of every metric of a prepared panel (one column per metric)."""
-    from gpuseg.data.panel import load_panel
-    from gpuseg.features.aggregates import subscriber_means
 
     panel = load_panel(panel_dir)
     return pd.DataFrame(subscriber_means(panel), columns=panel.metrics)
