@@ -8,6 +8,7 @@ exception is reported in one line too (exit 2) unless ``--debug`` asks for the t
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import json
 import sys
@@ -494,8 +495,6 @@ def report_cmd(
     """
 
     cfg = _load(config, set_, device)
-    import pandas as pd
-
     from gpuseg.pipeline.stages import check_run_dir, report_stage
 
     run_dir = check_run_dir(cfg, overwrite)
@@ -507,9 +506,10 @@ def report_cmd(
     ari = quality["stability_ari"]["mean"]
     recall = ""
     if (report / "rules.csv").is_file():
-        rec = pd.read_csv(report / "rules.csv").get("recall")
-        if rec is not None and len(rec):
-            recall = f" (per-segment recall {rec.min():.1%} to {rec.max():.1%})"
+        with open(report / "rules.csv", newline="") as f:
+            rec = [float(r["recall"]) for r in csv.DictReader(f) if r.get("recall")]
+        if rec:
+            recall = f" (per-segment recall {min(rec):.1%} to {max(rec):.1%})"
     out.print(
         f"top 20% of subscribers hold {conc['top_share']['0.2']:.1%} of revenue (Gini"
         f" {conc['gini']:.3f}); rules fidelity {quality['rules']['fidelity']:.1%}{recall}"
