@@ -1,6 +1,6 @@
 """The shipped examples (configs/examples/, written by ``gpuseg init``) on the public data sets in
-../shared/data, end to end as shipped (20 epochs of the static encoder: about 40 s each on a
-2-core CPU): check, then run. Skipped where the data is absent."""
+../shared/data, end to end as shipped (20 epochs of the static encoder: about 10 s each on an
+idle 2-core CPU): check, then run. Skipped where the data is absent."""
 
 from __future__ import annotations
 
