@@ -135,16 +135,24 @@ def _epoch_progress(epochs: int):
         task = progress.add_task("train", total=epochs, status="")
 
         def on_epoch(r: dict) -> None:
+            f1 = r.get("val_migration_f1", float("nan"))
             status = (
                 f"loss {r['loss']:.4f}  val AUC {r['val_auc']:.4f}  "
-                f"val migration F1 {r.get('val_migration_f1', float('nan')):.3f}  "
-                f"{r['subscribers_per_s']:,.0f} subs/s"
+                + (f"val migration F1 {f1:.3f}  " if f1 == f1 else "")  # NaN: no labels
+                + f"{r['subscribers_per_s']:,.0f} subs/s"
             )
             progress.update(task, completed=r["epoch"], status=status)
             if not out.is_terminal:
                 out.print(f"  epoch {r['epoch']:>3}  {status}")
 
         yield on_epoch
+
+
+def _migration_cell(migration: dict | None) -> str:
+    """The migration macro-F1, or "no labels" for a run trained on churn labels only."""
+    if not migration or migration.get("macro_f1") is None:
+        return "no labels"
+    return f"{migration['macro_f1']:.4f}"
 
 
 def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
@@ -165,7 +173,7 @@ def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
         f"{c['pr_auc']:.4f}",
         f"{c['top_decile_lift']:.2f}",
         f"{c['brier']:.4f}",
-        f"{metrics['migration']['macro_f1']:.4f}",
+        _migration_cell(metrics.get("migration")),
     )
     return t
 
@@ -278,6 +286,10 @@ def prepare_cmd(
         f"input {c['input']:,} = output {c['output']:,} + rejected {c['rejected']:,} (see "
         f"{run_dir / 'panel' / 'rejects.csv'})"
     )
+    from gpuseg.data.prepare import summary_lines
+
+    for line in summary_lines(meta):
+        out.print(line, soft_wrap=True)
 
 
 @app.command("train")
@@ -412,7 +424,17 @@ def score_cmd(
 def evaluate_cmd(
     run: Annotated[Path, typer.Argument(help="a run directory")],
     truth: Annotated[
-        Path | None, typer.Option("--truth", help="synthetic truth.parquet for the oracle row")
+        Path | None,
+        typer.Option(
+            "--truth", help="truth table (.parquet or .csv, with churn_prob) for the oracle row"
+        ),
+    ] = None,
+    truth_id: Annotated[
+        str | None,
+        typer.Option(
+            "--truth-id",
+            help="id column of the truth table (default: the run's id column, else subscriber_id)",
+        ),
     ] = None,
     n_boot: Annotated[int, typer.Option("--boot")] = 200,
     test_panel: Annotated[
@@ -436,8 +458,9 @@ def evaluate_cmd(
         truth = run / "world" / "truth.parquet"
     out_path = out_path or run / "evaluation.json"
     result = evaluate_run(
-        run, run / "panel", truth, n_boot=n_boot, test_panel_dir=test_panel, out_path=out_path
-    )
+        run, run / "panel", truth, n_boot=n_boot, test_panel_dir=test_panel, out_path=out_path,
+        truth_id_column=truth_id,
+    )  # fmt: skip
     out.print(comparison_markdown(result), soft_wrap=True)
     out.print(f"wrote {out_path}")
 
@@ -608,6 +631,11 @@ def run_cmd(
     out.print(
         f"subscribers: input {c['input']:,} = in panel {c['output']:,} + rejected {c['rejected']:,}"
     )
+    from gpuseg.data.prepare import summary_lines
+    from gpuseg.io.store import read_json
+
+    for line in summary_lines(read_json(Path(s["run_dir"]) / "panel" / "meta.json")):
+        out.print(line, soft_wrap=True)
     out.print(_profiles_table(s["profiles"]))
     truth = s.get("truth", {})
     out.print(_metrics_table(s["metrics"], truth.get("oracle_auc_test")))

@@ -121,7 +121,12 @@ def synth_stage(cfg: RunConfig, run_dir: Path) -> tuple[RunConfig, dict]:
 
 
 def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
-    return prepare(with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
+    """``prepare`` of a run: also checks that the revenue metric (value tiers, ARPU, the
+    report) is among the panel's metrics, so a wrong ``data.revenue_metric`` stops here, not
+    after training."""
+    return prepare(
+        with_world_data(cfg, run_dir).data, backend, run_dir / "panel", require_revenue=True
+    )
 
 
 def train_stage(
