@@ -417,7 +417,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         why = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # one line, not YAML's four
-        raise ConfigError(f"override '{text}': value is not valid YAML ({why})") from None
+        shown = text.replace("\r", "\\r").replace("\n", "\\n")  # the error stays one line
+        raise ConfigError(f"override '{shown}': value is not valid YAML ({why})") from None
     return keys, value
 
 
