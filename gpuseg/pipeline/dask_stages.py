@@ -133,8 +133,14 @@ def _gather(client, futures) -> list:
 # prepare
 
 
-def _read_dask(path: str | Path, what: str):
+def _read_dask(path: str | Path, what: str, data_cfg: DataConfig | None = None):
+    """A Dask frame of the table; CSV ids as text and only ``data.missing_markers`` missing,
+    as :func:`gpuseg.io.tables.read_table` reads them."""
     import dask.dataframe as dd
+
+    from gpuseg.io.tables import csv_options
+
+    opts = csv_options(data_cfg.id_column, data_cfg.missing_markers) if data_cfg else {}
 
     p = Path(path)
     if not p.is_file():
@@ -146,9 +152,9 @@ def _read_dask(path: str | Path, what: str):
         if suffix in (".parquet", ".pq"):
             return dd.read_parquet(str(p))
         if p.name.endswith(".csv.gz"):
-            return dd.read_csv(str(p), blocksize=None)
+            return dd.read_csv(str(p), blocksize=None, **opts)
         if suffix in (".csv", ".txt"):
-            return dd.read_csv(str(p), blocksize="64MB")
+            return dd.read_csv(str(p), blocksize="64MB", **opts)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{p}: cannot read {what} table: {msg}") from None
@@ -270,7 +276,9 @@ def prepare(
     shutil.rmtree(staging, ignore_errors=True)
     id_col = data_cfg.id_column
     tables = {"usage": data_cfg.usage, "static": data_cfg.static, "labels": data_cfg.labels}
-    frames = {k: _read_dask(v, k) for k, v in tables.items() if v}
+    if data_cfg.layout == "table":
+        raise ConfigError("data.layout: table is prepared in one process; run without --cluster")
+    frames = {k: _read_dask(v, k, data_cfg) for k, v in tables.items() if v}
     for name, ddf in frames.items():
         if id_col not in ddf.columns:
             cols = ", ".join(str(c) for c in list(ddf.columns)[:20])
