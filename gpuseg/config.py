@@ -117,9 +117,7 @@ class DataConfig:
         if "default" not in self.fill:
             self.fill = {"default": "error", **self.fill}
         if self.id_column is None and self.layout != "table":
-            raise ConfigError(
-                "data.id_column: null (row numbers as ids) needs data.layout: table"
-            )
+            raise ConfigError("data.id_column: null (row numbers as ids) needs data.layout: table")
         for key in ("wide_pattern", "negative_pattern"):
             try:
                 re.compile(getattr(self, key))

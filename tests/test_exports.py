@@ -156,7 +156,15 @@ report: {{html: false}}
     metrics = load_config(run / "config.yaml")  # the resolved config is readable again
     assert metrics.data.churn_column == "Churned"
     r = runner.invoke(
-        app, ["score", str(run), "--usage", str(tmp_path / "usage.csv"), "-o", str(tmp_path / "s.parquet")]
+        app,
+        [
+            "score",
+            str(run),
+            "--usage",
+            str(tmp_path / "usage.csv"),
+            "-o",
+            str(tmp_path / "s.parquet"),
+        ],
     )
     assert r.exit_code == 0, r.output
     score = pd.read_parquet(tmp_path / "s.parquet")
@@ -195,7 +203,9 @@ def test_churn_values_in_the_usual_spellings(tmp_path, values, want):
         tmp_path / "labels.csv", index=False
     )
     cfg = DataConfig(
-        usage=str(tmp_path / "usage.csv"), labels=str(tmp_path / "labels.csv"), churn_column="Exited"
+        usage=str(tmp_path / "usage.csv"),
+        labels=str(tmp_path / "labels.csv"),
+        churn_column="Exited",
     )
     panel, _, _ = build_panel(cfg, CPU)
     assert panel.churn.tolist() == want
@@ -340,7 +350,9 @@ def test_no_usage_with_integer_periods_needs_no_period_days(tmp_path):
     frame = long_usage(list("abc"), periods=range(1, 9))
     frame.loc[(frame["subscriber_id"] == "b") & (frame["period"] > 6), ["revenue", "data_mb"]] = 0
     frame.to_csv(tmp_path / "usage.csv", index=False)
-    cfg = DataConfig(usage=str(tmp_path / "usage.csv"), churn_definition="no_usage", label_periods=2)
+    cfg = DataConfig(
+        usage=str(tmp_path / "usage.csv"), churn_definition="no_usage", label_periods=2
+    )
     meta = prepare(cfg, CPU, tmp_path / "panel")
     assert load_panel(tmp_path / "panel").churn.tolist() == [0, 1, 0]
     assert meta["labels"]["period_days"] is None
@@ -439,7 +451,8 @@ def test_tag_frame_on_many_metrics_has_no_performance_warning(tiny_panel, tmp_pa
     from gpuseg.segment.tags import build_tag_frame
 
     attributes = pd.DataFrame(
-        {"subscriber_id": tiny_panel.ids} | {f"attr_{i}": np.arange(len(tiny_panel)) for i in range(150)}
+        {"subscriber_id": tiny_panel.ids}
+        | {f"attr_{i}": np.arange(len(tiny_panel)) for i in range(150)}
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", pd.errors.PerformanceWarning)
@@ -453,7 +466,9 @@ def test_oracle_reads_csv_truth_with_its_own_id_column(tmp_path):
     pd.DataFrame({"cust": ["007", "7"], "churn_prob": [0.1, 0.9]}).to_csv(
         tmp_path / "truth.csv", index=False
     )
-    got = oracle_probabilities(tmp_path / "truth.csv", np.array(["7", "007"]), "msisdn", None, "cust")
+    got = oracle_probabilities(
+        tmp_path / "truth.csv", np.array(["7", "007"]), "msisdn", None, "cust"
+    )
     assert got.tolist() == [0.9, 0.1]
     with pytest.raises(DataError, match="'nope'"):
         oracle_probabilities(tmp_path / "truth.csv", np.array(["7"]), "msisdn", None, "nope")
@@ -469,3 +484,18 @@ def test_attributes_keep_id_text(tmp_path):
     attrs = load_attributes(tmp_path / "panel")
     assert attrs["subscriber_id"].tolist() == ["0010", "10"]
     assert attrs["plan"].tolist() == ["a", "b"]
+
+
+def test_model_sees_the_sign_of_negative_metrics():
+    """A refund (negative ARPU, allowed by data.allow_negative) is below zero usage for the model,
+    not clamped onto it; on values >= 0 the input is log1p exactly, as before."""
+    import torch
+
+    from gpuseg.config import ModelConfig
+    from gpuseg.model.sequence import SubscriberModel
+
+    model = SubscriberModel(1, 0, 3, ModelConfig(hidden_size=4, embedding_dim=2))
+    usage = torch.tensor([[[-5.0], [0.0], [3.0]]])  # (B=1, T=3, M=1)
+    x = model.normalize(usage, torch.ones(1, 3, dtype=torch.bool))[0, :, 0]
+    assert x[0] < x[1] < x[2]
+    assert torch.equal(x[1:], torch.log1p(usage[0, 1:, 0]))  # mean 0, std 1 before fitting

@@ -1,5 +1,25 @@
-"""Usage layouts in memory: a long table (subscriber, period, metrics) or a wide one (one column per
-metric and period) pivoted to (N, T, M) arrays, with values checked on the backend's frames."""
+"""Usage layouts in memory: a long table (subscriber, period, metrics), a wide one (one column per
+metric and period) or a table (one row per subscriber, no period) as (N, T, M) arrays, with values
+checked on the backend's frames.
+
+What a raw export may hold, and what happens to it (each reported in the panel's
+``meta["data_report"]`` and the prepare summary):
+
+- ids: text exactly as written (see :mod:`gpuseg.io.tables`); table layout with
+  ``data.id_column: null``: the row numbers "1", "2", ...
+- missing cells (``data.missing_markers``, NaN): ``data.fill`` per metric, ``error`` (stop naming
+  the cell; the default), ``zero`` or ``ffill`` (the previous present period's value, 0 before
+  the first); cells filled are counted per metric. In the wide layout a period is present when
+  any of its cells is; a period with every cell missing is absent (as a missing row is in long).
+- negative values: allowed for the metrics in ``data.allow_negative``, or when that is unset for
+  revenue-like names (``data.negative_pattern``); in the table layout for every metric. Negative
+  cells kept are counted per metric. Any other negative value stops prepare.
+- wide columns matching ``data.wide_pattern`` whose values are dates: left out, listed.
+- table layout: numeric columns without missing cells (and the revenue metric, and columns with
+  a fill policy) are the metrics of one period ``"1"``; text, booleans and numeric columns with
+  missing cells are static attributes (numbers with a ``_missing`` flag, categories one-hot); the
+  churn and migration columns are labels, never features.
+"""
 
 from __future__ import annotations
 
@@ -368,9 +388,11 @@ def load_table(cfg: DataConfig, backend: Backend) -> Loaded:
             numeric = pd.api.types.is_numeric_dtype(col) and col.dtype != bool
             if cfg.static_columns is not None and c in cfg.static_columns:
                 continue
-            if numeric and (c == cfg.revenue_metric or not bool(col.isna().any())):
-                metrics[c] = c
-            elif numeric and fill_policy(cfg, c) != "error":
+            complete = not bool(col.isna().any())
+            # a column with missing cells stays a metric only when it is the revenue metric or
+            # has a fill policy; otherwise it is a static number with a missing flag
+            keep = complete or c == cfg.revenue_metric or fill_policy(cfg, c) != "error"
+            if numeric and keep:
                 metrics[c] = c
     if not metrics:
         raise DataError(f"{path}: no numeric column to use as a metric (data.metrics)")

@@ -14,9 +14,9 @@ CHUNK_ROWS = 65_536  # rows per host->device copy and per normalisation pass
 def fit_normalization(
     panel: Panel, rows: np.ndarray, static_log: bool = False
 ) -> dict[str, np.ndarray]:
-    """Per-metric mean/std of signed log1p(usage) over present periods, and static mean/std (of signed
-    log1p(static) with ``static_log``, as :meth:`SubscriberModel.scale_static` reads it), on
-    ``rows``."""
+    """Per-metric mean/std of signed log1p(usage) over present periods, and static mean/std (of
+    signed log1p(static) with ``static_log``, as :meth:`SubscriberModel.scale_static` reads it),
+    on ``rows``."""
     m = panel.usage.shape[2]
     s1, s2, cnt = np.zeros(m), np.zeros(m), 0.0
     for start in range(0, len(rows), CHUNK_ROWS):

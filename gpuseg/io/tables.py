@@ -38,7 +38,8 @@ def ids_as_text(col):
 
 
 def arrow_ids_as_text(arr: pa.Array) -> pa.Array:
-    """:func:`ids_as_text` for an Arrow array (dictionary decoded; numbers as pandas writes them)."""
+    """:func:`ids_as_text` for an Arrow array (dictionary decoded; numbers as pandas writes
+    them)."""
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
@@ -65,9 +66,8 @@ def clean_missing(frame, markers: list[str] | None, skip=(), xdf=pd):
         text = text.where(~text.isin(marker_set))
         nan_text = text.str.lower() == "nan"  # a float's own text for missing (numpy writes it)
         number = xdf.to_numeric(text.where(~nan_text), errors="coerce")
-        if not bool((number.isna() & text.notna() & ~nan_text).any()) and bool(
-            text.notna().any()
-        ):
+        all_numbers = not bool((number.isna() & text.notna() & ~nan_text).any())
+        if all_numbers and bool(text.notna().any()):
             changed[c] = number.astype("float64")
         elif bool((text.isna() & col.notna()).any()):
             changed[c] = text
