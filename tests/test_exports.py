@@ -499,3 +499,23 @@ def test_model_sees_the_sign_of_negative_metrics():
     x = model.normalize(usage, torch.ones(1, 3, dtype=torch.bool))[0, :, 0]
     assert x[0] < x[1] < x[2]
     assert torch.equal(x[1:], torch.log1p(usage[0, 1:, 0]))  # mean 0, std 1 before fitting
+
+
+def test_scoring_a_table_splits_columns_as_training(tmp_path):
+    """A column complete in training (a metric) but with a missing cell in the scoring file stays
+    a metric there (filled by data.fill, or named in the error), and the static encoding is
+    training's."""
+    train = "id,revenue,tenure,plan,churn\na,10,5,x,1\nb,20,7,y,0\nc,30,?,x,0\nd,40,9,y,1\n"
+    score = "id,revenue,tenure,plan\ne,15,?,x\nf,25,3,z\n"
+    cfg = DataConfig(
+        usage=str(write_csv_text(tmp_path / "t.csv", train)), layout="table", id_column="id"
+    )
+    panel, _, _ = build_panel(cfg, CPU)
+    assert panel.metrics == ["revenue"] and "tenure_missing" in panel.meta["static_features"]
+    new = DataConfig(
+        usage=str(write_csv_text(tmp_path / "s.csv", score)), layout="table", id_column="id"
+    )
+    scored, _, _ = build_panel(new, CPU, reference=panel.meta)
+    assert scored.metrics == ["revenue"]
+    assert scored.meta["static_features"] == panel.meta["static_features"]
+    assert scored.static.shape == (2, panel.static.shape[1])

@@ -7,6 +7,7 @@ GPU, pandas otherwise) and produce the same arrays.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,12 @@ def build_panel_whole(
     """:func:`build_panel` with the whole usage table in one frame (pandas or cuDF)."""
     if not cfg.usage:
         raise DataError("data.usage: no usage file given")
+    if reference is not None and cfg.layout == "table" and not cfg.metrics:
+        # scoring a table: its columns split into metrics and static as in training, not by
+        # which of them happen to have missing cells in this file
+        static_cols = [e["column"] for e in reference.get("static_encoding", [])]
+        metrics_map = {m: m for m in reference["metrics"]}
+        cfg = replace(cfg, metrics=metrics_map, static_columns=static_cols)
     loader = {"wide": load_wide, "table": load_table}.get(cfg.layout, load_long)
     ids, usage, mask, metrics, periods, info = loader(cfg, backend)
     info["report"]["negative"] = negative_cells(usage, mask, metrics)
