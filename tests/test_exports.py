@@ -519,3 +519,19 @@ def test_scoring_a_table_splits_columns_as_training(tmp_path):
     assert scored.metrics == ["revenue"]
     assert scored.meta["static_features"] == panel.meta["static_features"]
     assert scored.static.shape == (2, panel.static.shape[1])
+
+
+def test_table_layout_with_pseudonymised_ids(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUSEG_ID_KEY", "k" * 32)
+    text = "id,revenue,plan,churn\n007,10,x,yes\n7,20,y,no\n"
+    cfg = DataConfig(
+        usage=str(write_csv_text(tmp_path / "t.csv", text)), layout="table", id_column="id",
+        pseudonymize=True,
+    )  # fmt: skip
+    panel, attributes, _ = build_panel(cfg, CPU)
+    from gpuseg.data.privacy import pseudonymize
+
+    want = pseudonymize(np.array(["007", "7"]), b"k" * 32)
+    assert sorted(panel.ids.tolist()) == sorted(want.tolist())
+    assert panel.churn[panel.ids.tolist().index(want[0])] == 1
+    assert not set(attributes["id"]) & {"007", "7"}

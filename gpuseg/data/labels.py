@@ -311,9 +311,11 @@ def labels_from_frame(
     path: Path,
     ids: np.ndarray,
     rejected: np.ndarray | None = None,
+    hashed: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Churn and migration codes of ``frame`` (a labels table with the id column) aligned with
-    ``ids``. Migration is optional; a churn column named in the config but absent is an error."""
+    ``ids``. Migration is optional; a churn column named in the config but absent is an error.
+    ``hashed``: the frame's ids are pseudonymised already (labels read with the usage table)."""
     n = len(ids)
     churn = np.full(n, -1, dtype=np.int8)
     migration = np.full(n, -1, dtype=np.int8)
@@ -332,7 +334,8 @@ def labels_from_frame(
             f"{path}: column '{cfg.migration_column}' (data.migration_column) not found"
         )
     # a pandas string column, not a Python string object per row (10M rows: GBs)
-    lab_ids = pd.Series(pseudonymize_ids(frame[id_col], cfg, path), copy=False)
+    raw_ids = frame[id_col]
+    lab_ids = pd.Series(raw_ids if hashed else pseudonymize_ids(raw_ids, cfg, path), copy=False)
     pos = id_positions(ids, lab_ids)
     found = pos >= 0
     rejected = np.asarray(rejected if rejected is not None else [], dtype=str)

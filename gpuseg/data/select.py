@@ -137,7 +137,9 @@ def select_subscribers(
         static = np.zeros((int(keep.sum()), 0), dtype=np.float32)
 
     if "labels" in inline:
-        churn, migration = labels_from_frame(cfg, inline["labels"], Path(cfg.usage), ids)
+        churn, migration = labels_from_frame(
+            cfg, inline["labels"], Path(cfg.usage), ids, hashed=True
+        )
     else:  # static-only ids are rejects
         churn, migration = align_labels(cfg, ids, backend, static_only)
     return dict(
