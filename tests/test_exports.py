@@ -535,3 +535,14 @@ def test_table_layout_with_pseudonymised_ids(tmp_path, monkeypatch):
     assert sorted(panel.ids.tolist()) == sorted(want.tolist())
     assert panel.churn[panel.ids.tolist().index(want[0])] == 1
     assert not set(attributes["id"]) & {"007", "7"}
+
+
+def test_drift_reads_csv_ids_as_text(tmp_path):
+    from gpuseg.evaluate.drift import drift
+
+    old = pd.DataFrame({"msisdn": ["007", "7"], "segment": [0, 1], "churn_prob": [0.1, 0.2]})
+    old.to_csv(tmp_path / "old.csv", index=False)
+    old.assign(segment=[1, 0]).to_csv(tmp_path / "new.csv", index=False)
+    result = drift(tmp_path / "old.csv", tmp_path / "new.csv")
+    assert result["subscribers"]["both"] == 2  # before: "007" and "7" read as one id, 7
+

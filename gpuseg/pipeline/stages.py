@@ -344,7 +344,7 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
             embeddings=False,
         )
         (tmp / "predictions.parquet").replace(out_path)
-        rejects = pd.read_csv(tmp / "panel" / "rejects.csv")
+        rejects = pd.read_csv(tmp / "panel" / "rejects.csv", dtype=str, keep_default_na=False)
         rejects_path = out_path.with_name(out_path.stem + ".rejects.csv")
         write_csv_atomic(rejects_path, rejects)
     return dict(
