@@ -9,9 +9,17 @@ estimator classes and frame module they need, so one interface serves both backe
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import pandas
+import sklearn
+import sklearn.cluster
+import torch
+from sklearn.decomposition import PCA
 
 from gpuseg.errors import BackendError
 
@@ -24,7 +32,6 @@ def _try_import(name: str) -> tuple[Any | None, str | None]:
 
 
 def cuda_available() -> bool:
-    import torch
 
     return torch.cuda.is_available()
 
@@ -49,7 +56,6 @@ class Backend:
 
     @property
     def torch_device(self):
-        import torch
 
         return torch.device(self.device)
 
@@ -65,18 +71,30 @@ class Backend:
     def kmeans(self, **params):
         if self.ml == "cuml":
             from cuml.cluster import KMeans
-        else:
-            from sklearn.cluster import KMeans
-        return KMeans(**params)
+
+            return KMeans(**params)
+        return sklearn.cluster.KMeans(**params)
 
     def hdbscan(self, **params):
         if self.ml == "cuml":
             from cuml.cluster import HDBSCAN
 
             return HDBSCAN(prediction_data=True, **params)
-        from sklearn.cluster import HDBSCAN
+        return sklearn.cluster.HDBSCAN(**params)
 
-        return HDBSCAN(**params)
+    def approximate_predict(self, model, x) -> Any:
+        """Cluster ids (host int64, -1 noise) of rows ``x`` under a fitted cuML HDBSCAN, by
+        ``cuml.cluster.hdbscan.approximate_predict``; None on scikit-learn (no such method)."""
+        if self.ml != "cuml":
+            return None
+        from cuml.cluster.hdbscan import approximate_predict
+
+        labels, _ = approximate_predict(model, x)
+        return self.to_numpy(labels).astype("int64")
+
+    def array_module(self):
+        """``cupy`` with cuML (arrays on the GPU), else ``numpy``."""
+        return importlib.import_module("cupy" if self.ml == "cuml" else "numpy")
 
     def umap(self, **params):
         """2-D map of embeddings: cuML UMAP, umap-learn when installed, else PCA."""
@@ -87,7 +105,6 @@ class Backend:
         mod, _ = _try_import("umap")
         if mod is not None:
             return mod.UMAP(**params)
-        from sklearn.decomposition import PCA
 
         return PCA(
             n_components=params.get("n_components", 2), random_state=params.get("random_state")
@@ -95,7 +112,6 @@ class Backend:
 
     def to_numpy(self, array) -> Any:
         """Host copy of a cupy/cudf/numpy/pandas array."""
-        import numpy as np
 
         if hasattr(array, "to_numpy"):
             array = array.to_numpy()
@@ -108,16 +124,20 @@ class Backend:
         """A Dask cluster on this machine.
 
         On GPU with dask-cuda importable: ``LocalCUDACluster``, one worker per visible GPU (or
-        ``n_workers``). Otherwise ``LocalCluster`` with ``n_workers`` single-threaded worker
-        processes (default: one per CPU core).
+        ``n_workers``). On a GPU with cuML but no dask-cuda: :class:`BackendError` (CPU workers
+        would share the one GPU through ``cuml.dask``). Otherwise ``LocalCluster`` with
+        ``n_workers`` single-threaded worker processes (default: one per CPU core).
         """
-        import os
-
         if self.gpu:
-            mod, _ = _try_import("dask_cuda")
+            mod, why = _try_import("dask_cuda")
             if mod is not None:
                 kw = {} if n_workers is None else dict(n_workers=n_workers)
                 return mod.LocalCUDACluster(dashboard_address=":0", **kw)
+            if self.ml == "cuml":
+                raise BackendError(
+                    f"--cluster local on a GPU with cuML needs dask-cuda ({why}); install "
+                    "gpuseg[cuda12] or gpuseg[cuda13], or run with --device cpu"
+                )
         from distributed import LocalCluster
 
         return LocalCluster(
@@ -171,10 +191,6 @@ def resolve_backend(requested: str = "auto") -> Backend:
 
 def describe_environment() -> dict[str, str]:
     """Versions and devices, for ``gpuseg info`` and benchmark records."""
-    import numpy
-    import pandas
-    import sklearn
-    import torch
 
     info = {
         "python": platform.python_version(),
@@ -183,7 +199,7 @@ def describe_environment() -> dict[str, str]:
         "torch_cuda": str(torch.version.cuda),
         "cuda_available": str(torch.cuda.is_available()),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-        "numpy": numpy.__version__,
+        "numpy": np.__version__,
         "pandas": pandas.__version__,
         "scikit-learn": sklearn.__version__,
     }

@@ -8,9 +8,10 @@ available, each stage runs ``warmup`` times untimed and ``repeats`` times timed,
 wall time is recorded:
 
 - ``prepare``: long usage table -> panel (pandas, or cuDF with RAPIDS)
-- ``train_epoch``: one epoch, forward + backward over all subscribers in contiguous batches
-  (GRU, batch and hidden size from the manifest; losses as in
-  :func:`gpuseg.training.loop.train_model`)
+- ``train_epoch``: one epoch of :func:`gpuseg.training.step.train_epoch`, the step
+  :func:`gpuseg.training.loop.train_model` runs (pos_weight, migration class weights, clipping,
+  AdamW, one-cycle schedule), over the labelled subscribers in a seeded shuffled order (GRU,
+  batch and hidden size from the manifest)
 - ``embed``: inference over all subscribers, embeddings copied back to the host
 - ``kmeans``: KMeans on all embeddings (scikit-learn, or cuML with RAPIDS)
 - ``hdbscan``: HDBSCAN on a sample of the embeddings (scikit-learn, or cuML with RAPIDS)
@@ -40,9 +41,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
+import torch
 import yaml
 
+from gpuseg.backend import Backend, cuda_available, describe_environment, resolve_backend
+from gpuseg.config import DataConfig, ModelConfig, SynthConfig, TrainConfig, from_dict
+from gpuseg.data.panel import load_panel
+from gpuseg.data.prepare import prepare
+from gpuseg.data.synth import generate
 from gpuseg.errors import BackendError, ConfigError
+from gpuseg.features.fitting import fit_normalization
+from gpuseg.model.sequence import SubscriberModel, flops_per_subscriber
+from gpuseg.report.tables import segment_profiles
+from gpuseg.training import step
+from gpuseg.training.loop import predict, to_device
+from gpuseg.training.step import Losses
 
 STAGES = ("prepare", "train_epoch", "embed", "kmeans", "hdbscan", "report")
 KINDS = ("cpu", "cuda")
@@ -139,7 +153,6 @@ def _validate(m: BenchManifest) -> BenchManifest:
 
 
 def manifest_from_dict(data: Any) -> BenchManifest:
-    from gpuseg.config import from_dict
 
     if not isinstance(data, dict):
         raise ConfigError(f"benchmark manifest must be a mapping, got {type(data).__name__}")
@@ -176,7 +189,6 @@ class _Sampler:
     """Peak process RSS (and device-wide GPU use) sampled every ``interval`` s in a thread."""
 
     def __init__(self, gpu: bool, interval: float = 0.01):
-        import psutil
 
         self.proc = psutil.Process()
         self.gpu, self.interval = gpu, interval
@@ -188,7 +200,6 @@ class _Sampler:
     def _gpu_used(self) -> int:
         if not self.gpu:
             return 0
-        import torch
 
         free, total = torch.cuda.mem_get_info()
         return total - free
@@ -214,14 +225,11 @@ class _Sampler:
 
 def _sync(gpu: bool) -> None:
     if gpu:
-        import torch
-
         torch.cuda.synchronize()
 
 
 def _measure(fn: Callable[[], Any], gpu: bool, warmup: int, repeats: int) -> dict:
     """Run ``fn`` warmup + repeats times; median wall seconds of the timed runs and memory peaks."""
-    import torch
 
     for _ in range(warmup):
         fn()
@@ -273,8 +281,6 @@ def _git_commit() -> str | None:
 
 def _world(size: int, m: BenchManifest, out: Path, periods: int | None = None) -> Path:
     """The synthetic world for ``size`` x ``periods``, generated once and reused across runs."""
-    from gpuseg.config import SynthConfig
-    from gpuseg.data.synth import generate
 
     periods = periods or m.periods
     cfg = SynthConfig(n_subscribers=size, n_periods=periods, seed=m.seed)
@@ -318,8 +324,6 @@ class _Run:
 
     # -- prepare -------------------------------------------------------------------------------
     def prepare(self) -> None:
-        from gpuseg.config import DataConfig
-        from gpuseg.data.prepare import prepare
 
         cfg = DataConfig(
             usage=str(self.world / "usage.parquet"),
@@ -329,7 +333,6 @@ class _Run:
         prepare(cfg, self.backend, self.panel_dir)
 
     def ensure_panel(self) -> None:
-        from gpuseg.data.panel import load_panel
 
         if self.panel is None:
             if not (self.panel_dir / "meta.json").is_file():
@@ -338,13 +341,6 @@ class _Run:
 
     # -- training --------------------------------------------------------------------------------
     def ensure_model(self) -> None:
-        import torch
-
-        from gpuseg.config import ModelConfig, TrainConfig
-        from gpuseg.features.fitting import fit_normalization
-        from gpuseg.model.sequence import SubscriberModel
-        from gpuseg.training.loop import to_device
-
         if self.model is not None:
             return
         self.ensure_panel()
@@ -357,45 +353,49 @@ class _Run:
             t,
             ModelConfig(encoder="gru", hidden_size=self.m.hidden_size),
         )
-        model.set_normalization(**fit_normalization(p, np.arange(len(p))))
+        churn = np.asarray(p.churn)
+        labelled = np.flatnonzero(churn >= 0)
+        model.set_normalization(**fit_normalization(p, labelled))
         self.model = model.to(self.device)
-        tc = TrainConfig()
+        tc = TrainConfig(batch_size=self.m.batch_size, seed=self.m.seed)
+        self.train_cfg = tc
         self.amp = tc.amp
+        self.losses = Losses.fit(
+            churn[labelled], np.asarray(p.migration)[labelled], tc, self.device
+        )
         self.opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        steps = math.ceil(len(labelled) / tc.batch_size) * (self.m.warmup + self.m.repeats)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(  # as train_model: one cycle over the
+            self.opt,
+            max_lr=tc.lr,
+            total_steps=max(steps, 1),
+            pct_start=0.15,  # epochs run here
+        )
         self.data = to_device(p, self.device)
-        self.data["churn"] = self.data["churn"].clamp_min(0).float()
+        gen = torch.Generator(device="cpu").manual_seed(self.m.seed)
+        self.train_rows = torch.as_tensor(labelled, device=self.device)[
+            torch.randperm(len(labelled), generator=gen).to(self.device)
+        ]
 
     def train_epoch(self) -> None:
-        import torch
-        import torch.nn.functional as F
-
-        from gpuseg.training.loop import autocast
-
-        model, data, opt, bs = self.model, self.data, self.opt, self.m.batch_size
-        model.train()
-        n = len(data["usage"])
-        for start in range(0, n, bs):
-            sl = slice(start, start + bs)
-            usage, mask, static = data["usage"][sl], data["mask"][sl], data["static"][sl]
-            ym = data["migration"][sl]
-            with autocast(self.device, self.amp):
-                out = model(usage, mask, static)
-            target = model.profile_target(model.normalize(usage, mask), mask)
-            loss = F.binary_cross_entropy_with_logits(out["churn_logit"].float(), data["churn"][sl])
-            has_mig = ym >= 0
-            if bool(has_mig.any()):
-                loss = loss + 0.5 * F.cross_entropy(
-                    out["migration_logits"].float()[has_mig], ym[has_mig]
-                )
-            loss = loss + 0.5 * F.mse_loss(out["profile"].float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+        """One epoch of :func:`gpuseg.training.step.train_epoch`, the function ``train_model``
+        runs: the labelled rows in a seeded shuffled order, pos_weight, migration class weights,
+        clipping, AdamW and the one-cycle schedule; the loss is read once, as in training."""
+        total = step.train_epoch(
+            self.model,
+            self.model,
+            self.data,
+            self.train_rows,
+            self.m.batch_size,
+            self.losses,
+            self.opt,
+            self.sched,
+            self.amp,
+        )
+        float(total)
 
     # -- embed -------------------------------------------------------------------------------
     def embed(self) -> None:
-        from gpuseg.training.loop import predict
 
         out = predict(self.model, self.data, None, 4 * self.m.batch_size, self.amp)
         self.emb = out["embedding"].float().cpu().numpy()
@@ -434,7 +434,6 @@ class _Run:
 
     # -- report -------------------------------------------------------------------------------
     def report(self) -> None:
-        from gpuseg.report.tables import segment_profiles
 
         if self.labels is None:
             self.kmeans()
@@ -448,7 +447,6 @@ class _Run:
         self.ensure_panel()
         if stage == "train_epoch":
             self.ensure_model()
-            from gpuseg.model.sequence import flops_per_subscriber
 
             extra.update(
                 batch_size=self.m.batch_size,
@@ -479,7 +477,6 @@ class _Run:
 
 def _backend_for(kind: str) -> tuple[Any | None, Any | None, str]:
     """(full backend or None, torch-only backend or None, why RAPIDS/GPU is missing)."""
-    from gpuseg.backend import Backend, cuda_available, resolve_backend
 
     if kind == "cpu":
         return resolve_backend("cpu"), resolve_backend("cpu"), ""
@@ -504,9 +501,6 @@ def run_bench(
     and ``results``, a list of one entry per (size, kind, stage) with ``status`` ``ok`` or
     ``skipped`` (``reason`` says why), median ``seconds``, ``subscribers_per_s`` and memory peaks.
     """
-    import torch
-
-    from gpuseg.backend import describe_environment
 
     m = load_manifest(manifest_path_or_name)
     for k in device_kinds:

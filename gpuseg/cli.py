@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gpuseg.errors import GpusegError
+from gpuseg.config import SynthConfig, apply_overrides, from_dict, load_config
+from gpuseg.errors import ConfigError, GpusegError
 
 app = typer.Typer(
     add_completion=False,
@@ -82,7 +86,6 @@ def handle_errors(fn):
 
 
 def _load(config: Path | None, overrides: list[str] | None, device: str | None):
-    from gpuseg.config import load_config
 
     sets = list(overrides or [])
     if device is not None:
@@ -101,9 +104,9 @@ def _backend(cfg):
 
 def _stage(config: Path | None, overrides: list[str] | None, device: str | None):
     """What every stage command starts with: (config, checked run directory, backend)."""
+    cfg = _load(config, overrides, device)
     from gpuseg.pipeline.stages import check_run_dir
 
-    cfg = _load(config, overrides, device)
     return cfg, check_run_dir(cfg), _backend(cfg)
 
 
@@ -122,7 +125,6 @@ def _run_stage(name: str, cluster: str | None, backend, *args):
 @contextlib.contextmanager
 def _epoch_progress(epochs: int):
     """A progress bar over epochs; yields the on_epoch callback of train_model."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
         TextColumn("train"),
@@ -252,7 +254,6 @@ def synth(
 
     A later window for out-of-time tests: gpuseg synth --out data/later --seed 1 --set shift=8
     """
-    from gpuseg.config import SynthConfig, apply_overrides, from_dict
     from gpuseg.data.synth import generate
 
     raw = dict(n_subscribers=n, n_periods=periods, seed=seed, preset=preset)
@@ -301,9 +302,9 @@ def train_cmd(
 
     Example: gpuseg train -c configs/demo.yaml -s train.epochs=10
     """
+    cfg, run_dir, backend = _stage(config, set_, device)
     from gpuseg.pipeline.stages import train_stage
 
-    cfg, run_dir, backend = _stage(config, set_, device)
     with _epoch_progress(cfg.train.epochs) as on_epoch:
         metrics = train_stage(cfg, backend, run_dir, on_epoch)
     out.print(_metrics_table(metrics))
@@ -364,11 +365,10 @@ def report_cmd(
 
     Example: gpuseg report -c configs/demo.yaml
     """
-    import json
-
-    from gpuseg.pipeline.stages import check_run_dir, report_stage
 
     cfg = _load(config, set_, device)
+    from gpuseg.pipeline.stages import check_run_dir, report_stage
+
     run_dir = check_run_dir(cfg)
     profiles = report_stage(cfg, run_dir, _backend(cfg))
     out.print(_profiles_table(profiles.to_dict(orient="records")))
@@ -403,9 +403,6 @@ def score_cmd(
 
     Example: gpuseg score runs/demo --usage new.parquet --static new_static.parquet -o s.parquet
     """
-    from dataclasses import replace
-
-    from gpuseg.config import load_config
 
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(None)
     if device is not None:
@@ -508,6 +505,73 @@ def targets_cmd(
     out.print(f"wrote {len(frame):,} targets -> {output}")
 
 
+@app.command("plan")
+@handle_errors
+def plan_cmd(
+    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
+    budget: Annotated[float, typer.Option("--budget", help="total spend allowed")] = 50_000.0,
+    offers: Annotated[
+        Path | None, typer.Option("--offers", help="product library YAML (configs/offers.yaml)")
+    ] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help=".parquet or .csv")] = Path(
+        "plan.parquet"
+    ),
+    campaigns: Annotated[
+        Path | None, typer.Option("--campaigns", help="campaign table (default: a synthetic run's)")
+    ] = None,
+    future_revenue: Annotated[
+        Path | None,
+        typer.Option(
+            "--future-revenue", help="observed revenue over the horizon, for the ZILN head"
+        ),
+    ] = None,
+    priors: Annotated[
+        bool,
+        typer.Option("--priors", help="ignore the campaign table: effects from the offer priors"),
+    ] = False,
+    learner: Annotated[str, typer.Option("--learner", help="uplift learner: s or t")] = "s",
+    device: DeviceOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Contact plan: per subscriber at most one offer, channel and date, within the budget.
+
+    Example: gpuseg plan runs/demo --offers configs/offers.yaml --budget 50000 -o plan.parquet
+    """
+    from gpuseg.backend import resolve_backend
+    from gpuseg.pipeline.stages import plan_stage
+
+    if learner not in ("s", "t"):
+        raise ConfigError(f"--learner: {learner!r} is not one of s, t")
+    if output.suffix.lower() not in (".parquet", ".pq", ".csv"):
+        raise ConfigError(f"{output}: output must end in .parquet or .csv")
+    backend = resolve_backend(device or "auto")
+    a, path, skipped = plan_stage(
+        run, budget, offers, campaigns, future_revenue, not priors, learner, backend, output
+    )
+    s = a.result.summary
+    for note in s["notes"]:
+        out.print(note, soft_wrap=True)
+    t = Table(title=f"plan: {s['planned']:,} actions, value in {s['value_unit']}")
+    for col in ("by", "name", "actions", "spend", "expected value"):
+        t.add_column(col)
+    for by in ("offer", "channel", "segment"):
+        for name, v in s[f"per_{by}"].items():
+            t.add_row(by, name, f"{v['n']:,}", f"{v['spend']:,.0f}", f"{v['value']:,.1f}")
+    out.print(t)
+    out.print(
+        f"spend {s['spend']:,.0f} of {s['budget']:,.0f}; expected incremental value "
+        f"{s['expected_incremental_value']:,.1f}; {s['bound_kind']} {s['bound']:,.1f} "
+        f"(greedy gap {s['gap']:.2%})"
+    )
+    for c, e in s["channel_exclusions"].items():
+        out.print(
+            f"{c}: open {e['open']:,}; "
+            + ", ".join(f"{k} {v:,}" for k, v in e.items() if k != "open")
+        )
+    out.print("not planned: " + ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()))
+    out.print(f"wrote {path} and {skipped}")
+
+
 @app.command("drift")
 @handle_errors
 def drift_cmd(
@@ -547,6 +611,10 @@ def bench_cmd(
         str, typer.Option("--profile", "-p", help="small, full or a manifest YAML")
     ] = "small",
     output: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench"),
+    kinds: Annotated[
+        str,
+        typer.Option("--kinds", help="device kinds to measure: cpu,cuda (default), cpu or cuda"),
+    ] = "cpu,cuda",
     debug: DebugOpt = False,
 ) -> None:
     """CPU and GPU throughput of every stage in one run; writes bench.json and bench.md.
@@ -555,7 +623,7 @@ def bench_cmd(
     """
     from gpuseg.bench import run_bench
 
-    run_bench(profile, output, log=out.print)
+    run_bench(profile, output, [k.strip() for k in kinds.split(",")], log=out.print)
     out.print((output / "bench.md").read_text(), soft_wrap=True)
     out.print(f"wrote {output / 'bench.json'} and bench.md")
 
@@ -578,9 +646,9 @@ def tune_cmd(
 
     Example: gpuseg tune -c configs/demo.yaml -n 30 --storage journal:runs/demo/study.log
     """
+    cfg, run_dir, backend = _stage(config, set_, device)
     from gpuseg.training.tune import tune
 
-    cfg, run_dir, backend = _stage(config, set_, device)
     r = tune(
         cfg,
         run_dir / "panel",
@@ -615,9 +683,9 @@ def run_cmd(
 
     Example: gpuseg run --config configs/demo.yaml
     """
+    cfg = _load(config, set_, device)
     from gpuseg.pipeline.stages import run_pipeline
 
-    cfg = _load(config, set_, device)
     backend = _backend(cfg)
     with _epoch_progress(cfg.train.epochs) as on_epoch:
         s = run_pipeline(

@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from gpuseg.errors import ConfigError
+from gpuseg.io.store import write_text_atomic
 
 
 @dataclass
@@ -35,6 +36,12 @@ class SynthConfig:
     noise: float = 1.0  # multiplier on observation noise
     shift: int = 0  # a later window: starts this many periods later, with market drift
     seed: int = 0
+    # past randomised campaigns with true effects, per-channel consent, future revenue
+    # (see gpuseg.data.campaigns); off: the world's files are exactly as without these keys
+    campaigns: bool = False
+    campaign_frac: float = 0.8  # share of subscribers in a past test
+    campaign_waves: int = 2  # past campaign waves, 8 periods apart, one test each
+    ltv_months: int = 12  # horizon of the true future revenue
     out_dir: str = ""  # where the world's files go; empty: <run out_dir>/world
 
 
@@ -192,7 +199,7 @@ class TrainConfig:
     migration_weight: float = 0.5
     profile_weight: float = 0.5  # auxiliary head: reconstruct the usage profile
     amp: bool = True  # bf16 autocast on CUDA
-    compile: bool = False  # torch.compile the non-recurrent parts
+    compile: bool = False  # torch.compile the training forward (minutes to build on CPU)
     seed: int = 0
 
 
@@ -463,6 +470,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from gpuseg.io.store import write_text_atomic
 
     write_text_atomic(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

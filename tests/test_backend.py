@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from gpuseg.backend import describe_environment, resolve_backend
+from gpuseg.backend import Backend, describe_environment, resolve_backend
 from gpuseg.errors import BackendError
 
 HAS_CUDA = torch.cuda.is_available()
@@ -21,7 +22,26 @@ def test_cpu():
 
     assert isinstance(be.kmeans(n_clusters=2), KMeans)
     assert isinstance(be.hdbscan(min_cluster_size=5), HDBSCAN)
-    assert be.umap(n_components=2, random_state=0) is not None
+    x = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    xy = np.asarray(be.umap(n_components=2, random_state=0).fit_transform(x))
+    assert xy.shape == (60, 2) and np.isfinite(xy).all() and xy.std(0).min() > 0
+    assert be.array_module() is np
+    assert be.approximate_predict(None, x) is None  # cuML only
+
+
+def test_gpu_cuml_without_dask_cuda_refuses_local_cluster():
+    """A cuML backend on a GPU machine without dask-cuda refuses ``--cluster local`` in one line
+    instead of starting CPU workers that would share the GPU."""
+    try:
+        import dask_cuda  # noqa: F401
+
+        pytest.skip("dask-cuda is installed")
+    except ImportError:
+        pass
+    be = Backend("cuda", "cudf", "cuml")
+    with pytest.raises(BackendError, match="dask-cuda") as info:
+        be.local_cluster(2)
+    assert "\n" not in str(info.value) and "gpuseg[cuda12]" in str(info.value)
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA GPU is present")

@@ -65,7 +65,7 @@ def test_window_features_known_values():
     assert get("x__mean")[0] == pytest.approx(2.5)
     assert get("x__last")[0] == 4
     assert get("x__slope")[0] == pytest.approx(1.0)
-    assert get("x__last_quarter")[0] == 4  # ceil(4/4) = 1 period
+    assert get("x__last_quarter")[0] == 4  # 4 // 4 = 1 period
     assert get("x__std")[0] == pytest.approx(np.std([1, 2, 3, 4]))
     assert get("x__drop")[0] == pytest.approx(np.log(2.5 / 5.0))  # first half 1.5, last quarter 4
     assert get("y__slope")[0] == pytest.approx(10.0)

@@ -50,10 +50,15 @@ def test_small_profile_on_cpu(tmp_path):
     assert set(cpu) == {(s, st) for s in (2000, 10000) for st in STAGES}
     for r in cpu.values():
         assert r["status"] == "ok"
-        assert r["seconds"] > 0 and r["subscribers_per_s"] > 0
         assert len(r["seconds_all"]) == 2
-        assert r["rss_peak_mb"] > 0
-    assert all(r["achieved_flops_per_s"] > 0 for (_, st), r in cpu.items() if st == "train_epoch")
+        assert r["seconds"] == pytest.approx(sum(r["seconds_all"]) / 2)  # the median of two
+        assert r["subscribers_per_s"] == pytest.approx(r["items"] / r["seconds"])
+        assert r["rss_peak_mb"] >= r["rss_start_mb"] > 50  # python, torch and numpy are resident
+    for (_, st), r in cpu.items():
+        if st == "train_epoch":
+            flops = 3 * r["forward_flops_per_subscriber"] * r["items"] / r["seconds"]
+            assert r["achieved_flops_per_s"] == pytest.approx(flops)
+            assert r["forward_flops_per_subscriber"] > 1000  # a GRU of hidden 64 over 13 periods
     cuda = [r for r in results if r["kind"] == "cuda"]
     if not torch.cuda.is_available():
         assert len(cuda) == 2 * len(STAGES)
@@ -64,3 +69,56 @@ def test_small_profile_on_cpu(tmp_path):
     assert "GPU/CPU throughput" in md
     if not torch.cuda.is_available():
         assert "n/a" in md and "## Skipped" in md
+
+
+def test_bench_times_the_step_train_runs(tmp_path, tiny_panel, monkeypatch):
+    """``gpuseg train`` and ``gpuseg bench``'s train_epoch go through the same
+    :func:`gpuseg.training.step.train_step` (the real one, wrapped to count its calls), with
+    the fitted pos_weight, migration class weights and a scheduler."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from gpuseg import bench
+    from gpuseg.backend import resolve_backend
+    from gpuseg.config import ModelConfig, TrainConfig
+    from gpuseg.training import step
+    from gpuseg.training.loop import train_model
+
+    real = step.train_step
+    calls: list[tuple] = []
+
+    def spy(net, model, batch, losses, opt, sched, amp):
+        calls.append((len(batch["usage"]), losses, sched))
+        return real(net, model, batch, losses, opt, sched, amp)
+
+    monkeypatch.setattr(step, "train_step", spy)
+
+    cfg = TrainConfig(epochs=1, batch_size=256, patience=5)
+    result = train_model(
+        tiny_panel, ModelConfig(hidden_size=8, embedding_dim=8), cfg, torch.device("cpu")
+    )
+    n_train = result.metrics["sizes"]["train"]
+    assert len(calls) == math.ceil(n_train / 256)
+    assert sum(c[0] for c in calls) == n_train
+    train_losses = calls[0][1]
+    assert train_losses.pos_weight == pytest.approx(result.metrics["pos_weight"])
+    assert train_losses.pos_weight != 1.0
+    assert all(c[2] is not None for c in calls)
+
+    calls.clear()
+    m = bench.manifest_from_dict(dict(sizes=[300], periods=8, batch_size=64, hidden_size=8))
+    world = bench._world(300, m, tmp_path)
+    run = bench._Run(300, "cpu", resolve_backend("cpu"), world, m, tmp_path)
+    fn, n_items, _ = run.run_stage("train_epoch")
+    fn()
+    labelled = int((np.asarray(run.panel.churn) >= 0).sum())
+    assert len(calls) == math.ceil(labelled / 64)
+    assert sum(c[0] for c in calls) == labelled
+    bench_losses = calls[0][1]
+    churn = np.asarray(run.panel.churn)
+    pos = churn[churn >= 0].mean()
+    assert bench_losses.pos_weight == pytest.approx(math.sqrt((1 - pos) / pos))
+    assert not torch.allclose(bench_losses.migration_class_weight, torch.ones(3))
+    assert all(isinstance(c[2], torch.optim.lr_scheduler.OneCycleLR) for c in calls)

@@ -57,7 +57,8 @@ def test_run_writes_every_artifact_and_accounts_for_every_subscriber(tiny_run: P
     assert (
         preds[["migration_down", "migration_stay", "migration_up"]].sum(axis=1).round(4).eq(1).all()
     )
-    assert 0.0 <= summary["truth"]["oracle_auc_test"] <= 1.0
+    # the oracle on the test split scores about what it scores on the whole world
+    assert abs(summary["truth"]["oracle_auc_test"] - summary["world"]["oracle_auc"]) < 0.1
     profiles = pd.read_csv(tiny_run / "report" / "segments.csv")
     assert profiles["size"].sum() == c["output"]
     assert (tiny_run / "report" / "report.html").is_file()

@@ -145,3 +145,15 @@ def test_hdbscan_stability_on_a_sample():
     assert len(seg.labels_) == 1200 and seg.k_ == 3  # fitted on 500 rows, extended to all
     assert adjusted_rand_score(y, seg.labels_) > 0.95
     assert len(seg.stability_ari_) == 2 and min(seg.stability_ari_) > 0.9
+
+
+def test_map_cluster_ids_follows_the_centres_and_falls_back_for_noise():
+    """cuML's approximate_predict ids -> centre indices (the GPU path's extension of HDBSCAN)."""
+    from gpuseg.segment.cluster import map_cluster_ids
+
+    predicted = np.array([5, -1, 2, 7, 2, 9])
+    fallback = np.array([0, 1, 0, 0, 2, 1])
+    # clusters 2, 5, 7 have centres 0, 1, 2; 9 has none (not in the sample's clusters)
+    out = map_cluster_ids(predicted, [2, 5, 7], fallback)
+    assert out.tolist() == [1, 1, 0, 2, 0, 1]
+    assert map_cluster_ids(np.array([-1, -1]), [0, 3], np.array([1, 0])).tolist() == [1, 0]

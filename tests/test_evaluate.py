@@ -70,7 +70,10 @@ def test_evaluate_writes_json_with_all_rows(trained, evaluation):
             if col in ("roc_auc", "pr_auc", "brier"):  # unbiased enough to sit inside the CI
                 assert cell["lo"] <= cell["value"] <= cell["hi"], (row["model"], col)
     assert set(on_disk["paired"]["difference"]) == set(names[1:])
-    assert on_disk["details"]["model"]["migration_confusion"] is not None
+    confusion = np.asarray(on_disk["details"]["model"]["migration_confusion"])
+    mig = np.asarray(load_panel(trained["panel"]).migration)[split.test]
+    assert confusion.shape == (3, 3) and confusion.sum() == (mig >= 0).sum()
+    assert (confusion.sum(1) == np.bincount(mig[mig >= 0], minlength=3)).all()  # rows: truth
 
 
 def test_evaluate_numbers_are_consistent(trained, evaluation):

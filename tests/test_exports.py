@@ -545,4 +545,3 @@ def test_drift_reads_csv_ids_as_text(tmp_path):
     old.assign(segment=[1, 0]).to_csv(tmp_path / "new.csv", index=False)
     result = drift(tmp_path / "old.csv", tmp_path / "new.csv")
     assert result["subscribers"]["both"] == 2  # before: "007" and "7" read as one id, 7
-

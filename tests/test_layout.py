@@ -69,3 +69,57 @@ def test_the_private_name_check_can_fail(tmp_path):
         "from gpuseg.io.store import _x\nfrom gpuseg.segment import classic\nclassic._y\n"
     )
     assert len(private_uses(bad)) == 2
+
+
+# Imports that may stay inside a function: optional or heavy dependencies (anywhere), and in the
+# CLI the stage modules and torch, imported after the config is validated so that a config error
+# comes back before they load (README: Layout).
+LAZY_ANYWHERE = ("cudf", "cuml", "cupy", "dask", "distributed", "dask_cuda", "xgboost", "umap")
+LAZY_IN_CLI = ("torch", "gpuseg.")
+EAGER_IN_CLI = ("gpuseg.config", "gpuseg.errors")
+
+
+def local_imports(path: Path) -> list[str]:
+    """Imports inside a function body that the allow-lists above do not cover."""
+    tree = ast.parse(path.read_text())
+    cli = path.name == "cli.py" and path.parent.name == "gpuseg"
+    found = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] in LAZY_ANYWHERE:
+                    continue
+                if cli and name.startswith(LAZY_IN_CLI) and not name.startswith(EAGER_IN_CLI):
+                    continue
+                found.append(f"{path.name}:{node.lineno} imports {name}")
+    return sorted(set(found))
+
+
+def test_no_function_local_imports_but_optional_ones():
+    found = [u for p in SOURCES for u in local_imports(p)]
+    assert found == []
+
+
+def test_the_local_import_check_can_fail(tmp_path):
+    code = (
+        "import torch\ndef f():\n    import json\n    import cudf\n"
+        "    from gpuseg.config import x\n    from gpuseg.pipeline import stages\n"
+    )
+    (tmp_path / "gpuseg").mkdir()
+    cli, other = tmp_path / "gpuseg" / "cli.py", tmp_path / "gpuseg" / "other.py"
+    cli.write_text(code)
+    other.write_text(code)
+    assert sorted(f.split(" imports ")[1] for f in local_imports(cli)) == ["gpuseg.config", "json"]
+    assert sorted(f.split(" imports ")[1] for f in local_imports(other)) == [
+        "gpuseg.config",
+        "gpuseg.pipeline",
+        "json",
+    ]

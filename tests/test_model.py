@@ -55,7 +55,12 @@ def test_output_shapes(encoder):
     assert out["migration_logits"].shape == (B, N_MIGRATION)
     assert out["profile"].shape == (B, 2 * M)
     assert all(torch.isfinite(v).all() for v in out.values())
-    assert n_parameters(model) > 0 and flops_per_subscriber(model) >= 0
+    trainable = {id(p) for p in model.parameters()}
+    assert n_parameters(model) == sum(p.numel() for p in model.parameters()) > 1000
+    assert len(trainable) == len(list(model.parameters()))
+    # the encoder's matmuls per subscriber grow with the periods; a static model has none over T
+    flops = flops_per_subscriber(model)
+    assert flops > (0 if encoder == "static" else 2 * T * (M + 1) * model.cfg.hidden_size)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)

@@ -272,7 +272,7 @@ def test_truth_and_oracle_follow_the_pseudonyms(private_run, tiny_world):
         mp.setenv(ENV, KEY)
         data_cfg = load_config(run_dir / "config.yaml").data
         check = truth_check(run_dir, tiny_world.dir, data_cfg)
-        assert 0.5 < check["oracle_auc_test"] <= 1.0 and -1.0 <= check["segment_ari"] <= 1.0
+        assert 0.7 < check["oracle_auc_test"] <= 1.0 and check["segment_ari"] > 0.1  # not chance
         result = evaluate_run(
             run_dir, run_dir / "panel", tiny_world.truth, n_boot=10, baselines=["logistic"]
         )

@@ -95,7 +95,11 @@ def test_report_directory_follows_the_contract(report_run: Path):
     assert all(s["silhouette"] is not None and s["davies_bouldin"] > 0 for s in q["k_scores"])
     assert q["chosen_k"] in (3, 4, 5) and "silhouette" in q["reason"]
     assert len(q["stability_ari"]["values"]) == 3
-    assert q["stability_ari"]["min"] <= q["stability_ari"]["mean"] <= 1
+    values = q["stability_ari"]["values"]
+    assert q["stability_ari"]["min"] == min(values) and q["stability_ari"]["mean"] == (
+        pytest.approx(sum(values) / len(values))
+    )
+    assert q["stability_ari"]["min"] > 0.3  # tiny world: re-fits find much the same segments
     c = json.loads((r / "concentration.json").read_text())
     assert set(c["top_share"]) == {"0.01", "0.05", "0.1", "0.2"}
     assert len(c["lorenz"]["x"]) == len(c["lorenz"]["y"]) <= 201

@@ -271,3 +271,25 @@ def test_select_by_churn_auc_plus_migration_f1(tiny_panel):
     best = scores[res.metrics["best_epoch"] - 1]
     assert best >= max(scores) - 1e-4
     assert res.metrics["val_auc"] == res.history[res.metrics["best_epoch"] - 1]["val_auc"]
+
+
+@pytest.mark.slow  # about 20 s: TorchDynamo traces the model (inductor would take minutes on CPU)
+def test_train_compile_runs_the_compiled_forward(tiny_panel, monkeypatch):
+    """``train.compile`` hands the forward to torch.compile (the real one, with its eager
+    backend so the CPU test does not wait for a C++ build); the epoch then gives the same loss
+    and validation AUC as without it."""
+    real = torch.compile
+    compiled = []
+
+    def spy(model, **kw):
+        compiled.append(model)
+        return real(model, backend="eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    cfg = ModelConfig(hidden_size=8, embedding_dim=8)
+    plain = train_model(tiny_panel, cfg, TrainConfig(epochs=1), CPU)
+    assert compiled == []
+    with_compile = train_model(tiny_panel, cfg, TrainConfig(epochs=1, compile=True), CPU)
+    assert len(compiled) == 1 and compiled[0] is with_compile.model
+    assert with_compile.history[0]["loss"] == pytest.approx(plain.history[0]["loss"], rel=1e-5)
+    assert with_compile.metrics["val_auc"] == pytest.approx(plain.metrics["val_auc"], abs=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,8 +23,6 @@ def id_positions(ids: np.ndarray, values) -> np.ndarray:
 
 def _as_number(values) -> set:
     """The values that read as numbers, as floats (for the 'would match as numbers' hint)."""
-    import pandas as pd
-
     nums = pd.to_numeric(pd.Series(list(values), dtype="object"), errors="coerce")
     return set(nums.dropna().tolist())
 

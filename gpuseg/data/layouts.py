@@ -24,6 +24,7 @@ What a raw export may hold, and what happens to it (each reported in the panel's
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -242,8 +243,6 @@ def is_date_column(col) -> bool:
     text = text[text != ""].head(200)
     if text.empty or text.str.fullmatch(r"[-+]?\d*\.?\d+([eE][-+]?\d+)?").any():
         return False
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "could not infer format": expected for odd strings
         parsed = pd.to_datetime(text, errors="coerce", format="mixed")

@@ -30,11 +30,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from sklearn.metrics import roc_auc_score
 
 from gpuseg.config import SynthConfig
+from gpuseg.data.campaigns import campaign_chunk, world_meta
 from gpuseg.errors import ConfigError
-from gpuseg.io.store import write_json_atomic, write_parquet_atomic
+from gpuseg.io.store import write_csv_atomic, write_json_atomic, write_parquet_atomic
 
 CHUNK = 50_000  # subscribers per generation chunk; part of the seed schedule, do not change
 
@@ -51,6 +54,12 @@ METRICS = (
 )
 COUNT_METRICS = ("sms", "topups", "support_contacts", "dropped_calls", "distinct_contacts")
 MIGRATION_CLASSES = ("down", "stay", "up")
+CAMPAIGN_KEYS = (
+    "campaigns",
+    "campaign_frac",
+    "campaign_waves",
+    "ltv_months",
+)  # left out of world.json when off
 
 
 @dataclass(frozen=True)
@@ -369,9 +378,22 @@ def _chunk(cfg: SynthConfig, start: int, n: int, preset: dict) -> dict:
     last4 = valid & (tt >= t_obs - 4)
     arpu_now = (rev * last4).sum(1) / np.maximum(last4.sum(1), 1)
     slope = trend - 0.08 * decliner * (decline_start < t_obs)
+    recent8 = valid & (tt >= t_obs - 8)
     arpu_next = arpu_now * np.exp(0.5 * slope * h * 1.5 + rng.normal(0, 0.1 * noise, n))
 
-    return dict(
+    extra = {}
+    if cfg.campaigns:  # inputs of gpuseg.data.campaigns; no draw from rng here
+        last = tt >= t_obs - 1
+        extra = dict(
+            rev_now=fee * np.exp(0.5 * drift[:, -1]) * np.where(prepaid == 1, scale, 1.0)
+            + np.where(prepaid == 1, 0.0, 0.002 * (usage[:, :, 3] * last).sum(1)),
+            rev_growth=0.5 * slope,
+            support8=(usage[:, :, 6] * recent8).sum(1),
+            drops8=(usage[:, :, 7] * recent8).sum(1),
+            contacts=usage[:, :, 8].mean(1) / scale,
+            declining_long=decliner & (decline_start <= t_obs - 6),
+        )
+    return extra | dict(
         seg=seg,
         usage=usage,
         valid=valid,
@@ -411,7 +433,6 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
     Files: ``usage.parquet``, ``static.parquet``, ``labels.parquet``, ``truth.parquet``,
     ``world.json`` (the config, segment names and the oracle AUC).
     """
-    from sklearn.metrics import roc_auc_score
 
     if cfg.n_subscribers < 10:
         raise ConfigError(f"synth.n_subscribers: need at least 10, got {cfg.n_subscribers}")
@@ -432,6 +453,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
     tmp_path.unlink(missing_ok=True)  # CSV chunks are appended: never onto a killed run's leftover
     writer = None
     statics, truths = [], []
+    extras: dict[str, list[pd.DataFrame]] = {}  # campaign tables (synth.campaigns)
     try:
         for start in range(0, cfg.n_subscribers, CHUNK):
             n = min(CHUNK, cfg.n_subscribers - start)
@@ -454,12 +476,16 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
                     writer = pq.ParquetWriter(tmp_path, table.schema)
                 writer.write_table(table)
             else:
-                import pyarrow.csv as pacsv
-
                 with open(tmp_path, "ab") as fh:
                     pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=start == 0))
             static = ch["static"]
             static.insert(0, "subscriber_id", ids)
+            if cfg.campaigns:
+                camp = campaign_chunk(cfg, start, ch, static, ids, date_arr[-1])
+                for col in camp["static"].columns:
+                    static[col] = camp["static"][col].to_numpy()
+                for key in ("campaigns", "future", "effects"):
+                    extras.setdefault(key, []).append(camp[key])
             statics.append(static)
             truths.append(
                 pd.DataFrame(
@@ -492,12 +518,12 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
         dict(subscriber_id=truth["subscriber_id"], churn=truth["churn"], migration=migration)
     )
 
-    writer_fn = write_parquet_atomic
-    if fmt == "csv":
-        from gpuseg.io.store import write_csv_atomic as writer_fn
+    writer_fn = write_csv_atomic if fmt == "csv" else write_parquet_atomic
     writer_fn(out / f"static.{fmt}", static)
     writer_fn(out / f"labels.{fmt}", labels)
     write_parquet_atomic(out / "truth.parquet", truth)
+    for key, frames in extras.items():
+        write_parquet_atomic(out / f"{key}.parquet", pd.concat(frames, ignore_index=True))
 
     oracle = (
         float(roc_auc_score(truth["churn"], truth["churn_prob"]))
@@ -517,9 +543,12 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
         migration_mix={k: float((migration == k).mean()) for k in MIGRATION_CLASSES},
         segments={s.name: float((truth["segment"] == i).mean()) for i, s in enumerate(SEGMENTS)},
         periods=[str(d.date()) for d in (dates[0], dates[-1])],
-        config=dict(cfg.__dict__),
+        config={k: v for k, v in cfg.__dict__.items() if cfg.campaigns or k not in CAMPAIGN_KEYS},
         files={k: str(out / f"{k}.{fmt}") for k in ("usage", "static", "labels")}
-        | {"truth": str(out / "truth.parquet")},
+        | {"truth": str(out / "truth.parquet")}
+        | {k: str(out / f"{k}.parquet") for k in extras},
     )
+    if cfg.campaigns:
+        summary["campaigns"] = world_meta(cfg)
     write_json_atomic(out / "world.json", summary)
     return summary

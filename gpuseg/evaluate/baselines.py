@@ -8,7 +8,7 @@ Features (per metric, over the periods where the subscriber is present):
 
 - ``mean``          masked mean
 - ``last``          value in the latest present period
-- ``last_quarter``  mean over the last quarter of the window (``ceil(T/4)`` periods)
+- ``last_quarter``  mean over the last quarter of the window (``max(T // 4, 1)`` periods)
 - ``slope``         least-squares slope per period (period index as x)
 - ``drop``          ``log((first_half_mean + 1) / (last_quarter_mean + 1))``: positive when usage
                     fell; 0 when either window has no present period
@@ -32,7 +32,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
@@ -40,13 +39,19 @@ from sklearn.utils.class_weight import compute_sample_weight
 from gpuseg.data.panel import Panel
 from gpuseg.data.split import Split
 from gpuseg.errors import DataError
-from gpuseg.evaluate.metrics import churn_metrics, fit_decision_weights, macro_f1, migration_metrics
+from gpuseg.evaluate.metrics import (
+    churn_metrics,
+    fit_decision_weights,
+    macro_f1,
+    migration_metrics,
+    roc_auc,
+)
 from gpuseg.features.aggregates import (
     FEATURE_CHUNK_ROWS,
     feature_names,
-    signed_log1p,
     window_features,
 )
+from gpuseg.features.window import signed_log1p
 
 
 class LogisticBaseline(ClassifierMixin, BaseEstimator):
@@ -286,7 +291,7 @@ GRIDS: dict[str, tuple[type, list[dict], list[dict]]] = {
 
 
 def _val_roc_auc(model: Any, X: np.ndarray, y: np.ndarray) -> float:
-    return float(roc_auc_score(y, model.predict_proba(X)[:, 1]))
+    return roc_auc(y, model.predict_proba(X)[:, 1])
 
 
 def _val_macro_f1(model: Any, X: np.ndarray, y: np.ndarray) -> float:

@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gpuseg.data.panel import load_panel
 from gpuseg.errors import ConfigError, DataError
+from gpuseg.features.aggregates import subscriber_means
+from gpuseg.io.formats import table_format
 from gpuseg.io.store import write_json_atomic, write_text_atomic
 
 STABLE, MODERATE = 0.1, 0.25
@@ -106,7 +109,7 @@ def _frame(frame: pd.DataFrame | str | Path, what: str, id_column: str | None) -
     path = Path(frame)
     if not path.is_file():
         raise DataError(f"{path}: {what} scoring output not found")
-    if path.suffix.lower() != ".csv":
+    if table_format(path) != "csv":
         return pd.read_parquet(path)
     key = id_column or str(pd.read_csv(path, nrows=0).columns[0])
     return pd.read_csv(path, dtype={key: str})
@@ -224,8 +227,6 @@ def write_drift(result: dict[str, Any], out_dir: str | Path) -> Path:
 
 def panel_means(panel_dir: str | Path) -> pd.DataFrame:
     """Per-subscriber means of every metric of a prepared panel (one column per metric)."""
-    from gpuseg.data.panel import load_panel
-    from gpuseg.features.aggregates import subscriber_means
 
     panel = load_panel(panel_dir)
     return pd.DataFrame(subscriber_means(panel), columns=panel.metrics)

@@ -6,12 +6,12 @@ import itertools
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
+from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import (
-    average_precision_score,
     brier_score_loss,
     confusion_matrix,
     f1_score,
-    roc_auc_score,
 )
 
 MIGRATION_NAMES = ("down", "stay", "up")
@@ -38,8 +38,8 @@ def churn_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
             positives=int(y.sum()),
         )
     return dict(
-        roc_auc=float(roc_auc_score(y, p)),
-        pr_auc=float(average_precision_score(y, p)),
+        roc_auc=roc_auc(y, p),
+        pr_auc=pr_auc(y, p),
         top_decile_lift=top_fraction_lift(y, p, 0.1),
         brier=float(brier_score_loss(y, p)),
         n=int(len(y)),
@@ -108,8 +108,6 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
 
     Raises ValueError when ``y`` holds one class only (bootstrap_ci skips such resamples).
     """
-    from scipy.stats import rankdata
-
     y = _both_classes(y, "ROC-AUC") == 1
     n_pos = int(y.sum())
     ranks = rankdata(np.asarray(p, dtype=float))
@@ -356,7 +354,6 @@ def fit_isotonic(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     so they can be stored in JSON; :func:`isotonic_calibrated` applies them (linear between knots,
     constant outside). With one class only the result maps every score to that class's rate.
     """
-    from sklearn.isotonic import IsotonicRegression
 
     scores = np.asarray(scores, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()

@@ -63,11 +63,6 @@ def window_features(
     return out
 
 
-def signed_log1p(x: np.ndarray) -> np.ndarray:
-    """sign(x) * log1p(|x|): tames heavy-tailed usage levels for the linear model."""
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
 def subscriber_means(panel: Panel, chunk: int = 65_536) -> np.ndarray:
     """Mean of each metric over present periods, (N, M) float32, read in chunks (bounded memory)."""
     n, _, m = panel.usage.shape

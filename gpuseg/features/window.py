@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 
 
-def signed_log1p(x: torch.Tensor) -> torch.Tensor:
-    """sign(x) * log1p(|x|), elementwise: tames heavy-tailed attributes and keeps their sign."""
+def recent_periods(t: int) -> int:
+    """Periods in the recent part ("last quarter") of a ``t``-period window: ``max(t // 4, 1)``.
+    The one definition that every window aggregate (baselines, model summary, profile target)
+    reads."""
+    return max(t // 4, 1)
+
+
+def signed_log1p(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """sign(x) * log1p(|x|), elementwise: tames heavy-tailed attributes and keeps their sign. A
+    NumPy array (scikit-learn pipelines) comes back as one, computed by the same torch code."""
+    if isinstance(x, np.ndarray):
+        return signed_log1p(torch.from_numpy(x)).numpy()
     return x.sign() * torch.log1p(x.abs())
 
 
 def window_stats(usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Raw-scale window aggregates over present periods: usage (B, T, M), mask (B, T) ->
     (B, 6M + 1), grouped by statistic: every metric's mean, latest present value, mean over the
-    last ``ceil(T / 4)`` periods, least-squares slope per period, drop
+    last :func:`recent_periods` periods, least-squares slope per period, drop
     ``log1p(first-half mean) - log1p(last-quarter mean)`` (0 when either half has no present
     period) and population standard deviation; then the share of present periods.
 
@@ -46,7 +55,7 @@ def window_stats(usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n = ww.sum(1)  # (B, 1)
         return (u * ww).sum(1) / n.clamp_min(1.0), n > 0
 
-    last_q, has_q = window_mean(periods >= t - math.ceil(t / 4))  # (B, M), (B, 1)
+    last_q, has_q = window_mean(periods >= t - recent_periods(t))  # (B, M), (B, 1)
     first_h, has_h = window_mean(periods < max(t // 2, 1))
     drop = torch.where(
         has_q & has_h, torch.log1p(first_h.clamp_min(0)) - torch.log1p(last_q.clamp_min(0)), 0.0

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gpuseg.errors import RunDirError
 
@@ -81,8 +83,6 @@ def concat_npy_atomic(path: Path, sources: list[Path], chunk_rows: int = 65_536)
 
 def concat_parquet_atomic(path: Path, sources: list[Path]) -> Path:
     """Concatenate Parquet files with compatible schemas into ``path``, one file at a time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     schemas = [pq.read_schema(s) for s in sources]
     schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
@@ -101,13 +101,41 @@ def write_parquet_atomic(path: Path, frame) -> Path:
     """A pandas frame (without its index) or a pyarrow Table to Parquet."""
     if hasattr(frame, "to_parquet"):
         return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
-    import pyarrow.parquet as pq
 
     return atomic_write(path, lambda p: pq.write_table(frame, p, compression="snappy"))
 
 
 def write_csv_atomic(path: Path, frame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False))
+
+
+def embeddings_rows(path: Path) -> int:
+    """Row count of an embeddings Parquet file, from its footer."""
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def read_embeddings(
+    path: Path, start: int = 0, stop: int | None = None, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (N,) and the float32 matrix (N, E) of an embeddings Parquet file (the id column, then
+    e0..e{E-1}): rows ``start:stop`` (only the row groups they touch are read), or the row
+    indices ``rows``."""
+    pf = pq.ParquetFile(path)
+    if rows is not None:
+        table = pf.read().take(pa.array(np.asarray(rows, dtype=np.int64)))
+    else:
+        stop = pf.metadata.num_rows if stop is None else stop
+        pieces, row = [], 0
+        for i in range(pf.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            if row < stop and row + n > start:
+                t = pf.read_row_group(i)
+                pieces.append(t.slice(max(start - row, 0), min(stop, row + n) - max(start, row)))
+            row += n
+        table = pa.concat_tables(pieces) if pieces else pf.schema_arrow.empty_table()
+    ids = table.column(0).to_numpy(zero_copy_only=False)
+    x = np.stack([table.column(i).to_numpy() for i in range(1, table.num_columns)], axis=1)
+    return ids, x.astype(np.float32)
 
 
 def read_json(path: Path) -> Any:

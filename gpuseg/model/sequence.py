@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpuseg.config import ModelConfig
-from gpuseg.features.window import signed_log1p, window_stats
+from gpuseg.features.window import recent_periods, signed_log1p, window_stats
 
 N_MIGRATION = 3  # down, stay, up
 
@@ -211,7 +211,7 @@ class SubscriberModel(nn.Module):
     def profile_target(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Masked mean of normalised usage over the window and over its last quarter: (B, 2M)."""
         m = mask.unsqueeze(-1).float()  # (B, T, 1)
-        q = max(x.shape[1] // 4, 1)
+        q = recent_periods(x.shape[1])
         whole = (x * m).sum(1) / m.sum(1).clamp_min(1)  # (B, M)
         recent = (x[:, -q:] * m[:, -q:]).sum(1) / m[:, -q:].sum(1).clamp_min(1)  # (B, M)
         return torch.cat([whole, recent], dim=1)
@@ -229,7 +229,7 @@ class SubscriberModel(nn.Module):
         t = x.shape[1]
         count = m.sum(1).clamp_min(1)  # (B, 1)
         mean = (x * m).sum(1) / count  # (B, M)
-        q = max(t // 4, 1)
+        q = recent_periods(t)
         recent = (x[:, -q:] * m[:, -q:]).sum(1) / m[:, -q:].sum(1).clamp_min(1)  # (B, M)
         steps = torch.arange(t, device=x.device, dtype=x.dtype).view(1, t, 1)  # (1, T, 1)
         last_idx = (steps * m).amax(1).long()  # (B, 1) latest present period (0 when none)

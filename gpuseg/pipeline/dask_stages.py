@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -45,25 +46,30 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+from safetensors.torch import load
 
 from gpuseg.backend import Backend
-from gpuseg.config import DataConfig, ModelConfig, RunConfig, from_dict
-from gpuseg.data.panel import Panel, load_panel
+from gpuseg.config import DataConfig, RunConfig
+from gpuseg.data.panel import load_panel, panel_rows
 from gpuseg.data.prepare import prepare as prepare_single
 from gpuseg.data.static import encode_static
 from gpuseg.errors import BackendError, ConfigError, DataError, RunDirError
+from gpuseg.io.formats import check_table_file, table_format
 from gpuseg.io.store import (
     concat_npy_atomic,
     concat_parquet_atomic,
+    read_embeddings,
     read_json,
     save_npy_atomic,
     write_csv_atomic,
     write_json_atomic,
     write_parquet_atomic,
 )
-from gpuseg.pipeline.stages import check_scoring_run, embed_panel, read_embeddings, with_world_data
-from gpuseg.segment.cluster import Segmenter
-from gpuseg.training.checkpoint import load_checkpoint
+from gpuseg.io.tables import csv_options
+from gpuseg.pipeline.stages import check_scoring_run, embed_panel, with_world_data
+from gpuseg.segment.cluster import Segmenter, nearest_centre
+from gpuseg.training.checkpoint import load_checkpoint, model_from_info
 
 NPY_FILES = ("usage.npy", "mask.npy", "static.npy", "churn.npy", "migration.npy")
 IDS_PER_CHUNK = 1_000  # ids sampled per input chunk to place the partition boundaries
@@ -138,27 +144,19 @@ def _read_dask(path: str | Path, what: str, data_cfg: DataConfig | None = None):
     as :func:`gpuseg.io.tables.read_table` reads them."""
     import dask.dataframe as dd
 
-    from gpuseg.io.tables import csv_options
-
     opts = csv_options(data_cfg.id_column, data_cfg.missing_markers) if data_cfg else {}
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: {what} file not found")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: {what} file is empty")
-    suffix = p.suffix.lower()
+    p = check_table_file(path, what)
+    kind = table_format(p)
+    if kind is None:
+        raise DataError(f"{p}: unknown file type '{p.suffix.lower()}' (use .parquet or .csv)")
     try:
-        if suffix in (".parquet", ".pq"):
+        if kind == "parquet":
             return dd.read_parquet(str(p))
-        if p.name.endswith(".csv.gz"):
-            return dd.read_csv(str(p), blocksize=None, **opts)
-        if suffix in (".csv", ".txt"):
-            return dd.read_csv(str(p), blocksize="64MB", **opts)
+        gz = p.name.lower().endswith(".gz")  # one block: a gzip stream cannot be split
+        return dd.read_csv(str(p), blocksize=None if gz else "64MB", **opts)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{p}: cannot read {what} table: {msg}") from None
-    raise DataError(f"{p}: unknown file type '{suffix}' (use .parquet or .csv)")
 
 
 def _keys(frame: pd.DataFrame, id_col: str) -> np.ndarray:
@@ -387,7 +385,9 @@ def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
 def _model_payload(run_dir: Path) -> dict:
     load_checkpoint(run_dir, "cpu")  # the same checks and errors as the single-process path
     return dict(
-        weights=(run_dir / "model.safetensors").read_bytes(), info=read_json(run_dir / "model.json")
+        weights=(run_dir / "model.safetensors").read_bytes(),
+        info=read_json(run_dir / "model.json"),
+        run_dir=str(run_dir),
     )
 
 
@@ -402,31 +402,11 @@ def _embed_part(
     segmenter_state: dict | None = None,
 ) -> int:
     """Rows ``start:stop`` of the panel through the broadcast model -> Parquet parts in out_dir."""
-    from safetensors.torch import load
-
-    from gpuseg.model.sequence import SubscriberModel
-
     info = payload["info"]
-    model = SubscriberModel(
-        info["n_metrics"],
-        info["n_static"],
-        info["n_periods"],
-        from_dict(ModelConfig, info["model"]),
-    )
-    model.load_state_dict(load(payload["weights"]))
+    model = model_from_info(info, load(payload["weights"]), Path(payload["run_dir"]))
     device = backend.torch_device
     model = model.to(device).eval()
-    full = load_panel(panel_dir)
-    rows = slice(start, stop)
-    panel = Panel(
-        usage=full.usage[rows],
-        mask=full.mask[rows],
-        static=full.static[rows],
-        churn=full.churn[rows],
-        migration=full.migration[rows],
-        ids=full.ids[rows],
-        meta=full.meta,
-    )
+    panel = panel_rows(load_panel(panel_dir), start, stop)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = embed_panel(model, tuple(info["platt"]), panel, device, out, amp)
@@ -487,7 +467,6 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> int:
 
 def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path, client) -> dict:
     """:func:`gpuseg.pipeline.stages.score` on Dask: the same output and rejects files."""
-    import tempfile
 
     run_dir = Path(run_dir)
     check_scoring_run(run_dir)
@@ -518,21 +497,8 @@ def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path,
 
 def _load_rows(path: str, start: int, stop: int) -> dict:
     """Rows ``start:stop`` of embeddings.parquet: ids and the float32 matrix."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    pieces, row = [], 0
-    for i in range(pf.num_row_groups):
-        n = pf.metadata.row_group(i).num_rows
-        if row < stop and row + n > start:
-            t = pf.read_row_group(i)
-            pieces.append(t.slice(max(start - row, 0), min(stop, row + n) - max(start, row)))
-        row += n
-    table = pa.concat_tables(pieces)
-    ids = table.column(0).to_numpy(zero_copy_only=False)
-    x = np.stack([table.column(i).to_numpy() for i in range(1, table.num_columns)], axis=1)
-    return dict(ids=ids, x=x.astype(np.float32))
+    ids, x = read_embeddings(Path(path), start, stop)
+    return dict(ids=ids, x=x)
 
 
 def _moments(part: dict) -> tuple[int, np.ndarray, np.ndarray]:
@@ -548,17 +514,10 @@ def _scaled(part: dict, mean: np.ndarray, scale: np.ndarray) -> dict:
     return dict(ids=part["ids"], z=((part["x"] - mean) / scale).astype(np.float32))
 
 
-def _nearest(z: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centre of each row and the squared distance to it."""
-    d = (z * z).sum(1)[:, None] + (centers * centers).sum(1)[None, :] - 2 * z @ centers.T
-    labels = np.argmin(d, axis=1)
-    return labels.astype(np.int32), np.maximum(d[np.arange(len(z)), labels], 0)
-
-
 def _lloyd_stats(part: dict, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Per-centre sums and counts of the rows nearest to each centre, and the inertia."""
     z = part["z"]
-    labels, dist = _nearest(z, centers)
+    labels, dist = nearest_centre(z, centers, distances=True)
     k = len(centers)
     sums = np.stack(
         [np.bincount(labels, weights=z[:, j], minlength=k) for j in range(z.shape[1])], axis=1
@@ -569,7 +528,7 @@ def _lloyd_stats(part: dict, centers: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _label_part(part: dict, state: dict, path: str, id_col: str) -> np.ndarray:
     """Segments of one partition (the Segmenter's nearest-centre rule) -> Parquet part."""
     seg = Segmenter.from_state(state)
-    labels = seg._nearest(part["z"])
+    labels = seg.assign(part["z"])
     write_parquet_atomic(Path(path), pd.DataFrame({id_col: part["ids"], "segment": labels}))
     return np.bincount(labels, minlength=len(seg.cluster_centers_))
 
@@ -624,9 +583,11 @@ def _dask_kmeans_gpu(client, be: Backend, zparts: list, k: int, init: np.ndarray
 
 
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> dict:
-    """:func:`gpuseg.pipeline.stages.cluster_stage` on Dask: segments.parquet and cluster.json."""
-    from sklearn.metrics import davies_bouldin_score, silhouette_score
+    """:func:`gpuseg.pipeline.stages.cluster_stage` on Dask: segments.parquet and cluster.json.
 
+    The Segmenter's own steps (standardisation, sample, choice of k, HDBSCAN on the sample,
+    stability, nearest-centre labels); only the moments and the final KMeans fit on all rows
+    are distributed."""
     c = cfg.cluster
     seg = Segmenter.from_config(c, backend)
     if c.algorithm not in ("kmeans", "hdbscan"):
@@ -634,8 +595,6 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
     path = str(run_dir / "embeddings.parquet")
     if not Path(path).is_file():
         raise RunDirError(f"{path}: missing (run the stage that writes it first)")
-    import pyarrow.parquet as pq
-
     n = pq.ParquetFile(path).metadata.num_rows
     if n < 2:
         raise ConfigError(f"cluster: need a 2-D array of at least 2 rows, got {n} rows")
@@ -648,40 +607,16 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
     total_sq = sum(m[2] for m in moments)
     mean = total / n
     var = np.maximum(total_sq / n - mean * mean, 0)
-    seg.mean_ = mean.astype(np.float32)
-    seg.scale_ = (np.sqrt(var) + 1e-6).astype(np.float32)
+    seg.set_scale(mean, np.sqrt(var) + 1e-6)
     zparts = client.map(_scaled, parts, [seg.mean_] * len(parts), [seg.scale_] * len(parts))
     del parts
-    sample = seg._sample(n)  # the same rows as the single-process Segmenter
+    sample = seg.sample_rows(n)  # the same rows as the single-process Segmenter
     takes = [sample[(sample >= a) & (sample < b)] - a for a, b in ranges]
-    zs = np.concatenate(
-        _gather(
-            client,
-            client.map(_take, zparts, takes, pure=False),
-        )
-    )
-    seg.scores_ = []
+    zs = np.concatenate(_gather(client, client.map(_take, zparts, takes, pure=False)))
     be = backend
     if c.algorithm == "kmeans":
-        ks = [c.k] if c.k is not None else list(range(c.k_min, c.k_max + 1))
-        ks = [k for k in ks if 2 <= k < n]
-        if not ks:
-            raise ConfigError(f"cluster: no valid k in [{c.k_min}, {c.k_max}] for {n} rows")
-        fits = {}
-        for k in ks:
-            fits[k] = seg._kmeans(k).fit(zs)
-            if len(ks) == 1:
-                seg.scores_.append(dict(k=k))
-                break
-            labels = be.to_numpy(fits[k].predict(zs))
-            sil = float(
-                silhouette_score(zs, labels, sample_size=min(len(zs), 10_000), random_state=c.seed)
-            )
-            seg.scores_.append(
-                dict(k=k, silhouette=sil, davies_bouldin=float(davies_bouldin_score(zs, labels)))
-            )
-        k = ks[0] if len(ks) == 1 else max(seg.scores_, key=lambda s: s["silhouette"])["k"]
-        init = be.to_numpy(fits[k].cluster_centers_).astype(np.float32)
+        k = seg.choose_k(zs, seg.candidate_ks(n))
+        init = be.to_numpy(seg.kmeans(k).fit(zs).cluster_centers_).astype(np.float32)
         if be.ml == "cuml":
             centers, how = _dask_kmeans_gpu(client, be, zparts, k, init, c.seed), "cuml.dask KMeans"
         else:
@@ -689,26 +624,13 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
             centers, iters = _lloyd(client, zparts, init, tol)
             how = f"distributed Lloyd's ({iters} iterations)"
         seg.k_ = k
-        if len(ks) == 1:
-            seg.reason_ = f"k={k} fixed in config; {how} over {len(zparts)} partitions"
-        else:
-            chosen = next(s for s in seg.scores_ if s["k"] == k)
-            seg.reason_ = (
-                f"k={k}: highest silhouette ({chosen['silhouette']:.3f}) over k in "
-                f"{ks[0]}..{ks[-1]} on {len(zs)} sampled rows; {how} over {len(zparts)} partitions"
-            )
+        seg.reason_ += f"; {how} over {len(zparts)} partitions"
     else:
-        centers, sample_labels = seg._hdbscan_centers(zs)
-        if centers is None:
-            raise ConfigError("cluster: HDBSCAN found no cluster; lower cluster.min_cluster_size")
-        seg.k_ = len(centers)
-        seg.noise_fraction_ = float((sample_labels == -1).mean())
-        seg.reason_ = (
-            f"HDBSCAN on {len(zs)} rows found {seg.k_} clusters ({seg.noise_fraction_:.1%} noise)"
-        )
+        seg.fit_hdbscan(zs)
+        centers = seg.cluster_centers_
     seg.cluster_centers_ = centers
     seg.backend_ = f"{be.ml} on dask"
-    seg.stability_ari_ = seg._stability(zs, seg._nearest(zs))
+    seg.stability_ari_ = seg.stability(zs, seg.assign(zs))
     state = seg.state()
     id_col = load_panel(run_dir / "panel").meta["id_column"]
     staging = run_dir / ".segments.parts"
@@ -731,13 +653,8 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json_atomic(run_dir / "cluster.json", state)
-    return dict(
-        k=seg.k_,
-        reason=seg.reason_,
-        backend=seg.backend_,
-        sizes=np.sum(sizes, axis=0).tolist(),
-        scores=state["scores"],
-    )
+    seg.sizes_ = np.sum(sizes, axis=0)
+    return seg.summary()
 
 
 __all__ = [

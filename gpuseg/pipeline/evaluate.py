@@ -21,6 +21,7 @@ import torch
 
 from gpuseg.config import load_config
 from gpuseg.data.panel import Panel, load_panel
+from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.split import Split
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.evaluate.baselines import run_baselines
@@ -152,8 +153,6 @@ def oracle_probabilities(
             raise DataError(f"{path}: column '{col}' ({what}) not found in the truth table")
     prob = truth.assign(**{key: truth[key].astype(str)}).set_index(key)["churn_prob"]
     if data_cfg is not None:
-        from gpuseg.data.privacy import pseudonymize_ids
-
         prob.index = pseudonymize_ids(prob.index.to_numpy(), data_cfg, path)
     if prob.index.has_duplicates:
         raise DataError(f"{path}: duplicate subscriber ids in the truth table")

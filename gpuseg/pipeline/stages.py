@@ -14,7 +14,10 @@ Run directory layout (``cfg.out_dir``)::
 
 from __future__ import annotations
 
+import queue
 import shutil
+import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,15 +27,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import yaml
+from sklearn.metrics import adjusted_rand_score
 
+from gpuseg.action.plan import write_plan
+from gpuseg.action.stage import ActionRun, plan_run
 from gpuseg.backend import Backend
 from gpuseg.config import RunConfig, from_dict, save_config, to_dict
-from gpuseg.data.panel import Panel, load_panel, read_rows
+from gpuseg.data.panel import Panel, load_attributes, load_panel, read_rows
 from gpuseg.data.prepare import prepare
+from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.synth import generate
 from gpuseg.errors import RunDirError
-from gpuseg.evaluate.metrics import MIGRATION_NAMES
+from gpuseg.evaluate.metrics import MIGRATION_NAMES, roc_auc
 from gpuseg.io.store import (
+    read_embeddings,
     read_json,
     require,
     write_csv_atomic,
@@ -40,8 +49,11 @@ from gpuseg.io.store import (
     write_parquet_atomic,
 )
 from gpuseg.model.sequence import SubscriberModel
+from gpuseg.report.html.page import render_report
+from gpuseg.report.html.plan import write_plan_json
 from gpuseg.report.tables import build_report, write_report
 from gpuseg.segment.cluster import Segmenter
+from gpuseg.segment.targets import read_aligned
 from gpuseg.training.calibration import calibrated
 from gpuseg.training.checkpoint import load_checkpoint, save_checkpoint
 from gpuseg.training.ddp import DistContext
@@ -62,7 +74,6 @@ def check_run_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
     With ``overwrite`` a different config is accepted and its training checkpoint is dropped, so
     training never resumes from another config's state.
     """
-    import yaml
 
     run_dir = Path(cfg.out_dir)
     saved = run_dir / "config.yaml"
@@ -152,6 +163,58 @@ def train_stage(
     return result.metrics
 
 
+class ParquetAppender:
+    """Parquet files appended to by one writer thread fed through a bounded queue, so the device
+    computes the next batch while the host encodes and writes this one; at most ``depth``
+    batches wait in memory. An error in the thread comes back from :meth:`put` or :meth:`close`.
+    """
+
+    def __init__(self, paths: dict[str, Path], depth: int = 2):
+        self.paths = paths
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="gpuseg-parquet", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        writers: dict[str, pq.ParquetWriter] = {}
+        try:
+            while (tables := self.queue.get()) is not None:
+                if self.error is not None:
+                    continue  # keep draining so that put() never blocks on a dead writer
+                try:
+                    for name, table in tables.items():
+                        if name not in writers:
+                            writers[name] = pq.ParquetWriter(self.paths[name], table.schema)
+                        writers[name].write_table(table)
+                except BaseException as exc:  # handed to the caller's thread
+                    self.error = exc
+        finally:
+            for w in writers.values():
+                w.close()
+
+    def put(self, tables: dict[str, pa.Table]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(tables)
+
+    def close(self) -> None:
+        """Wait for every queued table to be written and the files closed."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def host_to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on ``device``: through pinned memory with a non-blocking copy on CUDA."""
+    t = torch.from_numpy(x)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 @torch.no_grad()
 def embed_panel(
     model: SubscriberModel,
@@ -167,22 +230,28 @@ def embed_panel(
 
     Panel rows are read block by block with explicit file reads
     (:func:`gpuseg.data.panel.read_rows`),
-    so a memory-mapped panel of any size never enters the resident set. With ``segmenter`` the
-    predictions get each row's segment; ``embeddings=False`` skips embeddings.parquet.
+    so a memory-mapped panel of any size never enters the resident set. Batches go to the device
+    through pinned memory and come back once per batch; a :class:`ParquetAppender` thread writes
+    them while the next batch computes. With ``segmenter`` the predictions get each row's
+    segment; ``embeddings=False`` skips embeddings.parquet.
     """
     model.eval()
     id_col = panel.meta["id_column"]
-    writers: dict[str, pq.ParquetWriter] = {}
     names = ("embeddings", "predictions") if embeddings else ("predictions",)
     tmp = {name: out_dir / f".{name}.parquet.tmp" for name in names}
+    appender = ParquetAppender(tmp)
     try:
         for s in range(0, len(panel), EMBED_BATCH):
             e = s + EMBED_BATCH
-            usage = torch.from_numpy(read_rows(panel.usage, s, e).astype(np.float32, copy=False))
-            mask = torch.from_numpy(read_rows(panel.mask, s, e).astype(bool, copy=False))
-            static = torch.from_numpy(read_rows(panel.static, s, e).astype(np.float32, copy=False))
+            usage = host_to_device(
+                read_rows(panel.usage, s, e).astype(np.float32, copy=False), device
+            )
+            mask = host_to_device(read_rows(panel.mask, s, e).astype(bool, copy=False), device)
+            static = host_to_device(
+                read_rows(panel.static, s, e).astype(np.float32, copy=False), device
+            )
             with autocast(device, amp):
-                out = model(usage.to(device), mask.to(device), static.to(device))
+                out = model(usage, mask, static)
             emb = out["embedding"].float().cpu().numpy()
             mig = torch.softmax(out["migration_logits"].float(), -1).cpu().numpy()
             p = calibrated(out["churn_logit"].float().cpu().numpy(), platt)
@@ -197,13 +266,9 @@ def embed_panel(
                 tables["embeddings"] = pa.table(
                     {id_col: ids} | {f"e{j}": emb[:, j] for j in range(emb.shape[1])}
                 )
-            for name, table in tables.items():
-                if name not in writers:
-                    writers[name] = pq.ParquetWriter(tmp[name], table.schema)
-                writers[name].write_table(table)
+            appender.put(tables)
     finally:
-        for w in writers.values():
-            w.close()
+        appender.close()
     for name, path in tmp.items():
         path.replace(out_dir / f"{name}.parquet")
     return len(panel)
@@ -221,15 +286,6 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
     )
 
 
-def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    table = pq.read_table(path)
-    ids = table.column(0).to_numpy(zero_copy_only=False)
-    emb = np.stack(
-        [table.column(i).to_numpy() for i in range(1, table.num_columns)], axis=1
-    ).astype(np.float32)
-    return ids, emb
-
-
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     ids, emb = read_embeddings(run_dir / "embeddings.parquet")
     c = cfg.cluster
@@ -238,15 +294,8 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     write_parquet_atomic(
         run_dir / "segments.parquet", pd.DataFrame({id_col: ids, "segment": seg.labels_})
     )
-    state = seg.state()
-    write_json_atomic(run_dir / "cluster.json", state)
-    return dict(
-        k=seg.k_,
-        reason=seg.reason_,
-        backend=seg.backend_,
-        sizes=seg.sizes_.tolist(),
-        scores=state["scores"],
-    )
+    write_json_atomic(run_dir / "cluster.json", seg.state())
+    return seg.summary()
 
 
 def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) -> pd.DataFrame:
@@ -258,8 +307,6 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     Reads the panel and its attributes, segments.parquet, predictions.parquet (aligned to the
     panel by id) and cluster.json; returns the segment profiles.
     """
-    from gpuseg.data.panel import load_attributes
-    from gpuseg.segment.targets import read_aligned
 
     panel = load_panel(require(run_dir / "panel", "run `gpuseg prepare` first"))
     id_col = panel.meta.get("id_column", "subscriber_id")
@@ -276,8 +323,6 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     )
     write_report(tables, run_dir / "report", id_col)
     if cfg.report.html:
-        from gpuseg.report.html.page import render_report
-
         render_report(run_dir, cfg, backend)
     return tables.profiles
 
@@ -285,10 +330,6 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
 def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
     """On a synthetic world: oracle AUC on the test split and ARI of segments against the truth.
     With ``data_cfg.pseudonymize`` the truth's ids are hashed like the panel's."""
-    from sklearn.metrics import adjusted_rand_score, roc_auc_score
-
-    from gpuseg.data.privacy import pseudonymize_ids
-
     truth = pd.read_parquet(world_dir / "truth.parquet").set_index("subscriber_id")
     if data_cfg is not None:
         truth.index = pseudonymize_ids(truth.index.astype(str).to_numpy(), data_cfg)
@@ -300,7 +341,7 @@ def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
         "segment"
     ]
     return dict(
-        oracle_auc_test=float(roc_auc_score(t["churn"], t["churn_prob"])),
+        oracle_auc_test=roc_auc(t["churn"].to_numpy(), t["churn_prob"].to_numpy()),
         segment_ari=float(adjusted_rand_score(truth.loc[segs.index, "segment"], segs.to_numpy())),
     )
 
@@ -320,7 +361,6 @@ def check_scoring_run(run_dir: Path) -> None:
 
 def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
     """New raw tables through a trained run: churn and migration probabilities and segment."""
-    import tempfile
 
     run_dir = Path(run_dir)
     check_scoring_run(run_dir)
@@ -408,3 +448,34 @@ __all__ = [
     "score",
     "run_pipeline",
 ]
+
+
+def plan_stage(
+    run_dir: Path,
+    budget: float,
+    offers: Path | None,
+    campaigns: Path | None,
+    future_revenue: Path | None,
+    use_campaigns: bool,
+    learner: str,
+    backend: Backend,
+    output: Path,
+) -> tuple[ActionRun, Path, Path]:
+    """``gpuseg plan``: the contact plan of a trained run, written to ``output`` (with its
+    skipped subscribers beside it) and to ``RUN/report/plan.json``; the report page is rendered
+    again when the run has one. Returns (the action run, plan path, skipped path)."""
+    a = plan_run(
+        run_dir,
+        budget,
+        offers,
+        campaigns,
+        future_revenue,
+        use_campaigns,
+        learner,
+        device=backend.torch_device,
+    )
+    path, skipped = write_plan(a.result, output)
+    write_plan_json(a)
+    if (Path(run_dir) / "report" / "report.html").is_file() and a.inputs.cfg.report.html:
+        render_report(run_dir, a.inputs.cfg, backend)
+    return a, path, skipped

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from gpuseg.backend import Backend
+from gpuseg.data.panel import load_panel
+from gpuseg.io.store import embeddings_rows, read_embeddings
 
 
 def gain_curve(y: np.ndarray, p: np.ndarray, n_points: int = 51) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +35,6 @@ def decile_lift(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> np.ndarray:
 
 def churn_on_test_split(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(labels, churn probabilities) of the labelled test-split subscribers, or None."""
-    from gpuseg.data.panel import load_panel
 
     preds_path, split_path = run_dir / "predictions.parquet", run_dir / "split.npz"
     if not (preds_path.is_file() and split_path.is_file() and (run_dir / "panel").is_dir()):
@@ -58,19 +59,13 @@ def embedding_map(
 ) -> tuple[np.ndarray, np.ndarray, str, int] | None:
     """2-D coordinates of a random sample of the embeddings, their segments, the method used and
     the population size; None without embeddings or segments."""
-    import pyarrow.parquet as pq
-
     emb_path, seg_path = run_dir / "embeddings.parquet", run_dir / "segments.parquet"
     if not (emb_path.is_file() and seg_path.is_file()):
         return None
-    table = pq.read_table(emb_path)
-    n = table.num_rows
+    n = embeddings_rows(emb_path)
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False))
-    part = table.take(rows)
-    del table
-    ids = part.column(0).to_numpy(zero_copy_only=False).astype(str)
-    x = np.stack([part.column(i).to_numpy() for i in range(1, part.num_columns)], 1)
-    x = x.astype(np.float32)
+    ids, x = read_embeddings(emb_path, rows=rows)
+    ids = ids.astype(str)
     segs = pd.read_parquet(seg_path)
     labels = segs.set_index(segs.columns[0])["segment"]
     labels.index = labels.index.astype(str)

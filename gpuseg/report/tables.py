@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import chi2_contingency, f_oneway
+from sklearn.tree import DecisionTreeClassifier
 
 from gpuseg.config import ReportConfig, SegmentsConfig, TagsConfig
 from gpuseg.data.panel import Panel, panel_rows
@@ -515,7 +517,6 @@ def segment_rules(
     Returns one row per segment (segment, rule: its leaves' paths joined by OR, precision, recall,
     fidelity: the tree's accuracy on all subscribers, leaves) and a summary dict.
     """
-    from sklearn.tree import DecisionTreeClassifier
 
     n = len(labels)
     rng = np.random.default_rng(seed)
@@ -629,7 +630,6 @@ def segment_differences(
 ) -> dict:
     """Do segments behave differently? Chi-square test of churn rate x segment, and one-way ANOVA
     of ARPU across segments (p-values; tiny p: the segments differ)."""
-    from scipy.stats import chi2_contingency, f_oneway
 
     out: dict[str, Any] = {}
     known = churn >= 0

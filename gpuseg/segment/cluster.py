@@ -8,8 +8,10 @@ same code runs on both; inputs are standardised with statistics learned in ``fit
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
+from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouette_score
 
 from gpuseg.backend import Backend, resolve_backend
 from gpuseg.config import ClusterConfig
@@ -61,106 +63,98 @@ class Segmenter:
             **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}, backend=backend
         )
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- the steps of fit, public so that the Dask path runs the same ones --------------------
     def _backend(self) -> Backend:
         return self.backend if self.backend is not None else resolve_backend("cpu")
 
-    def _sample(self, n: int) -> np.ndarray:
+    def sample_rows(self, n: int) -> np.ndarray:
+        """The seeded, sorted sample of at most ``sample_size`` of ``n`` rows that k is chosen
+        on (and HDBSCAN fitted on)."""
         rng = np.random.default_rng(self.seed)
         return np.sort(rng.choice(n, size=min(n, self.sample_size), replace=False))
 
-    def _scale(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean_) / self.scale_).astype(np.float32)
-
-    def _kmeans(self, k: int):
-        return self._backend().kmeans(
-            n_clusters=k, n_init=self.n_init, random_state=self.seed, max_iter=300
-        )
-
-    # -- estimator API ------------------------------------------------------------------------
-    def fit(self, x: np.ndarray) -> Segmenter:
-        from sklearn.metrics import davies_bouldin_score, silhouette_score
-
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or len(x) < 2:
-            raise ConfigError(f"cluster: need a 2-D array of at least 2 rows, got shape {x.shape}")
-        be = self._backend()
-        self.mean_ = x.mean(0)
-        self.scale_ = x.std(0) + 1e-6
-        z = self._scale(x)
-        sample = self._sample(len(z))
-        self.scores_ = []
-
-        if self.algorithm == "kmeans":
-            ks = [self.k] if self.k is not None else list(range(self.k_min, self.k_max + 1))
-            ks = [k for k in ks if 2 <= k < len(z)]
-            if not ks:
-                raise ConfigError(
-                    f"cluster: no valid k in [{self.k_min}, {self.k_max}] for {len(z)} rows"
-                )
-            best = None
-            for k in ks:
-                if len(ks) == 1:
-                    model = self._kmeans(k).fit(z)
-                    self.scores_.append(dict(k=k))
-                    best = (k, model)
-                    break
-                model = self._kmeans(k).fit(z[sample])  # choose k on the sample, refit on all rows
-                labels = be.to_numpy(model.predict(z[sample]))
-                sil = float(
-                    silhouette_score(
-                        z[sample],
-                        labels,
-                        sample_size=min(len(sample), 10_000),
-                        random_state=self.seed,
-                    )
-                )
-                db = float(davies_bouldin_score(z[sample], labels))
-                self.scores_.append(dict(k=k, silhouette=sil, davies_bouldin=db))
-                if best is None or sil > best[0]:
-                    best = (sil, k)
-            if len(ks) > 1:
-                k = best[1]
-                model = self._kmeans(k).fit(z)
-                best = (k, model)
-                by_db = min(self.scores_, key=lambda s: s["davies_bouldin"])["k"]
-                chosen = next(s for s in self.scores_ if s["k"] == k)
-            self.k_, self.model_ = best
-            self.cluster_centers_ = be.to_numpy(self.model_.cluster_centers_).astype(np.float32)
-            self.labels_ = self._nearest(z)
-            self.reason_ = (
-                f"k={self.k_} fixed in config"
-                if len(ks) == 1
-                else f"k={self.k_}: highest silhouette ({chosen['silhouette']:.3f}) over k in "
-                f"{ks[0]}..{ks[-1]}; Davies-Bouldin {chosen['davies_bouldin']:.3f}"
-                + (" (also the lowest)" if by_db == self.k_ else f" (lowest at k={by_db})")
-            )
-        elif self.algorithm == "hdbscan":
-            centers, sample_labels = self._hdbscan_centers(z[sample])
-            if centers is None:
-                raise ConfigError(
-                    "cluster: HDBSCAN found no cluster; lower cluster.min_cluster_size"
-                )
-            # extend to all rows: nearest centroid of the sample's clusters (noise: the nearest)
-            self.cluster_centers_ = centers
-            model = self._hdbscan_model_
-            self.k_ = len(centers)
-            self.model_ = model
-            self.noise_fraction_ = float((sample_labels == -1).mean())
-            self.labels_ = self._nearest(z)
-            self.reason_ = (
-                f"HDBSCAN on {len(sample)} rows found {self.k_} clusters "
-                f"({self.noise_fraction_:.1%} noise)"
-            )
-        else:
-            raise ConfigError(f"cluster.algorithm: unknown algorithm {self.algorithm!r}")
-        self.backend_ = be.ml
-        self.sizes_ = np.bincount(self.labels_, minlength=self.k_)
-        self.stability_ari_ = self._stability(z[sample], self.labels_[sample])
+    def set_scale(self, mean: np.ndarray, scale: np.ndarray) -> Segmenter:
+        """The standardisation ``(x - mean) / scale`` (``scale`` = std + 1e-6 in :meth:`fit`)."""
+        self.mean_ = np.asarray(mean, dtype=np.float32)
+        self.scale_ = np.asarray(scale, dtype=np.float32)
         return self
 
-    def _hdbscan_centers(self, zs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """HDBSCAN on ``zs``: (centroids of its clusters or None when it finds none, labels)."""
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Standardised rows, float32."""
+        return ((x - self.mean_) / self.scale_).astype(np.float32)
+
+    def kmeans(self, k: int, seed: int | None = None):
+        """An unfitted KMeans of the backend with this Segmenter's settings."""
+        return self._backend().kmeans(
+            n_clusters=k,
+            n_init=self.n_init,
+            random_state=self.seed if seed is None else seed,
+            max_iter=300,
+        )
+
+    def candidate_ks(self, n: int) -> list[int]:
+        """The k values tried for ``n`` rows: ``[k]`` when fixed, else ``k_min..k_max``."""
+        ks = [self.k] if self.k is not None else list(range(self.k_min, self.k_max + 1))
+        ks = [k for k in ks if 2 <= k < n]
+        if not ks:
+            raise ConfigError(f"cluster: no valid k in [{self.k_min}, {self.k_max}] for {n} rows")
+        return ks
+
+    def choose_k(self, zs: np.ndarray, ks: list[int]) -> int:
+        """k with the highest silhouette over ``ks`` of KMeans fitted on the standardised sample
+        ``zs``, Davies-Bouldin next to it (``scores_``, ``reason_``); a single k is taken as
+        given."""
+        if len(ks) == 1:
+            self.scores_ = [dict(k=ks[0])]
+            self.reason_ = f"k={ks[0]} fixed in config"
+            return ks[0]
+        be = self._backend()
+        self.scores_ = []
+        for k in ks:
+            labels = be.to_numpy(self.kmeans(k).fit(zs).predict(zs))
+            sil = float(
+                silhouette_score(
+                    zs, labels, sample_size=min(len(zs), 10_000), random_state=self.seed
+                )
+            )
+            db = float(davies_bouldin_score(zs, labels))
+            self.scores_.append(dict(k=k, silhouette=sil, davies_bouldin=db))
+        chosen = max(self.scores_, key=lambda s: s["silhouette"])  # the first of equal ones
+        by_db = min(self.scores_, key=lambda s: s["davies_bouldin"])["k"]
+        k = chosen["k"]
+        self.reason_ = (
+            f"k={k}: highest silhouette ({chosen['silhouette']:.3f}) over k in "
+            f"{ks[0]}..{ks[-1]}; Davies-Bouldin {chosen['davies_bouldin']:.3f}"
+            + (" (also the lowest)" if by_db == k else f" (lowest at k={by_db})")
+        )
+        return k
+
+    def fit_kmeans(self, z: np.ndarray, k: int) -> Segmenter:
+        """KMeans with ``k`` clusters on all standardised rows ``z``: ``model_``, centres."""
+        self.k_ = k
+        self.model_ = self.kmeans(k).fit(z)
+        self.cluster_centers_ = self._backend().to_numpy(self.model_.cluster_centers_)
+        self.cluster_centers_ = self.cluster_centers_.astype(np.float32)
+        return self
+
+    def fit_hdbscan(self, zs: np.ndarray) -> Segmenter:
+        """HDBSCAN on the standardised sample ``zs``: its clusters' centroids, ``model_`` (kept
+        to extend the clusters to other rows), noise share and ``reason_``."""
+        centers, sample_labels, model = self._hdbscan(zs)
+        self.cluster_ids_ = sorted(set(sample_labels.tolist()) - {-1})
+        if centers is None:
+            raise ConfigError("cluster: HDBSCAN found no cluster; lower cluster.min_cluster_size")
+        self.cluster_centers_, self.model_, self.k_ = centers, model, len(centers)
+        self.noise_fraction_ = float((sample_labels == -1).mean())
+        self.scores_ = []
+        self.reason_ = (
+            f"HDBSCAN on {len(zs)} rows found {self.k_} clusters ({self.noise_fraction_:.1%} noise)"
+        )
+        return self
+
+    def _hdbscan(self, zs: np.ndarray):
+        """(centroids of HDBSCAN's clusters on ``zs`` or None when it finds none, labels,
+        the fitted estimator)."""
         be = self._backend()
         params: dict = dict(min_cluster_size=min(self.min_cluster_size, max(len(zs) // 10, 2)))
         if be.ml == "sklearn":
@@ -168,45 +162,76 @@ class Segmenter:
         model = be.hdbscan(**params)
         labels = be.to_numpy(model.fit_predict(zs))
         clusters = sorted(set(labels.tolist()) - {-1})
-        self._hdbscan_model_ = model
         if not clusters:
-            return None, labels
-        return np.stack([zs[labels == c].mean(0) for c in clusters]).astype(np.float32), labels
+            return None, labels, model
+        centers = np.stack([zs[labels == c].mean(0) for c in clusters]).astype(np.float32)
+        return centers, labels, model
 
-    def _stability(self, zs: np.ndarray, labels: np.ndarray) -> list[float]:
+    def stability(self, zs: np.ndarray, labels: np.ndarray) -> list[float]:
         """ARI of re-fits on bootstrap samples of ``zs`` against ``labels`` (see the class doc)."""
-        from sklearn.metrics import adjusted_rand_score
-
         out = []
         for r in range(self.stability_repeats):
             rng = np.random.default_rng([self.seed, r + 1])
             boot = zs[rng.integers(0, len(zs), size=len(zs))]
             if self.algorithm == "kmeans":
-                est = (
-                    self._backend()
-                    .kmeans(
-                        n_clusters=self.k_,
-                        n_init=self.n_init,
-                        random_state=self.seed + r + 1,
-                        max_iter=300,
-                    )
-                    .fit(boot)
-                )
+                est = self.kmeans(self.k_, seed=self.seed + r + 1).fit(boot)
                 centers = self._backend().to_numpy(est.cluster_centers_).astype(np.float32)
             else:
-                centers, _ = self._hdbscan_centers(boot)
+                centers, _, _ = self._hdbscan(boot)
                 if centers is None:  # no cluster at all: as unstable as it gets
                     out.append(0.0)
                     continue
-            out.append(float(adjusted_rand_score(labels, _nearest_to(zs, centers))))
+            out.append(float(adjusted_rand_score(labels, nearest_centre(zs, centers))))
         return out
 
-    def _nearest(self, z: np.ndarray) -> np.ndarray:
-        return _nearest_to(z, self.cluster_centers_)
+    def assign(self, z: np.ndarray) -> np.ndarray:
+        """Segment of each standardised row: the nearest learned centre, computed on the
+        backend's array module (CuPy with cuML); a host array."""
+        be = self._backend()
+        return be.to_numpy(nearest_centre(z, self.cluster_centers_, xp=be.array_module()))
+
+    def extend(self, z: np.ndarray) -> np.ndarray:
+        """Segments of all standardised rows after :meth:`fit_kmeans` / :meth:`fit_hdbscan`.
+
+        KMeans, and HDBSCAN on scikit-learn: the nearest centre. HDBSCAN on cuML: cuML's
+        ``approximate_predict`` with the fitted model's prediction data, its cluster ids mapped to
+        the centres' order, and the nearest centre for the rows it calls noise. (Scoring new data
+        later uses the saved centres: the nearest-centre rule.)"""
+        labels = self.assign(z)
+        if self.algorithm != "hdbscan":
+            return labels
+        be = self._backend()
+        predicted = be.approximate_predict(self.model_, z)  # None off cuML
+        if predicted is None:
+            return labels
+        return map_cluster_ids(predicted, self.cluster_ids_, labels)
+
+    # -- estimator API ------------------------------------------------------------------------
+    def fit(self, x: np.ndarray) -> Segmenter:
+        """Standardise on all rows; choose k on the sample (KMeans) and fit on all rows, or fit
+        HDBSCAN on the sample; label every row by the nearest centre; stability on the sample."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or len(x) < 2:
+            raise ConfigError(f"cluster: need a 2-D array of at least 2 rows, got shape {x.shape}")
+        if self.algorithm not in ("kmeans", "hdbscan"):
+            raise ConfigError(f"cluster.algorithm: unknown algorithm {self.algorithm!r}")
+        self.set_scale(x.mean(0), x.std(0) + 1e-6)
+        z = self.transform(x)
+        sample = self.sample_rows(len(z))
+        if self.algorithm == "kmeans":
+            k = self.choose_k(z[sample], self.candidate_ks(len(z)))
+            self.fit_kmeans(z, k)
+        else:
+            self.fit_hdbscan(z[sample])
+        self.labels_ = self.extend(z)
+        self.backend_ = self._backend().ml
+        self.sizes_ = np.bincount(self.labels_, minlength=self.k_)
+        self.stability_ari_ = self.stability(z[sample], self.labels_[sample])
+        return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Segment of each row: nearest learned centre (the same rule for both algorithms)."""
-        return self._nearest(self._scale(np.asarray(x, dtype=np.float32)))
+        return self.assign(self.transform(np.asarray(x, dtype=np.float32)))
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
         return self.fit(x).labels_
@@ -225,6 +250,16 @@ class Segmenter:
             stability_ari=list(getattr(self, "stability_ari_", [])),
         )
 
+    def summary(self) -> dict:
+        """What a cluster stage reports: k, the reason, backend, segment sizes and scores."""
+        return dict(
+            k=self.k_,
+            reason=self.reason_,
+            backend=self.backend_,
+            sizes=np.asarray(self.sizes_).tolist(),
+            scores=self.scores_,
+        )
+
     @classmethod
     def from_state(cls, state: dict) -> Segmenter:
         seg = cls(algorithm=state["algorithm"], k=state["k"])
@@ -237,11 +272,35 @@ class Segmenter:
         return seg
 
 
-def _nearest_to(z: np.ndarray, centers: np.ndarray, chunk: int = 262_144) -> np.ndarray:
-    """Index of the nearest row of ``centers`` for each row of ``z``, in chunks."""
-    out = np.empty(len(z), dtype=np.int32)
-    cc = (centers * centers).sum(1)
+def map_cluster_ids(
+    predicted: np.ndarray, cluster_ids: list[int], fallback: np.ndarray
+) -> np.ndarray:
+    """HDBSCAN cluster ids (-1 noise) -> index into the centres, which follow the sorted
+    ``cluster_ids``; rows that are noise (or name a cluster without a centre) take ``fallback``
+    (their nearest centre)."""
+    predicted = np.asarray(predicted, dtype=np.int64)
+    ids = np.asarray(cluster_ids, dtype=np.int64)
+    top = max(int(predicted.max(initial=-1)), int(ids.max(initial=-1)))
+    order = np.full(top + 2, -1, dtype=np.int64)
+    order[ids + 1] = np.arange(len(ids))
+    mapped = order[predicted + 1]
+    return np.where(mapped >= 0, mapped, fallback).astype(np.int32)
+
+
+def nearest_centre(z, centers, chunk: int = 262_144, distances: bool = False, xp: Any = np):
+    """Index of the nearest row of ``centers`` (K, E) for each row of ``z`` (N, E), in chunks,
+    on the array module ``xp`` (NumPy, or CuPy on the GPU backend; inputs are moved there); with
+    ``distances`` also the squared distance to it: ``(labels, d2)``. Results are ``xp`` arrays."""
+    z, centers = xp.asarray(z), xp.asarray(centers)
+    out = xp.empty(len(z), dtype=xp.int32)
+    d2 = xp.empty(len(z), dtype=xp.float64) if distances else None
+    cc = (centers * centers).sum(1)  # (K,)
     for s in range(0, len(z), chunk):
-        b = z[s : s + chunk]
-        out[s : s + chunk] = np.argmin(cc[None, :] - 2 * b @ centers.T, axis=1)
-    return out
+        b = z[s : s + chunk]  # (b, E)
+        d = cc[None, :] - 2 * b @ centers.T  # (b, K): squared distance less |b|^2
+        labels = xp.argmin(d, axis=1)
+        out[s : s + chunk] = labels
+        if d2 is not None:
+            own = d[xp.arange(len(b)), labels] + (b * b).sum(1)
+            d2[s : s + chunk] = xp.maximum(own, 0)
+    return (out, d2) if distances else out

@@ -32,6 +32,7 @@ import pandas as pd
 from gpuseg.config import RunConfig, load_config
 from gpuseg.data.panel import load_attributes, load_panel
 from gpuseg.errors import ConfigError, RunDirError
+from gpuseg.io.formats import table_format
 from gpuseg.io.store import require, write_csv_atomic, write_parquet_atomic
 from gpuseg.segment import classic as seg
 from gpuseg.segment.tags import apply_tags, build_tag_frame, load_tag_rules
@@ -257,12 +258,13 @@ def _reason(
 def write_targets(frame: pd.DataFrame, out_path: str | Path) -> Path:
     """Write ``frame`` atomically as CSV (``.csv``) or Parquet (``.parquet``/``.pq``)."""
     path = Path(out_path)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
+    kind = table_format(path)
+    if kind == "csv" and path.suffix.lower() == ".csv":
         return write_csv_atomic(path, frame)
-    if suffix in (".parquet", ".pq"):
+    if kind == "parquet":
         return write_parquet_atomic(path, frame)
-    raise ConfigError(f"{path}: output must end in .csv or .parquet, got '{suffix or path.name}'")
+    got = path.suffix.lower() or path.name
+    raise ConfigError(f"{path}: output must end in .csv or .parquet, got '{got}'")
 
 
 def counts_line(counts: dict) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 from gpuseg.evaluate.metrics import fit_decision_weights
 
 
 def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Calibration p = sigmoid(a * logit + b) fitted on validation (Platt scaling)."""
-    from sklearn.linear_model import LogisticRegression
 
     if len(np.unique(y)) < 2:
         return 1.0, 0.0

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
-from gpuseg.config import ModelConfig, to_dict
+from gpuseg.config import ModelConfig, from_dict, to_dict
 from gpuseg.data.split import Split
 from gpuseg.errors import RunDirError
-from gpuseg.io.store import read_json, write_json_atomic
+from gpuseg.io.store import atomic_write, read_json, write_json_atomic
 from gpuseg.model.sequence import SubscriberModel
 
 
@@ -30,9 +32,6 @@ class EpochCheckpoint:
         return (self.dir / "state.json").is_file() and (self.dir / "state.safetensors").is_file()
 
     def save(self, model, best_state, opt, sched, gen, scalars: dict) -> None:
-        from safetensors.torch import save_file
-
-        from gpuseg.io.store import atomic_write
 
         tensors = {
             f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
@@ -55,7 +54,6 @@ class EpochCheckpoint:
 
     def load(self, model, opt, sched, gen) -> tuple[dict, dict]:
         """Restore model, optimizer, scheduler and RNGs; return (best_state, scalars)."""
-        from safetensors.torch import load_file
 
         meta = read_json(self.dir / "state.json")
         try:
@@ -94,9 +92,6 @@ class TrainResult:
 def save_checkpoint(
     result: TrainResult, panel_meta: dict, model_cfg: ModelConfig, run_dir: Path
 ) -> None:
-    from safetensors.torch import save_file
-
-    from gpuseg.io.store import atomic_write
 
     run_dir = Path(run_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
@@ -124,35 +119,35 @@ def save_checkpoint(
     write_json_atomic(run_dir / "metrics.json", result.metrics | {"history": result.history})
 
 
+def model_from_info(info: dict, weights: dict[str, torch.Tensor], where: Path) -> SubscriberModel:
+    """The model described by a ``model.json`` dict with its ``weights`` loaded, in eval mode on
+    the CPU; a broken description or weights that do not fit raise :class:`RunDirError` naming
+    ``where`` (the run directory)."""
+    try:
+        cfg = from_dict(ModelConfig, info["model"])
+        model = SubscriberModel(info["n_metrics"], info["n_static"], info["n_periods"], cfg)
+        model.load_state_dict(weights)
+    except (KeyError, TypeError) as exc:
+        raise RunDirError(f"{where / 'model.json'}: incomplete model description ({exc})") from None
+    except RuntimeError as exc:
+        raise RunDirError(
+            f"{where / 'model.safetensors'}: weights do not match model.json "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
+    return model.eval()
+
+
 def load_checkpoint(
     run_dir: Path, device: torch.device | str = "cpu"
 ) -> tuple[SubscriberModel, dict]:
     """Rebuild the model from ``model.json`` and ``model.safetensors`` (no pickle involved)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from gpuseg.config import from_dict
-
     run_dir = Path(run_dir)
     info = read_json(run_dir / "model.json")
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise RunDirError(f"{weights}: missing (run gpuseg train first)")
     try:
-        cfg = from_dict(ModelConfig, info["model"])
-        model = SubscriberModel(info["n_metrics"], info["n_static"], info["n_periods"], cfg)
-        weights = run_dir / "model.safetensors"
-        if not weights.is_file():
-            raise RunDirError(f"{weights}: missing (run gpuseg train first)")
-        model.load_state_dict(load_file(str(weights)))
-    except (KeyError, TypeError) as exc:
-        raise RunDirError(
-            f"{run_dir / 'model.json'}: incomplete model description ({exc})"
-        ) from None
+        state = load_file(str(weights))
     except SafetensorError as exc:
-        raise RunDirError(
-            f"{run_dir / 'model.safetensors'}: not a valid safetensors file ({exc})"
-        ) from None
-    except RuntimeError as exc:
-        raise RunDirError(
-            f"{run_dir / 'model.safetensors'}: weights do not match model.json "
-            f"({str(exc).splitlines()[0]})"
-        ) from None
-    return model.to(device).eval(), info
+        raise RunDirError(f"{weights}: not a valid safetensors file ({exc})") from None
+    return model_from_info(info, state, run_dir).to(device).eval(), info

@@ -11,6 +11,7 @@ Which device kind runs is decided in :mod:`gpuseg.backend`; here only the GPU in
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.distributed as tdist
+from torch.nn.parallel import DistributedDataParallel
 
 from gpuseg.errors import BackendError, ConfigError, GpusegError
 
@@ -107,9 +109,6 @@ def wrap(model: torch.nn.Module, ctx: DistContext, unused: bool = True) -> torch
     training, so they are not re-sent at every step. ``unused``: some steps leave parameters out
     of the loss (e.g. the migration head in a batch without migration labels); DDP then looks for
     them in every step's graph."""
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel
 
     for tensor in (*model.parameters(), *model.buffers()):
         tdist.broadcast(tensor.data, src=0)

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
 from gpuseg.config import ModelConfig, TrainConfig
 from gpuseg.data.panel import Panel
 from gpuseg.data.split import Split, split_subscribers
 from gpuseg.errors import DataError
-from gpuseg.evaluate.metrics import churn_metrics, macro_f1, migration_metrics
-from gpuseg.features.fitting import CHUNK_ROWS, fit_normalization, fit_stats_scale, sample_rows
+from gpuseg.evaluate.metrics import churn_metrics, macro_f1, migration_metrics, roc_auc
+from gpuseg.features.fitting import CHUNK_ROWS, fit_bins, fit_normalization, fit_stats_scale
 from gpuseg.model.sequence import SubscriberModel
 from gpuseg.training import ddp
 from gpuseg.training.calibration import (
@@ -28,50 +26,25 @@ from gpuseg.training.calibration import (
 )
 from gpuseg.training.checkpoint import EpochCheckpoint, TrainResult
 from gpuseg.training.ddp import DistContext
-
-
-def fit_bins(
-    model: SubscriberModel,
-    panel: Panel,
-    rows: np.ndarray,
-    n_bins: int,
-    seed: int,
-    sample: int = 100_000,
-) -> np.ndarray:
-    """Quantile bin edges (F', n_bins + 1) of the model's binned wide features over (a seeded
-    sample of at most ``sample`` of) the training ``rows``; the model's normalisation (and
-    window-stats scale) must be set first."""
-    rows = sample_rows(rows, seed, sample)
-    parts = []
-    for start in range(0, len(rows), CHUNK_ROWS):
-        r = rows[start : start + CHUNK_ROWS]
-        parts.append(
-            model.binned_inputs(
-                model.wide_inputs(
-                    torch.as_tensor(np.asarray(panel.usage[r], dtype=np.float32)),
-                    torch.as_tensor(np.asarray(panel.mask[r], dtype=np.float32)),
-                    torch.as_tensor(np.asarray(panel.static[r], dtype=np.float32)),
-                )
-            ).numpy()
-        )
-    w = np.concatenate(parts).astype(np.float64)  # (n, F')
-    return np.quantile(w, np.linspace(0.0, 1.0, n_bins + 1), axis=0).T  # (F', n_bins + 1)
+from gpuseg.training.step import Losses, autocast, train_epoch
 
 
 def to_device(
     panel: Panel, device: torch.device, rows: np.ndarray | None = None
 ) -> dict[str, torch.Tensor]:
-    """The panel as tensors on ``device``, copied in chunks (memory-mapped source): every row, or
-    only ``rows`` (in that order; only those rows are read from disk)."""
+    """The panel as tensors on ``device``, copied in chunks (memory-mapped source) through pinned
+    host memory with non-blocking copies on CUDA: every row, or only ``rows`` (in that order; only
+    those rows are read from disk)."""
 
     def copy(arr: np.ndarray, dtype) -> torch.Tensor:
         n = len(arr) if rows is None else len(rows)
         out = torch.empty((n, *arr.shape[1:]), dtype=dtype, device=device)
         for start in range(0, n, CHUNK_ROWS):
             part = slice(start, start + CHUNK_ROWS)
-            out[part] = torch.from_numpy(np.array(arr[part if rows is None else rows[part]])).to(
-                device, dtype
-            )
+            host = torch.from_numpy(np.array(arr[part if rows is None else rows[part]]))
+            if device.type == "cuda":  # pinned, so the copy runs while the next chunk is read
+                host = host.pin_memory()
+            out[part] = host.to(device, dtype, non_blocking=True)
         return out
 
     return dict(
@@ -80,12 +53,6 @@ def to_device(
         static=copy(panel.static, torch.float32),
         churn=copy(panel.churn, torch.int64),
         migration=copy(panel.migration, torch.int64),
-    )
-
-
-def autocast(device: torch.device, enabled: bool):
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"
     )
 
 
@@ -179,25 +146,20 @@ def train_model(
             model.set_bins(fit_bins(model, panel, split.train, model_cfg.wide_bins, cfg.seed))
     model.to(device)
     net = model  # what the training steps call: the model, or under DDP its wrapper
-    if dist is not None:  # a step without migration labels leaves the migration head unused
-        net = ddp.wrap(
-            model, dist, unused=bool((np.asarray(panel.migration)[split.train] < 0).any())
-        )
+    if dist is not None:  # every step uses every head (ignore_index, not a skipped loss term)
+        net = ddp.wrap(model, dist, unused=False)
     data, train_rows, val_rows, test_rows = device_rows(panel, split, device, dist)
     batch_size = ddp.local_batch_size(cfg.batch_size, dist)
 
     # losses: churn (imbalance via pos_weight), migration (class weights), usage profile
-    pos = churn_all[split.train].mean()
-    pos_weight = (
-        cfg.pos_weight if cfg.pos_weight is not None else math.sqrt((1 - pos) / max(pos, 1e-6))
+    losses = Losses.fit(
+        churn_all[split.train], np.asarray(panel.migration)[split.train], cfg, device
     )
-    mig = np.asarray(panel.migration)[split.train]
-    counts = np.bincount(mig[mig >= 0], minlength=3).astype(float) + 1
-    mig_weight = torch.tensor((counts.sum() / counts) ** 0.5, dtype=torch.float32, device=device)
-    mig_weight = mig_weight / mig_weight.mean()
-    pos_weight_t = torch.tensor(pos_weight, device=device)
+    pos_weight = losses.pos_weight
     mig_val = np.asarray(panel.migration)[split.val]
     has_val_mig = mig_val >= 0
+    if cfg.compile:  # the forward compiled once; the step and the state dict stay the model's
+        net = torch.compile(net)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / batch_size)  # the same on every rank
@@ -228,36 +190,10 @@ def train_model(
     for epoch in range(start_epoch, cfg.epochs):
         if done:
             break
-        net.train()
         t0 = time.perf_counter()
         perm = train_rows[torch.randperm(len(train_rows), generator=gen).to(device)]
-        total = 0.0
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start : start + batch_size]
-            usage, mask, static = (
-                data["usage"][idx],
-                data["mask"][idx],
-                data["static"][idx],
-            )  # (B, T, M) (B, T) (B, S)
-            y, ym = data["churn"][idx].float(), data["migration"][idx]
-            with autocast(device, cfg.amp):
-                out = net(usage, mask, static)  # under DDP, backward averages the gradients
-            target = model.profile_target(model.normalize(usage, mask), mask)  # (B, 2M)
-            loss = cfg.churn_weight * F.binary_cross_entropy_with_logits(
-                out["churn_logit"].float(), y, pos_weight=pos_weight_t
-            )
-            has_mig = ym >= 0
-            if bool(has_mig.any()):
-                loss = loss + cfg.migration_weight * F.cross_entropy(
-                    out["migration_logits"].float()[has_mig], ym[has_mig], weight=mig_weight
-                )
-            loss = loss + cfg.profile_weight * F.mse_loss(out["profile"].float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
+        total = train_epoch(net, model, data, perm, batch_size, losses, opt, sched, cfg.amp)
+        total = float(total)  # the epoch's one read of the loss (waits for the device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -265,7 +201,7 @@ def train_model(
         rows_seen, val_auc, val_f1 = len(perm), math.nan, math.nan
         if main:
             val = predict(model, data, val_rows, 4 * cfg.batch_size, cfg.amp)
-            val_auc = float(roc_auc_score(churn_all[split.val], val["churn_logit"].cpu().numpy()))
+            val_auc = roc_auc(churn_all[split.val], val["churn_logit"].cpu().numpy())
             if has_val_mig.any():  # argmax classes; the fitted decision comes after training
                 pred = val["migration_logits"].float().argmax(1).cpu().numpy()
                 val_f1 = macro_f1(mig_val[has_val_mig], pred[has_val_mig])

@@ -41,6 +41,8 @@ import optuna
 import torch
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from gpuseg.config import RunConfig, from_dict, save_config, to_dict
 from gpuseg.data.panel import Panel, load_panel
@@ -117,7 +119,6 @@ class SearchSpace:
 
 def _redact(spec: str) -> str:
     """The spec with any database password hidden, for messages and tune.json."""
-    from sqlalchemy.engine import make_url
 
     try:
         return make_url(spec).render_as_string(hide_password=True)
@@ -132,8 +133,6 @@ def resolve_storage(spec: str | None, run_dir: str | Path) -> str | BaseStorage:
     in ``.log``/``.journal`` -> a :class:`JournalStorage` on that file (relative to the working
     directory); a database URL -> the URL unchanged. Anything else raises :class:`ConfigError`.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     if not spec:
         run_dir = Path(run_dir)
@@ -171,7 +170,6 @@ def _open_study(
     pruner: optuna.pruners.BasePruner,
 ) -> optuna.Study:
     """Create the study, or load it when it exists; storage failures name the storage."""
-    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         return optuna.create_study(

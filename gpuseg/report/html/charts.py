@@ -199,6 +199,12 @@ def stacked_bars(
     return svg(width, height, "".join(body), title)
 
 
+def diagonal(name: str, lim: float = 1.0) -> dict:
+    """The dashed grey reference line y = x from 0 to ``lim`` (random targeting, equal shares,
+    perfect calibration), as a :func:`line_chart` series."""
+    return dict(name=name, x=[0, lim], y=[0, lim], color="#999", dash=True)
+
+
 def line_chart(
     series: Sequence[dict],
     *,
@@ -263,6 +269,14 @@ def line_chart(
         legend.append((s["name"], s["color"]))
     body.append(_legend(legend, left, 14))
     return svg(width, height, "".join(body), title)
+
+
+def curve_chart(
+    name: str, x: Sequence[float], y: Sequence[float], reference: str, **labels: str
+) -> str:
+    """One curve (the first palette colour) over [0, 1]^2 against the dashed diagonal named
+    ``reference``; ``labels``: title, x_label, y_label of :func:`line_chart`."""
+    return line_chart([dict(name=name, x=x, y=y, color=PALETTE[0]), diagonal(reference)], **labels)
 
 
 def heatmap(

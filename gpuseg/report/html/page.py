@@ -34,6 +34,8 @@ from gpuseg.report.html.charts import (
     PALETTE,
     bar_chart,
     color_at,
+    curve_chart,
+    diagonal,
     div_color,
     esc,
     figure,
@@ -47,6 +49,7 @@ from gpuseg.report.html.charts import (
     stacked_bars,
     table,
 )
+from gpuseg.report.html.plan import plan_section
 
 # (id, heading) of every section, in page order
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -196,11 +199,11 @@ def section_concentration(d: _Inputs) -> str:
     lz = c.get("lorenz", {})
     x = lz.get("x", lz.get("population", []))
     y = lz.get("y", lz.get("revenue", []))
-    chart = line_chart(
-        [
-            dict(name="Lorenz curve", x=x, y=y, color=PALETTE[0]),
-            dict(name="equal revenue", x=[0, 1], y=[0, 1], color="#999", dash=True),
-        ],
+    chart = curve_chart(
+        "Lorenz curve",
+        x,
+        y,
+        "equal revenue",
         title="Lorenz curve of revenue",
         x_label="share of subscribers (lowest revenue first)",
         y_label="share of revenue",
@@ -270,11 +273,11 @@ def section_churn(churn: tuple | None) -> str:
         return not_available("churn curves: the test split needs churners and stayers")
     gx, gy = gain_curve(y, p)
     lift = decile_lift(y, p)
-    gain = line_chart(
-        [
-            dict(name="model", x=gx, y=gy, color=PALETTE[0]),
-            dict(name="random", x=[0, 1], y=[0, 1], color="#999", dash=True),
-        ],
+    gain = curve_chart(
+        "model",
+        gx,
+        gy,
+        "random",
         title="Cumulative gain",
         x_label="share of subscribers contacted (highest risk first)",
         y_label="share of churners reached",
@@ -299,7 +302,7 @@ def section_churn(churn: tuple | None) -> str:
                 color=PALETTE[1],
                 markers=True,
             ),
-            dict(name="perfect", x=[0, lim], y=[0, lim], color="#999", dash=True),
+            diagonal("perfect", lim),
         ],
         title="Calibration curve",
         x_label="mean predicted churn probability (bin)",
@@ -637,6 +640,8 @@ def render_html(run_dir: str | Path, cfg: RunConfig, backend: Backend) -> str:
     sections = "".join(
         f'<section id="{sid}"><h2>{esc(h)}</h2>{bodies[sid]}</section>' for sid, h in SECTIONS
     )
+    plan_nav, plan_html = plan_section(run_dir)  # the plan, once `gpuseg plan` ran
+    nav, sections = nav + plan_nav, sections + plan_html
     title = f"gpuseg report: {cfg.name}"
     return (
         "<!DOCTYPE html>\n"

@@ -1,0 +1,445 @@
+"""The contact plan: at most one action per subscriber (offer, channel, date), chosen to maximise
+expected incremental value under a budget and channel capacities.
+
+For every subscriber, offer and channel that are allowed (offer eligibility, value levels and
+segments; channel consent, do-not-disturb and frequency caps, see :mod:`gpuseg.action.contact`;
+a date in the offer's moment outside the subscriber's do-not-disturb window):
+
+- churn probability over the label horizon without and with the action: learned from a campaign
+  table (:mod:`gpuseg.action.uplift`), or, without one, the run's churn probability and the
+  offer library's ``prior_uplift`` times the channel's ``prior_response`` (stated as priors);
+- expected incremental value = LTV x (F(p_treated) / F(p_untreated) - 1) - cost, where LTV is
+  the discounted lifetime value (:mod:`gpuseg.action.ltv`) and F(p) the discounted expected
+  number of periods alive over the horizon at the per-period hazard that p implies: the
+  retention uplift, turned into lifetime value; cost = offer cost + channel contact cost.
+  Without a revenue metric there is no LTV: the value is then the expected number of subscribers
+  retained, and the budget still bounds the cost.
+
+Selection: greedy by value density (net value / cost) over all allowed options with positive
+net value, skipping subscribers already planned, full channels and options over the remaining
+budget. Its total is reported next to an upper bound of the LP relaxation (HiGHS through
+scipy for up to ``LP_MAX_OPTIONS`` options, a Lagrangian bound otherwise; every feasible plan is
+below both), so the gap of the greedy plan to the best possible plan is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linprog
+from scipy.sparse import csr_matrix, vstack
+
+from gpuseg.action import contact
+from gpuseg.action.features import RunInputs
+from gpuseg.action.library import Library
+from gpuseg.action.ltv import LTVResult, survival_factor, unavailable_reason
+from gpuseg.errors import ConfigError
+from gpuseg.io.store import write_csv_atomic, write_parquet_atomic
+from gpuseg.segment.tags import apply_tags, build_tag_frame
+
+LP_MAX_OPTIONS = 300_000
+MOMENT_TEXT = {
+    "renewal": "contract-renewal window",
+    "abnormal": "service recovery after an abnormal moment",
+    "first_use": "cross-sell after a first use",
+    "special": "special date",
+    "any": "no key moment needed",
+}
+
+
+@dataclass
+class Options:
+    """Every allowed (subscriber, offer, channel) with its date and values."""
+
+    row: np.ndarray
+    offer: np.ndarray  # offer index
+    channel: np.ndarray  # channel index
+    date: np.ndarray
+    p0: np.ndarray  # churn probability over the label horizon without the action
+    p1: np.ndarray  # ... with it
+    incremental: np.ndarray  # before cost
+    cost: np.ndarray
+    net: np.ndarray
+
+
+@dataclass
+class PlanResult:
+    plan: pd.DataFrame
+    skipped: pd.DataFrame
+    summary: dict
+    options: Options | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_start(inputs: RunInputs) -> tuple[np.datetime64, float]:
+    """(first day of the plan, days per period): the day after the data's last period."""
+    periods = inputs.panel.meta.get("periods") or []
+    try:
+        days = pd.to_datetime(pd.Series(periods[-2:])).to_numpy().astype("datetime64[D]")
+    except (ValueError, TypeError):
+        days = None
+    if days is None or len(days) < 2:
+        today = np.datetime64(pd.Timestamp.now(tz="UTC").date().isoformat(), "D")
+        return today, 7.0
+    step = float((days[-1] - days[0]) / np.timedelta64(1, "D"))
+    return days[-1] + np.timedelta64(int(round(step)), "D"), step
+
+
+def build_options(
+    inputs: RunInputs,
+    library: Library,
+    ltv: LTVResult | None,
+    horizon: int,
+    effects=None,
+    history=None,
+) -> tuple[Options, dict, np.ndarray]:
+    """All allowed options, the per-channel exclusion counts, and (N,) per-subscriber reason of
+    the first filter that left the subscriber without any option ('' when some remain)."""
+    n = len(inputs.ids)
+    start, period_days = plan_start(inputs)
+    frame = build_tag_frame(
+        inputs.panel,
+        inputs.attributes,
+        None,
+        inputs.churn_prob,
+        inputs.cfg.segments,
+        inputs.cfg.tags,
+    )
+    eligible = apply_tags(frame, library.eligibility)
+    levels = frame["value_level"].astype(str).to_numpy()
+    attrs = inputs.attributes
+    weeks = None
+    if attrs is not None and "weeks_to_contract_end" in attrs.columns:
+        weeks = pd.to_numeric(attrs["weeks_to_contract_end"], errors="coerce").to_numpy(float)
+    dnd_from = contact.date_column(attrs, "dnd_from")
+    dnd_to = contact.date_column(attrs, "dnd_to")
+    status = {
+        s: contact.channel_status(attrs, n, library, start, history, service=s)
+        for s in (False, True)
+    }
+    exclusions = {
+        c: {r: int((status[False][c] == r).sum()) for r in contact.REASONS}
+        | {"open": int((status[False][c] == "").sum())}
+        for c in library.channels
+    }
+    channel_names = list(library.channels)
+    parts: dict[str, list] = {k: [] for k in Options.__dataclass_fields__}
+    any_eligible = np.zeros(n, bool)
+    any_channel = np.zeros(n, bool)
+    any_date = np.zeros(n, bool)
+    for oi, (oname, offer) in enumerate(library.offers.items()):
+        ok = eligible[oname].to_numpy(bool).copy()
+        if offer.value_levels is not None:
+            ok &= np.isin(levels, offer.value_levels)
+        if offer.segments is not None:
+            ok &= np.isin(inputs.segment, offer.segments)
+        any_eligible |= ok
+        lo, hi = contact.moment_windows(
+            offer.moment, n, start, library.plan_days, weeks, period_days, library.special_dates
+        )
+        day = contact.first_free_day(lo, hi, dnd_from, dnd_to)
+        for cname in offer.channels:
+            ci = channel_names.index(cname)
+            open_ = ok & (status[offer.service][cname] == "")
+            any_channel |= open_
+            sel = open_ & ~np.isnat(day)
+            any_date |= sel
+            rows = np.flatnonzero(sel)
+            if len(rows) == 0:
+                continue
+            if effects is not None:
+                got = effects.effects(inputs.features, rows, oname, cname)
+                if got is None:
+                    continue
+                p0 = 1.0 - got[0]
+                p1 = 1.0 - got[1]
+            else:
+                p0 = inputs.churn_prob[rows]
+                gain = offer.prior_uplift * library.channels[cname].prior_response
+                p1 = np.clip(p0 - gain, 1e-4, 1.0)
+            p0 = np.clip(p0, 1e-4, 1 - 1e-4)
+            p1 = np.clip(p1, 1e-4, 1 - 1e-4)
+            cost = np.full(len(rows), offer.cost + library.channels[cname].cost)
+            if ltv is not None:
+                f0 = survival_factor(p0, horizon, ltv.n_future, ltv.discount, ltv.growth[rows])
+                f1 = survival_factor(p1, horizon, ltv.n_future, ltv.discount, ltv.growth[rows])
+                inc = ltv.value[rows] * (f1 / f0 - 1.0)
+                net = inc - cost
+            else:
+                inc = p0 - p1
+                net = inc
+            for k, v in dict(
+                row=rows,
+                offer=np.full(len(rows), oi),
+                channel=np.full(len(rows), ci),
+                date=day[rows],
+                p0=p0,
+                p1=p1,
+                incremental=inc,
+                cost=cost,
+                net=net,
+            ).items():
+                parts[k].append(v)
+    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
+    cat["row"] = cat["row"].astype(np.int64)
+    cat["offer"] = cat["offer"].astype(np.int64)
+    cat["channel"] = cat["channel"].astype(np.int64)
+    if not parts["date"]:
+        cat["date"] = np.zeros(0, "datetime64[D]")
+    why = np.full(n, "", dtype=object)
+    why[~any_eligible] = "no eligible offer"
+    why[(why == "") & ~any_channel] = "no open channel (consent, do-not-disturb or frequency cap)"
+    why[(why == "") & ~any_date] = "do-not-disturb window covers every possible date"
+    return Options(**cat), exclusions, why
+
+
+def greedy(opts: Options, budget: float, capacity: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the chosen options (see the module docstring)."""
+    cand = np.flatnonzero(opts.net > 0)
+    density = np.where(
+        opts.cost[cand] > 0, opts.net[cand] / np.maximum(opts.cost[cand], 1e-12), np.inf
+    )
+    order = cand[np.lexsort((opts.row[cand], -opts.net[cand], -density))]
+    taken = np.zeros(n, bool)
+    left = capacity.astype(float).copy()
+    spend = 0.0
+    chosen = []
+    for j in order:
+        r, c, cost = opts.row[j], opts.channel[j], opts.cost[j]
+        if taken[r] or left[c] < 1 or spend + cost > budget + 1e-9:
+            continue
+        taken[r] = True
+        left[c] -= 1
+        spend += cost
+        chosen.append(j)
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def lagrangian_bound(opts: Options, budget: float, capacity: np.ndarray, n: int) -> float:
+    """Upper bound on any plan's total net value: min over a grid of budget multipliers of
+    lam * budget + sum_c mu_c * cap_c + sum_i max(0, max_j net_ij - lam cost_ij - mu_c(j)),
+    with mu from a few subgradient steps (every lam, mu >= 0 gives a valid bound)."""
+    pos = opts.net > 0
+    row, c, net, cost = opts.row[pos], opts.channel[pos], opts.net[pos], opts.cost[pos]
+    cap = np.where(np.isfinite(capacity), capacity, 0.0)
+    finite = np.isfinite(capacity)
+
+    def value(lam: float, mu: np.ndarray) -> tuple[float, np.ndarray]:
+        red = net - lam * cost - mu[c]
+        best = np.full(n, 0.0)
+        np.maximum.at(best, row, red)
+        return lam * budget + float((mu * cap).sum()) + float(best.sum()), red
+
+    if len(net) == 0:
+        return 0.0
+    mu = np.zeros(len(capacity))
+    best_bound = np.inf
+    dens = np.sort(net / np.maximum(cost, 1e-12))
+    grid = np.unique(np.concatenate([[0.0], np.quantile(dens, np.linspace(0, 1, 60))]))
+    for _ in range(8):
+        vals = [value(lam, mu)[0] for lam in grid]
+        i = int(np.argmin(vals))
+        best_bound = min(best_bound, vals[i])
+        lam = grid[i]
+        _, red = value(lam, mu)
+        # subgradient on mu: capacity minus the channel use of each row's best option
+        top = np.full(n, -np.inf)
+        np.maximum.at(top, row, red)
+        use = np.zeros(len(capacity))
+        hit = (red >= top[row]) & (red > 0)
+        np.add.at(use, c[hit], 1.0)
+        step = np.where(finite, (use - cap), 0.0)
+        if not np.any(step > 0):
+            break
+        mu = np.maximum(0.0, mu + step * (np.abs(lam) + 1.0) / max(np.abs(step).max(), 1.0))
+    return float(best_bound)
+
+
+def lp_bound(opts: Options, budget: float, capacity: np.ndarray, n: int) -> float | None:
+    """Optimum of the LP relaxation (HiGHS), or None when there are too many options."""
+
+    pos = np.flatnonzero(opts.net > 0)
+    m = len(pos)
+    if m == 0:
+        return 0.0
+    if m > LP_MAX_OPTIONS:
+        return None
+    rows = opts.row[pos]
+    uniq, sub = np.unique(rows, return_inverse=True)
+    a_sub = csr_matrix((np.ones(m), (sub, np.arange(m))), shape=(len(uniq), m))
+    a_bud = csr_matrix(opts.cost[pos][None, :])
+    finite = np.flatnonzero(np.isfinite(capacity))
+    chans = opts.channel[pos]
+    a_cap = csr_matrix(
+        (
+            np.ones(np.isin(chans, finite).sum()),
+            (
+                np.searchsorted(finite, chans[np.isin(chans, finite)]),
+                np.flatnonzero(np.isin(chans, finite)),
+            ),
+        ),
+        shape=(len(finite), m),
+    )
+    A = vstack([a_sub, a_bud, a_cap]).tocsr()
+    b = np.concatenate([np.ones(len(uniq)), [budget], capacity[finite]])
+    res = linprog(-opts.net[pos], A_ub=A, b_ub=b, bounds=(0, 1), method="highs")
+    return float(-res.fun) if res.status == 0 else None
+
+
+def make_plan(
+    inputs: RunInputs,
+    library: Library,
+    budget: float,
+    ltv: LTVResult | None,
+    horizon: int,
+    effects=None,
+    history=None,
+    effects_source: str = "",
+) -> PlanResult:
+    """The plan (see the module docstring). ``effects``: a :class:`gpuseg.action.uplift.CrossFit`
+    or None for the library's priors; ``history``: the campaign table, for frequency caps."""
+    if not (np.isfinite(budget) and budget >= 0):
+        raise ConfigError(f"budget: must be a number >= 0, got {budget}")
+    n = len(inputs.ids)
+    notes = []
+    reason = unavailable_reason(inputs.panel, inputs.cfg.data.revenue_metric)
+    if ltv is None and reason:
+        notes.append(reason)
+    if effects is None:
+        notes.append(
+            "effects: the offer library's prior_uplift x channel prior_response "
+            "(no campaign table; priors, not measured)"
+        )
+    else:
+        notes.append(f"effects: learned from the campaign table ({effects_source})")
+    capped = [c for c, ch in library.channels.items() if ch.frequency_cap is not None]
+    if capped and (history is None or history.date is None):
+        notes.append(
+            "frequency caps not checked: no contact history with dates (a campaign table with "
+            f"a date column); channels with caps: {', '.join(capped)}"
+        )
+    opts, exclusions, why = build_options(inputs, library, ltv, horizon, effects, history)
+    channel_names = list(library.channels)
+    offer_names = list(library.offers)
+    capacity = np.array(
+        [
+            np.inf if library.channels[c].capacity is None else float(library.channels[c].capacity)
+            for c in channel_names
+        ]
+    )
+    chosen = greedy(opts, budget, capacity, n)
+    total = float(opts.net[chosen].sum())
+    bound = lp_bound(opts, budget, capacity, n)
+    bound_kind = "LP relaxation (HiGHS)"
+    if bound is None:
+        bound, bound_kind = lagrangian_bound(opts, budget, capacity, n), "Lagrangian bound"
+    has_positive = np.zeros(n, bool)
+    has_positive[opts.row[opts.net > 0]] = True
+    planned = np.zeros(n, bool)
+    planned[opts.row[chosen]] = True
+    why[(why == "") & ~has_positive] = "no action with positive expected value"
+    why[(why == "") & ~planned] = "budget or channel capacity reached"
+    start, _ = plan_start(inputs)
+
+    rows = opts.row[chosen]
+    ch = library.channels
+    o = np.array(offer_names)[opts.offer[chosen]] if len(chosen) else np.array([], dtype=str)
+    c = np.array(channel_names)[opts.channel[chosen]] if len(chosen) else np.array([], dtype=str)
+    hours = [
+        f"{ch[x].hours[0]:02d}:00-{ch[x].hours[1]:02d}:00" if ch[x].hours else "any" for x in c
+    ]
+    ltv_vals = ltv.value[rows] if ltv is not None else np.full(len(rows), np.nan)
+    plan = pd.DataFrame(
+        {
+            inputs.id_column: inputs.ids[rows],
+            "segment": inputs.segment[rows],
+            "offer": o,
+            "channel": c,
+            "date": opts.date[chosen].astype("datetime64[ms]"),
+            "hours": hours,
+            "churn_prob": opts.p0[chosen],
+            "churn_prob_treated": opts.p1[chosen],
+            "uplift": opts.p0[chosen] - opts.p1[chosen],
+            "ltv": ltv_vals,
+            "cost": opts.cost[chosen],
+            "expected_incremental_value": opts.net[chosen],
+        }
+    )
+    src = "learned from campaigns" if effects is not None else "offer prior"
+    plan["reason"] = [
+        f"{oo} via {cc} on {str(d)[:10]} ({MOMENT_TEXT[library.offers[oo].moment]}); "
+        f"retention +{u:.1%} ({src}); "
+        + (
+            f"LTV {lv:.0f}; net {v:.1f} after cost {k:.1f}"
+            if np.isfinite(lv)
+            else f"expected retained {v:.3f}, cost {k:.1f}"
+        )
+        for oo, cc, d, u, lv, v, k in zip(
+            plan["offer"],
+            plan["channel"],
+            plan["date"],
+            plan["uplift"],
+            plan["ltv"],
+            plan["expected_incremental_value"],
+            plan["cost"],
+            strict=True,
+        )
+    ]
+    plan = plan.sort_values("expected_incremental_value", ascending=False, kind="stable")
+    plan = plan.reset_index(drop=True)
+    skipped = pd.DataFrame({inputs.id_column: inputs.ids[~planned], "reason": why[~planned]})
+
+    def by(col: str) -> dict:
+        g = plan.groupby(col)
+        return {
+            str(k): dict(
+                n=int(len(v)),
+                spend=float(v["cost"].sum()),
+                value=float(v["expected_incremental_value"].sum()),
+            )
+            for k, v in g
+        }
+
+    summary = dict(
+        plan_start=str(start),
+        budget=float(budget),
+        spend=float(plan["cost"].sum()),
+        planned=int(len(plan)),
+        subscribers=int(n),
+        expected_incremental_value=total,
+        value_unit="money (discounted lifetime value)"
+        if ltv is not None
+        else "subscribers retained",
+        bound=float(bound),
+        bound_kind=bound_kind,
+        gap=float((bound - total) / bound) if bound > 0 else 0.0,
+        per_offer=by("offer"),
+        per_channel=by("channel"),
+        per_segment=by("segment"),
+        skipped=skipped["reason"].value_counts().to_dict(),
+        channel_exclusions=exclusions,
+        effects="campaign table" if effects is not None else "offer-library priors",
+        ltv=(ltv.model if ltv is not None else None),
+        notes=notes + (ltv.notes if ltv is not None else []),
+        options=int(len(opts.row)),
+    )
+    return PlanResult(plan, skipped, summary, opts, notes)
+
+
+def write_plan(result: PlanResult, out_path: str | Path) -> tuple[Path, Path]:
+    """The plan as Parquet (or CSV) at ``out_path`` and the skipped subscribers beside it."""
+    path = Path(out_path)
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise ConfigError(f"{path}: output must end in .parquet or .csv")
+    skipped = path.with_name(path.stem + ".skipped" + path.suffix)
+    if suffix == ".csv":
+        write_csv_atomic(path, result.plan)
+        write_csv_atomic(skipped, result.skipped)
+    else:
+        write_parquet_atomic(path, result.plan)
+        write_parquet_atomic(skipped, result.skipped)
+    return path, skipped

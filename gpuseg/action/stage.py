@@ -1,0 +1,103 @@
+"""``gpuseg plan`` as one library call: read a run, estimate lifetime value and effects, plan.
+
+Inputs found automatically in a synthetic run (``synth.campaigns: true``): the world's
+``campaigns.parquet`` (the campaign table) and ``future.parquet`` (observed future revenue, for
+the ZILN value head). Real runs name them: ``campaigns`` and ``future_revenue``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from gpuseg.action.features import RunInputs, read_run
+from gpuseg.action.library import Library, load_library
+from gpuseg.action.ltv import LTVResult, estimate_ltv, unavailable_reason
+from gpuseg.action.plan import PlanResult, make_plan
+from gpuseg.action.uplift import Campaigns, CrossFit, crossfit, read_campaigns
+from gpuseg.errors import DataError
+
+
+@dataclass
+class ActionRun:
+    inputs: RunInputs
+    library: Library
+    ltv: LTVResult | None
+    campaigns: Campaigns | None
+    effects: CrossFit | None
+    result: PlanResult
+    horizon: int
+    world: Path | None
+
+
+def world_of(inputs: RunInputs) -> Path | None:
+    synth = inputs.cfg.synth
+    if synth is None or not synth.campaigns:
+        return None
+    return Path(synth.out_dir) if synth.out_dir else inputs.run_dir / "world"
+
+
+def label_horizon(inputs: RunInputs) -> int:
+    """Periods of the churn label window: synth.horizon, data.label_periods, else 8."""
+    if inputs.cfg.synth is not None:
+        return int(inputs.cfg.synth.horizon)
+    if inputs.cfg.data.label_periods > 0:
+        return int(inputs.cfg.data.label_periods)
+    return 8
+
+
+def plan_run(
+    run_dir: str | Path,
+    budget: float,
+    offers: str | Path | None = None,
+    campaigns: str | Path | None = None,
+    future_revenue: str | Path | None = None,
+    use_campaigns: bool = True,
+    learner: str = "s",
+    seed: int = 0,
+    device: str = "cpu",
+) -> ActionRun:
+    """Everything ``gpuseg plan`` does, returned for printing, writing and measuring."""
+    library = load_library(offers)
+    inputs = read_run(run_dir)
+    world = world_of(inputs)
+    horizon = label_horizon(inputs)
+    if campaigns is None and world is not None and (world / "campaigns.parquet").is_file():
+        campaigns = world / "campaigns.parquet"
+    if future_revenue is None and world is not None and (world / "future.parquet").is_file():
+        future_revenue = world / "future.parquet"
+    future = None
+    if future_revenue is not None:
+        p = Path(future_revenue)
+        if not p.is_file():
+            raise DataError(f"{p}: future revenue table not found")
+        future = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    ltv = None
+    if unavailable_reason(inputs.panel, inputs.cfg.data.revenue_metric) is None:
+        ltv = estimate_ltv(
+            inputs,
+            horizon,
+            library.horizon_months,
+            library.discount_annual,
+            future,
+            seed=seed,
+            device=device,
+        )
+    camp = effects = None
+    source = ""
+    if campaigns is not None:
+        camp = read_campaigns(campaigns, inputs.ids, inputs.id_column)
+        if use_campaigns:
+            effects = crossfit(
+                inputs.features, camp, list(library.channels), seed=seed, learner=learner
+            )
+            source = f"{Path(campaigns).name}, {camp.counts['used']:,} tests, {learner}-learner"
+    result = make_plan(inputs, library, budget, ltv, horizon, effects, camp, source)
+    if camp is not None and camp.counts["unknown_subscriber"]:
+        result.summary["notes"].append(
+            f"campaign table: {camp.counts['unknown_subscriber']:,} rows of subscribers not in "
+            "the run left out"
+        )
+    return ActionRun(inputs, library, ltv, camp, effects, result, horizon, world)

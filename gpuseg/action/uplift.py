@@ -1,0 +1,311 @@
+"""Treatment effects from a campaign table, and Qini / AUUC curves to judge them.
+
+A campaign table has one row per subscriber and past test: subscriber id (the run's id column),
+offer, channel, date, treated (1 contacted, 0 held-out control), retained (1 stayed over the
+label horizon after the date); accepted and revenue_after are optional. Treatment must have been
+randomised within each offer (the synthetic world's is a fair coin).
+
+:class:`TLearner` fits one gradient-boosting model of P(retained) on every control row, and one
+per offer on that offer's treated rows with the channel as an extra input; the uplift of offer o
+through channel c for features x is mu_o(x, c) - mu_0(x). :func:`crossfit` fits it on K folds of
+subscribers, so each subscriber in the table gets effects from a model that never saw their
+outcome (out of fold), and everyone else the mean of the K models.
+
+Qini curve (Radcliffe 2007): rows sorted by a score, at each cut the treated responders minus
+the control responders scaled to the treated count, over the number of rows. The Qini
+coefficient is the area between that curve and the straight line of random targeting (x in [0,
+1]); AUUC is the area under the uplift curve (uplift among the first k rows times k / N).
+Intervals are bootstrap percentiles over rows (paired for ratios of two scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from gpuseg.errors import DataError
+
+REQUIRED = ("offer", "channel", "treated", "retained")
+
+
+@dataclass
+class Campaigns:
+    """A campaign table aligned to a run: ``row`` is the panel row of each test."""
+
+    row: np.ndarray
+    offer: np.ndarray  # (R,) str
+    channel: np.ndarray  # (R,) str
+    treated: np.ndarray  # (R,) int8
+    retained: np.ndarray  # (R,) int8
+    date: np.ndarray | None  # (R,) datetime64[D]
+    counts: dict = field(default_factory=dict)
+
+
+def read_campaigns(path: str | Path, ids: np.ndarray, id_col: str) -> Campaigns:
+    """Read and check a campaign table (Parquet or CSV); rows of subscribers that are not in the
+    run are counted and left out."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: campaign table not found")
+    frame = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    for col in (id_col, *REQUIRED):
+        if col not in frame.columns:
+            raise DataError(f"{p}: no '{col}' column")
+    for col in ("treated", "retained"):
+        v = pd.to_numeric(frame[col], errors="coerce")
+        bad = ~v.isin([0, 1])
+        if bad.any():
+            raise DataError(f"{p}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 2}: not 0/1")
+        frame[col] = v.astype(np.int8)
+    pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids))
+    rows = pos.reindex(frame[id_col].astype(str).to_numpy()).to_numpy()
+    known = np.isfinite(rows)
+    frame = frame[known]
+    date = None
+    if "date" in frame.columns:
+        date = pd.to_datetime(frame["date"], errors="coerce").to_numpy().astype("datetime64[D]")
+    counts = dict(
+        rows=int(len(known)), unknown_subscriber=int((~known).sum()), used=int(known.sum())
+    )
+    return Campaigns(
+        row=rows[known].astype(np.int64),
+        offer=frame["offer"].astype(str).to_numpy(),
+        channel=frame["channel"].astype(str).to_numpy(),
+        treated=frame["treated"].to_numpy(np.int8),
+        retained=frame["retained"].to_numpy(np.int8),
+        date=date,
+        counts=counts,
+    )
+
+
+def _gbm(seed: int) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(
+        max_iter=150,
+        learning_rate=0.05,
+        max_leaf_nodes=15,
+        min_samples_leaf=80,
+        l2_regularization=1.0,
+        random_state=seed,
+    )
+
+
+class TLearner:
+    """P(retained | control, x) and P(retained | offer o, channel c, x); see the module
+    docstring. ``fit`` returns self; learned state ends in ``_``."""
+
+    def __init__(self, channels: list[str], seed: int = 0) -> None:
+        self.channels = list(channels)
+        self.seed = seed
+
+    def _with_channel(self, X: np.ndarray, channel: np.ndarray) -> np.ndarray:
+        onehot = np.stack([channel == c for c in self.channels], axis=1).astype(np.float32)
+        return np.concatenate([X, onehot], axis=1)
+
+    def fit(
+        self,
+        X: np.ndarray,
+        offer: np.ndarray,
+        channel: np.ndarray,
+        treated: np.ndarray,
+        y: np.ndarray,
+    ) -> TLearner:
+        ctrl = treated == 0
+        if ctrl.sum() < 50 or len(np.unique(y[ctrl])) < 2:
+            raise DataError("campaign table: too few control rows to learn from (need 50)")
+        self.control_ = _gbm(self.seed).fit(X[ctrl], y[ctrl])
+        self.treated_ = {}
+        for o in np.unique(offer):
+            sel = (offer == o) & (treated == 1)
+            if sel.sum() < 50 or len(np.unique(y[sel])) < 2:
+                continue
+            self.treated_[o] = _gbm(self.seed + 1).fit(
+                self._with_channel(X[sel], channel[sel]), y[sel]
+            )
+        return self
+
+    def predict_control(self, X: np.ndarray) -> np.ndarray:
+        return self.control_.predict_proba(X)[:, 1]
+
+    def predict_treated(self, X: np.ndarray, offer: str, channel: str) -> np.ndarray | None:
+        m = self.treated_.get(offer)
+        if m is None:
+            return None
+        return m.predict_proba(self._with_channel(X, np.full(len(X), channel)))[:, 1]
+
+
+class SLearner(TLearner):
+    """One gradient-boosting model of P(retained) over the features, a treated flag and the
+    treated flag times each offer and each channel, so control and treated rows share the
+    baseline; the uplift is f(x, treated with o through c) - f(x, control)."""
+
+    def _design(self, X: np.ndarray, offer: np.ndarray, channel: np.ndarray, treated: np.ndarray):
+        t = treated.astype(np.float32)[:, None]
+        oh_o = np.stack([offer == o for o in self.offers_], axis=1) * t
+        oh_c = np.stack([channel == c for c in self.channels], axis=1) * t
+        return np.concatenate([X, t, oh_o, oh_c], axis=1).astype(np.float32)
+
+    def fit(self, X, offer, channel, treated, y) -> SLearner:
+        self.offers_ = sorted(set(np.asarray(offer).tolist()))
+        if (treated == 0).sum() < 50 or len(np.unique(y)) < 2:
+            raise DataError("campaign table: too few control rows to learn from (need 50)")
+        self.model_ = _gbm(self.seed).fit(self._design(X, offer, channel, treated), y)
+        return self
+
+    def predict_control(self, X: np.ndarray) -> np.ndarray:
+        n = len(X)
+        z = np.zeros(n, dtype=np.int8)
+        return self.model_.predict_proba(self._design(X, np.full(n, ""), np.full(n, ""), z))[:, 1]
+
+    def predict_treated(self, X: np.ndarray, offer: str, channel: str) -> np.ndarray | None:
+        if offer not in self.offers_:
+            return None
+        n = len(X)
+        d = self._design(X, np.full(n, offer), np.full(n, channel), np.ones(n, dtype=np.int8))
+        return self.model_.predict_proba(d)[:, 1]
+
+
+LEARNERS = {"t": TLearner, "s": SLearner}
+
+
+@dataclass
+class CrossFit:
+    """K fitted learners and each table subscriber's fold (-1: not in the table)."""
+
+    learners: list[TLearner]
+    fold_of_row: np.ndarray  # (N,) int: fold of each panel row, -1 when not in the table
+    oof_uplift: np.ndarray  # (R,) out-of-fold uplift of each table row at its offer and channel
+    offers: list[str]
+    learner: str = "s"
+
+    def effects(self, X: np.ndarray, rows: np.ndarray, offer: str, channel: str):
+        """(P(retained | control), P(retained | treated)) for panel ``rows``, each row from the
+        model that did not see it (table subscribers) or the mean of all folds (others)."""
+        folds = self.fold_of_row[rows]
+        p0 = np.zeros(len(rows))
+        p1 = np.zeros(len(rows))
+        k = len(self.learners)
+        for i, m in enumerate(self.learners):
+            own = folds == i
+            other = folds < 0
+            sel = own | other
+            if not sel.any():
+                continue
+            w = np.where(own[sel], 1.0, 1.0 / k)
+            pt = m.predict_treated(X[rows[sel]], offer, channel)
+            if pt is None:
+                return None
+            p0[sel] += w * m.predict_control(X[rows[sel]])
+            p1[sel] += w * pt
+        return p0, p1
+
+
+def crossfit(
+    X: np.ndarray,
+    camp: Campaigns,
+    channels: list[str],
+    folds: int = 5,
+    seed: int = 0,
+    learner: str = "s",
+) -> CrossFit:
+    """Fit a learner (``s``: :class:`SLearner`, ``t``: :class:`TLearner`) on K folds of the
+    table's subscribers (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    subs = np.unique(camp.row)
+    fold_of_row = np.full(len(X), -1, dtype=np.int64)
+    fold_of_row[subs] = rng.integers(0, folds, len(subs))
+    fold = fold_of_row[camp.row]
+    oof = np.full(len(camp.row), np.nan)
+    learners = []
+    for k in range(folds):
+        tr = fold != k
+        m = LEARNERS[learner](channels, seed + k).fit(
+            X[camp.row[tr]], camp.offer[tr], camp.channel[tr], camp.treated[tr], camp.retained[tr]
+        )
+        learners.append(m)
+        te = np.flatnonzero(~tr)
+        for o in np.unique(camp.offer[te]):
+            for c in np.unique(camp.channel[te]):
+                sel = te[(camp.offer[te] == o) & (camp.channel[te] == c)]
+                if len(sel) == 0:
+                    continue
+                pt = m.predict_treated(X[camp.row[sel]], o, c)
+                if pt is not None:
+                    oof[sel] = pt - m.predict_control(X[camp.row[sel]])
+    return CrossFit(learners, fold_of_row, oof, sorted(set(camp.offer.tolist())), learner)
+
+
+# ---------------------------------------------------------------------------------------------
+# Qini and AUUC
+
+
+def qini_curve(y: np.ndarray, t: np.ndarray, score: np.ndarray, n_points: int = 51):
+    """(x, qini, uplift_curve) at ``n_points`` shares of rows, best score first. ``qini`` is
+    (treated responders - control responders * n_treated / n_control) / N; ``uplift_curve`` is
+    (response rate treated - response rate control) * k / N."""
+    order = np.lexsort((np.arange(len(score)), -np.asarray(score, dtype=np.float64)))
+    y, t = np.asarray(y, float)[order], np.asarray(t, float)[order]
+    n = len(y)
+    nt, nc = np.cumsum(t), np.cumsum(1 - t)
+    yt, yc = np.cumsum(y * t), np.cumsum(y * (1 - t))
+    x = np.linspace(0, 1, n_points)
+    k = np.clip(np.round(x * n).astype(int), 0, n)
+    q = np.zeros(n_points)
+    u = np.zeros(n_points)
+    for i, kk in enumerate(k):
+        if kk == 0:
+            continue
+        a, b, ta, tb = yt[kk - 1], yc[kk - 1], nt[kk - 1], nc[kk - 1]
+        q[i] = (a - b * ta / tb) / n if tb > 0 else 0.0
+        u[i] = ((a / ta if ta > 0 else 0.0) - (b / tb if tb > 0 else 0.0)) * kk / n
+    return x, q, u
+
+
+def qini_coefficient(y, t, score, n_points: int = 51) -> tuple[float, float]:
+    """(Qini coefficient, AUUC) of ``score`` (see the module docstring)."""
+    x, q, u = qini_curve(y, t, score, n_points)
+    return float(np.trapezoid(q - x * q[-1], x)), float(np.trapezoid(u, x))
+
+
+def qini_report(
+    y,
+    t,
+    scores: dict[str, np.ndarray],
+    n_boot: int = 200,
+    seed: int = 0,
+    ratio_to: str | None = None,
+) -> dict:
+    """Qini coefficient and AUUC of each score with bootstrap 95% intervals; with ``ratio_to``,
+    also each score's Qini over that score's, paired over the same resamples."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    out = {
+        k: dict(zip(("qini", "auuc"), qini_coefficient(y, t, s), strict=True))
+        for k, s in scores.items()
+    }
+    boots = {k: [] for k in scores}
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        for k, s in scores.items():
+            boots[k].append(qini_coefficient(y[i], t[i], s[i], 26)[0])
+    for k in scores:
+        b = np.array(boots[k])
+        out[k]["qini_ci"] = [float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))]
+        if ratio_to is not None and k != ratio_to:
+            r = b / np.where(np.array(boots[ratio_to]) == 0, np.nan, boots[ratio_to])
+            out[k][f"ratio_to_{ratio_to}"] = (
+                out[k]["qini"] / out[ratio_to]["qini"] if out[ratio_to]["qini"] else float("nan")
+            )
+            out[k][f"ratio_to_{ratio_to}_ci"] = [
+                float(np.nanquantile(r, 0.025)),
+                float(np.nanquantile(r, 0.975)),
+            ]
+    out["n"] = int(n)
+    out["treated"] = int(np.sum(t))
+    x, _, _ = qini_curve(y, t, next(iter(scores.values())))
+    out["curves"] = {k: qini_curve(y, t, s)[1].tolist() for k, s in scores.items()}
+    out["x"] = x.tolist()
+    return out
