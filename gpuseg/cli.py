@@ -172,6 +172,13 @@ def _epoch_progress(epochs: int):
         yield on_epoch
 
 
+def _migration_cell(migration: dict | None) -> str:
+    """The migration macro-F1, or "no labels" for a run trained on churn labels only."""
+    if not migration or migration.get("macro_f1") is None:
+        return "no labels"
+    return f"{migration['macro_f1']:.4f}"
+
+
 def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
     migration = metrics.get("migration") or {}
     f1 = migration.get("macro_f1")
@@ -195,7 +202,7 @@ def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
         f"{c['pr_auc']:.4f}",
         f"{c['top_decile_lift']:.2f}",
         f"{c['brier']:.4f}",
-        f"{f1:.4f}" if has_f1 else "no labels",
+        _migration_cell(migration) if has_f1 else "no labels",
     )
     return t
 
@@ -407,6 +414,10 @@ def prepare_cmd(
         f"input {c['input']:,} = output {c['output']:,} + rejected {c['rejected']:,} (see "
         f"{run_dir / 'panel' / 'rejects.csv'})"
     )
+    from gpuseg.data.prepare import summary_lines
+
+    for line in summary_lines(meta):
+        out.print(line, soft_wrap=True)
 
 
 @app.command("train")
@@ -572,7 +583,19 @@ def evaluate_cmd(
     run: RunArg,
     truth: Annotated[
         Path | None,
-        typer.Option("--truth", help="synthetic truth.parquet for the oracle row", metavar="FILE"),
+        typer.Option(
+            "--truth",
+            help="truth table (.parquet or .csv, with churn_prob) for the oracle row",
+            metavar="FILE",
+        ),
+    ] = None,
+    truth_id: Annotated[
+        str | None,
+        typer.Option(
+            "--truth-id",
+            help="id column of the truth table (default: the run's id column, else subscriber_id)",
+            metavar="NAME",
+        ),
     ] = None,
     n_boot: Annotated[
         int,
@@ -604,8 +627,9 @@ def evaluate_cmd(
         truth = run / "world" / "truth.parquet"
     out_path = out_path or run / "evaluation.json"
     result = evaluate_run(
-        run, run / "panel", truth, n_boot=n_boot, test_panel_dir=test_panel, out_path=out_path
-    )
+        run, run / "panel", truth, n_boot=n_boot, test_panel_dir=test_panel, out_path=out_path,
+        truth_id_column=truth_id,
+    )  # fmt: skip
     out.print(comparison_markdown(result), soft_wrap=True)
     out.print(f"wrote {out_path}")
 
@@ -906,6 +930,11 @@ def run_cmd(
     out.print(
         f"subscribers: input {c['input']:,} = in panel {c['output']:,} + rejected {c['rejected']:,}"
     )
+    from gpuseg.data.prepare import summary_lines
+    from gpuseg.io.store import read_json
+
+    for line in summary_lines(read_json(Path(s["run_dir"]) / "panel" / "meta.json")):
+        out.print(line, soft_wrap=True)
     out.print(_profiles_table(s["profiles"]))
     truth = s.get("truth", {})
     out.print(_metrics_table(s["metrics"], truth.get("oracle_auc_test")))

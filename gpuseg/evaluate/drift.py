@@ -111,13 +111,18 @@ def transition_matrix(
     return counts, shares, len(both)
 
 
-def _frame(frame: pd.DataFrame | str | Path, what: str) -> pd.DataFrame:
+def _frame(frame: pd.DataFrame | str | Path, what: str, id_column: str | None) -> pd.DataFrame:
+    """A scoring output; from CSV the id column (``id_column``, else the first) is read as text,
+    so ids such as ``007`` and ``7`` stay two subscribers."""
     if isinstance(frame, pd.DataFrame):
         return frame
     path = Path(frame)
     if not path.is_file():
         raise DataError(f"{path}: {what} scoring output not found")
-    return pd.read_csv(path) if table_format(path) == "csv" else pd.read_parquet(path)
+    if table_format(path) != "csv":
+        return pd.read_parquet(path)
+    key = id_column or str(pd.read_csv(path, nrows=0).columns[0])
+    return pd.read_csv(path, dtype={key: str})
 
 
 def drift(
@@ -135,7 +140,7 @@ def drift(
     Returns a JSON-ready dict: ``features`` (PSI per score column), ``segments`` (PSI of segment
     shares), ``metrics`` (when means are given), ``transition`` and ``verdict``.
     """
-    a, b = _frame(old, "old"), _frame(new, "new")
+    a, b = _frame(old, "old", id_column), _frame(new, "new", id_column)
     id_column = id_column or str(a.columns[0])
     for name, f in (("old", a), ("new", b)):
         for col in (id_column, "segment"):

@@ -66,6 +66,7 @@ from gpuseg.io.store import (
     write_json_atomic,
     write_parquet_atomic,
 )
+from gpuseg.io.tables import csv_options
 from gpuseg.pipeline.stages import check_scoring_run, embed_panel, with_world_data
 from gpuseg.segment.cluster import Segmenter, nearest_centre
 from gpuseg.segment.targets import segment_names
@@ -139,9 +140,12 @@ def _gather(client, futures) -> list:
 # prepare
 
 
-def _read_dask(path: str | Path, what: str):
+def _read_dask(path: str | Path, what: str, data_cfg: DataConfig | None = None):
+    """A Dask frame of the table; CSV ids as text and only ``data.missing_markers`` missing,
+    as :func:`gpuseg.io.tables.read_table` reads them."""
     import dask.dataframe as dd
 
+    opts = csv_options(data_cfg.id_column, data_cfg.missing_markers) if data_cfg else {}
     p = check_table_file(path, what)
     kind = table_format(p)
     if kind is None:
@@ -150,7 +154,7 @@ def _read_dask(path: str | Path, what: str):
         if kind == "parquet":
             return dd.read_parquet(str(p))
         gz = p.name.lower().endswith(".gz")  # one block: a gzip stream cannot be split
-        return dd.read_csv(str(p), blocksize=None if gz else "64MB")
+        return dd.read_csv(str(p), blocksize=None if gz else "64MB", **opts)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{p}: cannot read {what} table: {msg}") from None
@@ -271,7 +275,9 @@ def prepare(
     shutil.rmtree(staging, ignore_errors=True)
     id_col = data_cfg.id_column
     tables = {"usage": data_cfg.usage, "static": data_cfg.static, "labels": data_cfg.labels}
-    frames = {k: _read_dask(v, k) for k, v in tables.items() if v}
+    if data_cfg.layout == "table":
+        raise ConfigError("data.layout: table is prepared in one process; run without --cluster")
+    frames = {k: _read_dask(v, k, data_cfg) for k, v in tables.items() if v}
     for name, ddf in frames.items():
         if id_col not in ddf.columns:
             cols = ", ".join(str(c) for c in list(ddf.columns)[:20])

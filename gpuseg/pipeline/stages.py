@@ -132,6 +132,9 @@ def synth_stage(cfg: RunConfig, run_dir: Path) -> tuple[RunConfig, dict]:
 
 
 def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
+    """``prepare`` of a run: also checks that the revenue metric (value tiers, ARPU, the
+    report) is among the panel's metrics, so a wrong ``data.revenue_metric`` stops here, not
+    after training."""
     if cfg.synth is not None and not cfg.data.usage:
         world = world_dir(cfg, run_dir)
         if not (world / "usage.parquet").is_file():
@@ -139,7 +142,9 @@ def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
                 f"{world}: no synthetic world yet; `gpuseg run` generates it (or `gpuseg synth "
                 f"--out {world}` first)"
             )
-    return prepare(with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
+    return prepare(
+        with_world_data(cfg, run_dir).data, backend, run_dir / "panel", require_revenue=True
+    )
 
 
 def train_stage(
@@ -404,7 +409,7 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
             segment_names=segment_names(run_dir),
         )
         (tmp / "predictions.parquet").replace(out_path)
-        rejects = pd.read_csv(tmp / "panel" / "rejects.csv")
+        rejects = pd.read_csv(tmp / "panel" / "rejects.csv", dtype=str, keep_default_na=False)
         rejects_path = out_path.with_name(out_path.stem + ".rejects.csv")
         write_csv_atomic(rejects_path, rejects)
     return dict(

@@ -435,7 +435,9 @@ def section_profiles(d: _Inputs) -> str:
         ("bundle_", "Bundle mix"),
     ):
         cols = [c for c in seg.columns if c.startswith(prefix) and not c.endswith(("_lo", "_hi"))]
-        if cols:
+        if cols and prefix == "migration_" and not seg[cols].notna().any().any():
+            parts.append(f"<p>{what}: no migration labels in this run.</p>")
+        elif cols:
             parts.append(
                 figure(
                     stacked_bars(
