@@ -47,25 +47,58 @@ class SynthConfig:
 
 
 @dataclass
+class ChurnValuesConfig:
+    """Which churn-column values mean churned and which stayed (case-insensitive, compared as text:
+    YAML ``1`` and ``true`` match ``1``, ``1.0``, ``True``, ``TRUE``). A blank or missing-marker
+    cell is an unknown label; any other value is an error naming the file, column, value and row."""
+
+    positive: list[str | int | bool] = field(
+        default_factory=lambda: ["1", "true", "yes", "y", "churned", "churn"]
+    )
+    negative: list[str | int | bool] = field(
+        default_factory=lambda: ["0", "false", "no", "n", "active", "stayed", "retained"]
+    )
+
+
+FILL_POLICIES = ("error", "zero", "ffill")
+DEFAULT_MISSING_MARKERS = ["", "?", "NA", "N/A", "n/a", "na", "null", "NULL", "-", "none", "None"]
+
+
+@dataclass
 class DataConfig:
     """Where the input tables are and how their columns map onto gpuseg's names."""
 
-    usage: str = ""  # Parquet or CSV, long or wide layout
+    usage: str = ""  # Parquet or CSV, long, wide or table layout
     static: str | None = None  # optional per-subscriber attributes
-    labels: str | None = None  # optional per-subscriber labels
-    layout: Literal["long", "wide"] = "long"
-    id_column: str = "subscriber_id"
+    labels: str | None = None  # optional per-subscriber labels (table layout: may be data.usage)
+    # long: one row per (subscriber, period); wide: one column per metric and period; table: one
+    # row per subscriber and no period (numeric columns -> metrics of one period, the others and
+    # numeric columns with missing cells -> static attributes; see gpuseg.data.layouts)
+    layout: Literal["long", "wide", "table"] = "long"
+    # None (YAML null): the ids are the row numbers as text, "1", "2", ... (table layout only)
+    id_column: str | None = "subscriber_id"
     period_column: str = "period"  # long layout only
     # gpuseg metric name -> column in the usage table (long) or metric prefix (wide).
     # Empty means: every numeric column except id and period, under its own name.
     metrics: dict[str, str] = field(default_factory=dict)
-    # Wide layout: regex with named groups ``metric`` and ``period`` matched against column names.
-    wide_pattern: str = (
-        r"^(?P<metric>[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)_(?P<period>\d+)$"
-    )
+    # Wide layout: regex with named groups ``metric`` and ``period`` matched against column names;
+    # metric names may hold digits (vol_2g_mb_6 -> vol_2g_mb, period 6); columns whose values are
+    # dates (date_of_last_rech_6) are left out of the metrics and reported
+    wide_pattern: str = r"^(?P<metric>[A-Za-z][A-Za-z0-9_]*?)_(?P<period>\d+)$"
     static_columns: list[str] | None = None  # None: every column of the static table but the id
     churn_column: str = "churn"
-    migration_column: str = "migration"  # values down/stay/up or -1/0/1
+    migration_column: str = "migration"  # values down/stay/up or -1/0/1; optional
+    churn_values: ChurnValuesConfig = field(default_factory=ChurnValuesConfig)
+    # cells holding one of these (after trimming spaces) are missing, in every column but the id
+    missing_markers: list[str] = field(default_factory=lambda: list(DEFAULT_MISSING_MARKERS))
+    # metrics that may be negative (refunds, adjustments); None: those whose name matches
+    # negative_pattern (case-insensitive search); any other metric below zero is an error
+    allow_negative: list[str] | None = None
+    negative_pattern: str = "(arpu|rev|revenue|charge|bill|amount|spend|balance|adjust)"
+    # missing metric cells in a present period: error (stop, naming the cell), zero, or ffill
+    # (the subscriber's previous period's value; 0 before the first). Key default plus per-metric
+    # overrides, e.g. {default: zero, arpu: ffill}; the prepare summary counts cells filled
+    fill: dict[str, str] = field(default_factory=lambda: {"default": "error"})
     revenue_metric: str = "revenue"  # the metric that ARPU and value tiers are computed from
     max_missing_frac: float = 1.0  # subscribers with more missing periods than this are rejected
     # Churn from an explicit label column, or derived from the usage (see gpuseg.labels): the last
@@ -82,6 +115,28 @@ class DataConfig:
     id_key_env: str = "GPUSEG_ID_KEY"
     id_key_file: str | None = None  # read instead of the environment variable when given
     pseudonym_chars: int = 0  # hex characters kept (0: all 64); fewer risks collisions
+
+    def __post_init__(self) -> None:
+        for key, policy in self.fill.items():
+            if policy not in FILL_POLICIES:
+                raise ConfigError(
+                    f"data.fill.{key}: {policy!r} is not one of {', '.join(FILL_POLICIES)}"
+                )
+        if "default" not in self.fill:
+            self.fill = {"default": "error", **self.fill}
+        if self.id_column is None and self.layout != "table":
+            raise ConfigError("data.id_column: null (row numbers as ids) needs data.layout: table")
+        for key in ("wide_pattern", "negative_pattern"):
+            try:
+                re.compile(getattr(self, key))
+            except re.error as exc:
+                raise ConfigError(f"data.{key}: invalid regex ({exc})") from None
+
+    @property
+    def id_name(self) -> str:
+        """The id column's name in every output: data.id_column, or ``row`` when ids are row
+        numbers."""
+        return self.id_column if self.id_column is not None else "row"
 
 
 @dataclass

@@ -84,6 +84,7 @@ def one_error_line(output: str, exit_code: int, strict: bool = True) -> str:
 
 def prepare_args(usage: Path, out: Path, *sets: str) -> list[str]:
     args = ["prepare", "-s", f"out_dir={out}", "-s", f"data.usage={usage}", "--device", "cpu"]
+    args += ["-s", "data.revenue_metric=data_mb"]  # the corpus files hold one metric
     for s in sets:
         args += ["-s", s]
     return args

@@ -197,7 +197,7 @@ def test_labels_duplicate_subscriber(tmp_path):
     data_error(DataConfig(usage=str(usage), labels=str(labels)), "labels.csv", "row 3", "duplicate")
 
 
-@pytest.mark.parametrize("bad", [2, -1, 0.5, "yes"])
+@pytest.mark.parametrize("bad", [2, -1, 0.5, "maybe"])
 def test_churn_label_not_binary(tmp_path, bad):
     usage = write(long_frame(), tmp_path / "usage.csv")
     labels = write(
@@ -205,7 +205,8 @@ def test_churn_label_not_binary(tmp_path, bad):
         tmp_path / "labels.csv",
     )
     data_error(
-        DataConfig(usage=str(usage), labels=str(labels)), "labels.csv", "'churn'", "row 2", "0 or 1"
+        DataConfig(usage=str(usage), labels=str(labels)),
+        *("labels.csv", "'churn'", "row 2", f"churn value '{bad}'", "data.churn_values"),
     )
 
 

@@ -267,3 +267,15 @@ def test_two_process_gloo_job_matches_single_process_and_resumes(
     weights = (ddp_run / "model.safetensors").read_bytes()
     assert (killed / "model.safetensors").read_bytes() == weights
     assert writes(killed, 1) == [], writes(killed, 1)
+
+
+def test_two_process_job_with_churn_only_labels(panel_dir: Path, env: dict, tmp_path: Path):
+    """Issue 14: labels without a migration column (most real labels) train under DDP too; the
+    migration metrics say there are no labels instead of crashing at the end."""
+    run = new_run(tmp_path, "churn_only", panel_dir)
+    migration = np.load(run / "panel" / "migration.npy")
+    np.save(run / "panel" / "migration.npy", np.full_like(migration, -1))
+    finish(torchrun(run, env), run)
+    m = metrics(run)
+    assert m["migration"]["labels"] == "no labels" and m["migration"]["macro_f1"] is None
+    assert 0.5 < m["churn"]["roc_auc"] <= 1.0

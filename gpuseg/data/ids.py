@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from gpuseg.errors import DataError
 
 
 def id_positions(ids: np.ndarray, values) -> np.ndarray:
@@ -16,3 +19,35 @@ def id_positions(ids: np.ndarray, values) -> np.ndarray:
     value_set = pa.array(ids if ids.dtype.kind == "U" else ids.astype(str))  # no copy of 'U' ids
     found = pc.index_in(pa.array(values, type=pa.string(), from_pandas=True), value_set=value_set)
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _as_number(values) -> set:
+    """The values that read as numbers, as floats (for the 'would match as numbers' hint)."""
+    nums = pd.to_numeric(pd.Series(list(values), dtype="object"), errors="coerce")
+    return set(nums.dropna().tolist())
+
+
+def require_overlap(
+    found: np.ndarray, other_ids, usage_ids, table: str, usage: str, what: str
+) -> None:
+    """Stop when none of a table's ids is among the usage ids (ids are compared as text).
+
+    ``found``: bool per row of the other table. One line naming both files and the count of
+    unmatched ids (never the ids), and whether they would match as numbers (``1.0`` and ``1``).
+    """
+    found = np.asarray(found, dtype=bool)
+    if len(found) == 0 or found.any():
+        return
+    sample_other = list(np.asarray(other_ids)[:1000])
+    sample_usage = list(np.asarray(usage_ids)[:1000])
+    numeric = _as_number(sample_other) & _as_number(sample_usage)
+    hint = (
+        "; they match as numbers, so the ids are written differently (e.g. 1.0 and 1, or leading "
+        "zeros): write them the same way in both files"
+        if numeric
+        else ""
+    )
+    raise DataError(
+        f"{table}: none of its {len(found):,} {what} ids is in {usage} "
+        f"({len(found):,} unmatched; ids are compared as text, exactly as written){hint}"
+    )

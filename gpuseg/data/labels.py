@@ -30,7 +30,7 @@ import pandas as pd
 
 from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
-from gpuseg.data.ids import id_positions
+from gpuseg.data.ids import id_positions, require_overlap
 from gpuseg.data.panel import MIGRATION_CODES
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.errors import ConfigError, DataError
@@ -72,7 +72,9 @@ def longest_inactive_run(active: np.ndarray) -> np.ndarray:
     return best
 
 
-def inactivity_periods(definition: str, label_periods: int, days: int, period_days: float) -> int:
+def inactivity_periods(
+    definition: str, label_periods: int, days: int, period_days: float | None
+) -> int:
     """Consecutive inactive periods in the label window that make a churner."""
     if definition == "no_usage":
         return label_periods
@@ -167,7 +169,9 @@ def derive_panel_labels(panel_dir: str | Path, cfg: DataConfig) -> dict:
     metrics = list(meta["metrics"])
     activity = _metric_index(metrics, cfg.activity_metrics or metrics, "data.activity_metrics")
     revenue = metrics.index(cfg.revenue_metric) if cfg.revenue_metric in metrics else None
-    days = period_days_of(list(meta["periods"]), cfg.period_days)
+    days = None  # no_usage counts periods, not days: integer periods need no data.period_days
+    if cfg.churn_definition != "no_usage" or cfg.period_days is not None:
+        days = period_days_of(list(meta["periods"]), cfg.period_days)
     min_inactive = inactivity_periods(
         cfg.churn_definition, cfg.label_periods, cfg.inactivity_days, days
     )
@@ -239,28 +243,106 @@ __all__ = [
 ]
 
 
-def align_labels(
-    cfg: DataConfig, ids: np.ndarray, backend: Backend, rejected: np.ndarray | None = None
+def _label_text(value) -> str | None:
+    """A label cell as lower-case text (1, 1.0, True -> '1', '1', 'true'); None when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return str(int(value)) if float(value).is_integer() else str(float(value))
+    return str(value).strip().lower()
+
+
+def churn_codes(column: pd.Series, cfg: DataConfig, path: Path) -> np.ndarray:
+    """A churn column -> int8 codes (1 churned, 0 stayed, -1 missing) by ``data.churn_values``;
+    any other value raises DataError naming the file, column, value and row."""
+    positive = {_label_text(v) for v in cfg.churn_values.positive}
+    negative = {_label_text(v) for v in cfg.churn_values.negative}
+    both = sorted(positive & negative - {None})
+    if both:
+        raise ConfigError(f"data.churn_values: {both[0]!r} is both positive and negative")
+    # map the distinct values (a handful), not every row
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    lut = np.full(len(uniques) + 1, -1, dtype=np.int8)  # last entry: missing (code -1)
+    for k, v in enumerate(uniques):
+        text = _label_text(v)
+        if text is None or text == "":
+            continue
+        if text in positive:
+            lut[k] = 1
+        elif text in negative:
+            lut[k] = 0
+        else:
+            row = int(np.flatnonzero(codes == k)[0]) + 1
+            raise DataError(
+                f"{path}: column '{column.name}' row {row}: churn value {str(v)!r} is neither "
+                f"churned ({', '.join(sorted(positive))}) nor stayed "
+                f"({', '.join(sorted(negative))}); set data.churn_values"
+            )
+    return lut[codes]
+
+
+def migration_codes(column: pd.Series, path: Path) -> np.ndarray:
+    """A migration column -> int8 codes (0 down, 1 stay, 2 up, -1 missing)."""
+    # map the distinct labels (a handful), not every row: 10M rows stay fast and small
+    codes, uniques = pd.factorize(column)  # missing: code -1
+    lut = []
+    for v in uniques:
+        if isinstance(v, str):
+            v = v.strip().lower()
+        elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+            v = int(v)
+        lut.append(MIGRATION_CODES.get(v))
+    bad = np.isin(codes, [i for i, v in enumerate(lut) if v is None])
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 1
+        raise DataError(
+            f"{path}: column '{column.name}' row {row}: migration must be down/stay/up or -1/0/1"
+        )
+    return np.array([-1 if v is None else v for v in lut] + [-1], dtype=np.int8)[codes]
+
+
+def labels_from_frame(
+    cfg: DataConfig,
+    frame: pd.DataFrame,
+    path: Path,
+    ids: np.ndarray,
+    rejected: np.ndarray | None = None,
+    hashed: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Churn and migration codes aligned with ``ids``; labels of ``rejected`` ids are ignored."""
+    """Churn and migration codes of ``frame`` (a labels table with the id column) aligned with
+    ``ids``. Migration is optional; a churn column named in the config but absent is an error.
+    ``hashed``: the frame's ids are pseudonymised already (labels read with the usage table)."""
     n = len(ids)
     churn = np.full(n, -1, dtype=np.int8)
     migration = np.full(n, -1, dtype=np.int8)
-    if not cfg.labels:
-        return churn, migration
-    path = Path(cfg.labels)
-    frame = read_table(path, backend, "labels")
-    frame = frame.to_pandas() if hasattr(frame, "to_pandas") else frame
-    if cfg.id_column not in frame.columns:
-        raise DataError(f"{path}: column '{cfg.id_column}' (data.id_column) not found")
+    id_col = cfg.id_name
+    if id_col not in frame.columns:
+        raise DataError(f"{path}: column '{id_col}' (data.id_column) not found")
+    has_churn = cfg.churn_column in frame.columns
+    has_migration = cfg.migration_column in frame.columns
+    if not has_churn and (not has_migration or cfg.churn_column != "churn"):
+        cols = ", ".join(str(c) for c in list(frame.columns)[:20])
+        raise DataError(
+            f"{path}: column '{cfg.churn_column}' (data.churn_column) not found; columns: {cols}"
+        )
+    if not has_migration and cfg.migration_column != "migration":
+        raise DataError(
+            f"{path}: column '{cfg.migration_column}' (data.migration_column) not found"
+        )
     # a pandas string column, not a Python string object per row (10M rows: GBs)
-    lab_ids = pd.Series(pseudonymize_ids(frame[cfg.id_column].astype(str), cfg, path), copy=False)
+    raw_ids = frame[id_col]
+    lab_ids = pd.Series(raw_ids if hashed else pseudonymize_ids(raw_ids, cfg, path), copy=False)
     pos = id_positions(ids, lab_ids)
     found = pos >= 0
     rejected = np.asarray(rejected if rejected is not None else [], dtype=str)
     skip = np.zeros(len(found), dtype=bool)
     if not found.all():
         skip[~found] = np.isin(lab_ids[~found].to_numpy().astype(str), rejected)
+    require_overlap(found | skip, lab_ids, ids, str(path), str(cfg.usage), "label")
     unknown = ~found & ~skip  # labels of subscribers only in the static table: already rejected
     if unknown.any():
         row = int(np.flatnonzero(unknown)[0]) + 1
@@ -271,26 +353,21 @@ def align_labels(
     dup = lab_ids.duplicated().to_numpy()
     if dup.any():
         raise DataError(f"{path}: row {int(np.flatnonzero(dup)[0]) + 1}: duplicate subscriber")
-    if cfg.churn_column in frame.columns:
-        c = pd.to_numeric(frame[cfg.churn_column], errors="coerce")
-        bad = ~c.isin([0, 1]) & frame[cfg.churn_column].notna()  # 'yes' is bad, not unknown
-        if bad.any():
-            raise DataError(
-                f"{path}: column '{cfg.churn_column}' row {int(np.flatnonzero(bad)[0]) + 1}: "
-                "churn must be 0 or 1"
-            )
-        churn[pos[found]] = c.fillna(-1).astype(np.int8).to_numpy()[found]
-    if cfg.migration_column in frame.columns:
-        # map the distinct labels (a handful), not every row: 10M rows stay fast and small
-        codes, uniques = pd.factorize(frame[cfg.migration_column])  # missing: code -1
-        lut = [MIGRATION_CODES.get(v.strip().lower() if isinstance(v, str) else v) for v in uniques]
-        bad = np.isin(codes, [i for i, v in enumerate(lut) if v is None])
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0]) + 1
-            raise DataError(
-                f"{path}: column '{cfg.migration_column}' row {row}: migration must be "
-                "down/stay/up or -1/0/1"
-            )
-        mapped = np.array([-1 if v is None else v for v in lut] + [-1], dtype=np.int8)[codes]
-        migration[pos[found]] = mapped[found]
+    if has_churn:
+        churn[pos[found]] = churn_codes(frame[cfg.churn_column], cfg, path)[found]
+    if has_migration:
+        migration[pos[found]] = migration_codes(frame[cfg.migration_column], path)[found]
     return churn, migration
+
+
+def align_labels(
+    cfg: DataConfig, ids: np.ndarray, backend: Backend, rejected: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Churn and migration codes aligned with ``ids``; labels of ``rejected`` ids are ignored."""
+    if not cfg.labels:
+        n = len(ids)
+        return np.full(n, -1, dtype=np.int8), np.full(n, -1, dtype=np.int8)
+    path = Path(cfg.labels)
+    frame = read_table(path, backend, "labels", cfg.id_column, cfg.missing_markers)
+    frame = frame.to_pandas() if hasattr(frame, "to_pandas") else frame
+    return labels_from_frame(cfg, frame, path, ids, rejected)

@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
 from gpuseg.data.id_columns import id_like_columns
-from gpuseg.data.ids import id_positions
-from gpuseg.data.labels import align_labels
+from gpuseg.data.ids import id_positions, require_overlap
+from gpuseg.data.labels import align_labels, labels_from_frame
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.static import encode_static
 from gpuseg.errors import DataError
@@ -57,12 +57,17 @@ def select_subscribers(
     mask: np.ndarray,
     periods: list[str],
     reference: dict | None,
+    inline: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
     """Rejects, static attributes and labels of the usage subscribers ``ids`` (sorted).
 
     Returns ``keep`` (bool per id) and, for the kept rows only, the encoded static matrix, raw
     attributes, churn and migration codes; plus the rejects frame and the input count.
+    ``inline``: the static attributes (``"static"``) and labels (``"labels"``) read from the usage
+    table itself (table layout), each a frame with the id column, used instead of the files.
     """
+    inline = inline or {}
+    id_col = cfg.id_name
     rejects: list[tuple[str, str]] = []
     keep = np.ones(len(ids), dtype=bool)
     present = mask.any(axis=1)
@@ -81,37 +86,42 @@ def select_subscribers(
     notes: list[str] = []
     encoding: list[dict] = []
     static_only = np.array([], dtype=str)
-    if cfg.static:
-        spath = Path(cfg.static)
-        sframe = read_table(spath, backend, "static")
-        sframe = sframe.to_pandas() if hasattr(sframe, "to_pandas") else sframe
-        if cfg.id_column not in sframe.columns:
-            raise DataError(f"{spath}: column '{cfg.id_column}' (data.id_column) not found")
-        if sframe[cfg.id_column].isna().any():
-            row = int(np.flatnonzero(sframe[cfg.id_column].isna().to_numpy())[0]) + 1
-            raise DataError(f"{spath}: column '{cfg.id_column}' row {row}: missing subscriber id")
-        sframe[cfg.id_column] = pseudonymize_ids(sframe[cfg.id_column].astype(str), cfg, spath)
-        sids = pa.array(sframe[cfg.id_column], type=pa.string(), from_pandas=True)
+    if cfg.static or "static" in inline:
+        if "static" in inline:
+            spath, sframe = Path(cfg.usage), inline["static"]
+            columns = [c for c in sframe.columns if c != id_col]
+        else:
+            spath = Path(cfg.static)
+            sframe = read_table(spath, backend, "static", cfg.id_column, cfg.missing_markers)
+            sframe = sframe.to_pandas() if hasattr(sframe, "to_pandas") else sframe
+            if id_col not in sframe.columns:
+                raise DataError(f"{spath}: column '{id_col}' (data.id_column) not found")
+            if sframe[id_col].isna().any():
+                row = int(np.flatnonzero(sframe[id_col].isna().to_numpy())[0]) + 1
+                raise DataError(f"{spath}: column '{id_col}' row {row}: missing subscriber id")
+            sframe[id_col] = pseudonymize_ids(sframe[id_col], cfg, spath)
+            columns = (
+                cfg.static_columns
+                if cfg.static_columns is not None
+                else [c for c in sframe.columns if c != id_col]
+            )
+        sids = pa.array(sframe[id_col], type=pa.string(), from_pandas=True)
         if pc.count_distinct(sids).as_py() != len(sids):  # pandas only to name the row
-            dup = sframe[cfg.id_column].duplicated()
+            dup = sframe[id_col].duplicated()
             raise DataError(f"{spath}: row {int(np.flatnonzero(dup)[0]) + 1}: duplicate subscriber")
         del sids
-        columns = (
-            cfg.static_columns
-            if cfg.static_columns is not None
-            else [c for c in sframe.columns if c != cfg.id_column]
-        )
         for c in columns:
             if c not in sframe.columns:
                 raise DataError(f"{spath}: column '{c}' (data.static_columns) not found")
         if reference is None:  # ids never become model inputs (nor categories in meta.json)
-            leaks = id_like_columns(sframe, columns, cfg.id_column)
+            leaks = id_like_columns(sframe, columns, id_col)
             columns = [c for c in columns if c not in leaks]
             notes.extend(leaks.values())
         # align static rows with the usage ids by one hash lookup (no merge copy)
-        pos = id_positions(ids, sframe[cfg.id_column])
+        pos = id_positions(ids, sframe[id_col])
         in_usage = pos >= 0
-        static_only = np.asarray(sframe[cfg.id_column][~in_usage]).astype(str)
+        require_overlap(in_usage, sframe[id_col], ids, str(spath), str(cfg.usage), "static")
+        static_only = np.asarray(sframe[id_col][~in_usage]).astype(str)
         rejects.extend((sid, "no usage rows") for sid in static_only)
         srow = np.full(len(ids), -1, dtype=np.int64)
         srow[pos[in_usage]] = np.flatnonzero(in_usage)
@@ -119,7 +129,7 @@ def select_subscribers(
         for i in np.flatnonzero(no_static & keep):
             rejects.append((ids[i], "no static attributes"))
         keep &= ~no_static
-        order = [cfg.id_column] + [c for c in sframe.columns if c != cfg.id_column]
+        order = [id_col] + [c for c in sframe.columns if c != id_col]
         rows = srow[keep]
         if len(rows) == len(sframe) and (rows[1:] > rows[:-1]).all():  # already aligned
             attributes = sframe[order].reset_index(drop=True)  # no copy (copy-on-write)
@@ -150,10 +160,15 @@ def select_subscribers(
                 f"{cfg.usage}: the model was trained with static attributes ({used}, ...): give "
                 "the static table too (--static)"
             )
-        attributes = pd.DataFrame({cfg.id_column: ids[keep]})
+        attributes = pd.DataFrame({id_col: ids[keep]})
         static = np.zeros((int(keep.sum()), 0), dtype=np.float32)
 
-    churn, migration = align_labels(cfg, ids, backend, static_only)  # static-only ids are rejects
+    if "labels" in inline:
+        churn, migration = labels_from_frame(
+            cfg, inline["labels"], Path(cfg.usage), ids, hashed=True
+        )
+    else:  # static-only ids are rejects
+        churn, migration = align_labels(cfg, ids, backend, static_only)
     return dict(
         keep=keep,
         static=static,
@@ -162,21 +177,27 @@ def select_subscribers(
         migration=migration[keep],
         static_names=static_names,
         encoding=encoding,
-        rejects=pd.DataFrame(rejects, columns=[cfg.id_column, "reason"]),
+        rejects=pd.DataFrame(rejects, columns=[id_col, "reason"]),
         n_input=len(ids) + len(static_only),
         notes=notes,
     )
 
 
 def build_meta(
-    cfg: DataConfig, metrics: list[str], periods: list[str], sel: dict
+    cfg: DataConfig, metrics: list[str], periods: list[str], sel: dict, report: dict | None = None
 ) -> dict[str, Any]:
+    """The panel's meta record. ``report``: what the loader did to the data, for the prepare
+    summary (cells filled and negative cells kept per metric, date columns left out, where the
+    ids came from)."""
+    report = dict(report or {})
     return dict(
+        layout=cfg.layout,
+        data_report=report,
         metrics=metrics,
         periods=periods,
         static_features=sel["static_names"],
         static_encoding=sel["encoding"],
-        id_column=cfg.id_column,
+        id_column=cfg.id_name,
         revenue_metric=cfg.revenue_metric,
         counts=dict(
             input=int(sel["n_input"]), output=int(sel["keep"].sum()), rejected=len(sel["rejects"])

@@ -12,7 +12,14 @@ import pyarrow.compute as pc
 
 from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
-from gpuseg.data.layouts import first_true_row, metric_columns, numeric_column
+from gpuseg.data.layouts import (
+    apply_fill,
+    fill_policy,
+    first_true_row,
+    metric_columns,
+    negative_ok,
+    numeric_column,
+)
 from gpuseg.data.panel import read_rows, rows_per_block, save_panel_rest
 from gpuseg.data.periods import check_spacing, parse_periods_typed, period_labels
 from gpuseg.data.privacy import pseudonymize_ids
@@ -20,7 +27,7 @@ from gpuseg.data.select import build_meta, reference_metrics, reference_window, 
 from gpuseg.errors import DataError
 from gpuseg.io.sniff import show_columns
 from gpuseg.io.store import open_memmap_reserved, temp_path
-from gpuseg.io.tables import iter_chunks, table_columns
+from gpuseg.io.tables import arrow_ids_as_text, clean_missing, iter_chunks, table_columns
 
 # Streaming the long layout: bounded memory at any number of rows
 #
@@ -67,16 +74,13 @@ def _chunk_ids(
         if arr.null_count:
             row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0]) + 1
             raise DataError(f"{path}: column '{column}' row {row + offset}: missing subscriber id")
-        if pa.types.is_dictionary(arr.type):
-            arr = arr.dictionary_decode()
-        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-            try:
-                arr = pc.cast(arr, pa.string())  # integer ids: '123', as astype(str) gives
-            except pa.ArrowInvalid:  # bytes that are not UTF-8: the row is named, not the id
-                row = next(i for i, v in enumerate(arr.to_pylist()) if not _utf8(v)) + 1
-                raise DataError(
-                    f"{path}: column '{column}' row {row + offset}: subscriber id is not UTF-8 text"
-                ) from None
+        try:
+            arr = arrow_ids_as_text(arr)  # integer ids: '123', as read_table gives
+        except pa.ArrowInvalid:  # bytes that are not UTF-8: the row is named, not the id
+            row = next(i for i, v in enumerate(arr.to_pylist()) if not _utf8(v)) + 1
+            raise DataError(
+                f"{path}: column '{column}' row {row + offset}: subscriber id is not UTF-8 text"
+            ) from None
         if not per_row:
             return None, _strings(pc.unique(arr))
         enc = pc.dictionary_encode(arr)
@@ -85,7 +89,7 @@ def _chunk_ids(
     if bool(col.isna().any()):
         row = first_true_row(col.isna()) + offset
         raise DataError(f"{path}: column '{column}' row {row}: missing subscriber id")
-    codes, uniques = pd.factorize(col.astype(str))
+    codes, uniques = pd.factorize(col.astype(str))  # CSV ids are read as text already
     return codes, _strings(uniques)
 
 
@@ -135,7 +139,10 @@ def _scan_long(cfg: DataConfig, path: Path, chunk_rows: int):
     merged = np.array([], dtype=str)
     key_parts: list[np.ndarray] = []
     is_date = None
-    for offset, chunk in iter_chunks(path, [cfg.id_column, cfg.period_column], chunk_rows):
+    for offset, chunk in iter_chunks(
+        path, [cfg.id_column, cfg.period_column], chunk_rows, "usage", cfg.id_column,
+        cfg.missing_markers,
+    ):  # fmt: skip
         uniques = _chunk_ids(chunk, cfg.id_column, path, offset, per_row=False)[1]
         id_parts.append(pseudonymize_ids(uniques, cfg, path))
         if sum(len(p) for p in id_parts) > max(MERGE_IDS, len(merged)):  # geometric: n log n
@@ -198,16 +205,25 @@ def _fill_long(
     shift: int,
     t_out: int,
     out: _MappedRows,
-) -> np.ndarray:
-    """Pass 2: values scattered into ``out`` (rows = ids); returns the (N, t_out) presence mask.
+    names: list[str] | None = None,
+) -> tuple[np.ndarray, bool]:
+    """Pass 2: values scattered into ``out`` (rows = ids); returns the (N, t_out) presence mask,
+    whether any cell is missing (NaN, left for :func:`apply_fill`) and the negative cells kept
+    per metric.
 
     A (subscriber, period) row seen before raises DataError naming the later row.
+    ``names``: the gpuseg metric name of each column (for the fill and sign policies).
     """
+    names = names or list(columns)
+    any_nan = False
+    negative = np.zeros(len(columns), dtype=np.int64)  # negative cells kept, per metric
     n, t_all = len(ids), len(keys)
     seen = np.zeros(n * t_all, dtype=bool)
     read = list(dict.fromkeys([cfg.id_column, cfg.period_column, *columns]))
     metric_cols = list(dict.fromkeys(columns))
-    for offset, chunk in iter_chunks(path, read, chunk_rows):
+    for offset, chunk in iter_chunks(
+        path, read, chunk_rows, "usage", cfg.id_column, cfg.missing_markers
+    ):
         codes, uniques = _chunk_ids(chunk, cfg.id_column, path, offset)
         uniques = pseudonymize_ids(uniques, cfg, path)
         sub = np.searchsorted(ids, uniques)[codes]
@@ -223,9 +239,15 @@ def _fill_long(
             raise DataError(f"{path}: row {row}: duplicate (subscriber, period) row")
         seen[key] = True
         frame = chunk.select(metric_cols).to_pandas() if isinstance(chunk, pa.Table) else chunk
+        frame = clean_missing(frame[metric_cols], cfg.missing_markers)
         values = np.empty((len(key), len(columns)), dtype=np.float32)
-        for j, col in enumerate(columns):
-            values[:, j] = numeric_column(frame, col, path, pd, offset)
+        for j, (name, col) in enumerate(zip(names, columns, strict=True)):
+            values[:, j] = numeric_column(
+                frame, col, path, pd, offset, nan_ok=fill_policy(cfg, name) != "error",
+                negative_ok=negative_ok(cfg, name),
+            )  # fmt: skip
+        any_nan = any_nan or bool(np.isnan(values).any())
+        negative += (values < 0).sum(axis=0)
         del frame
         col_out = per + shift
         ok = (col_out >= 0) & (col_out < t_out)
@@ -236,7 +258,23 @@ def _fill_long(
     mask = np.zeros((n, t_out), dtype=bool)
     lo = max(shift, 0)
     mask[:, lo : lo + min(t_all, t_out)] = seen2d[:, max(-shift, 0) :][:, :t_out]
-    return mask
+    negatives = {m: int(k) for m, k in zip(names, negative, strict=True) if k}
+    return mask, any_nan, negatives
+
+
+def _fill_mapped(path: Path, mask: np.ndarray, metrics: list[str], cfg: DataConfig) -> dict:
+    """:func:`apply_fill` over a ``.npy`` usage file, block by block; cells filled per metric."""
+    usage = np.load(path, mmap_mode="r+", allow_pickle=False)
+    counts: dict[str, int] = {}
+    block = rows_per_block(usage.shape, usage.itemsize)
+    for s in range(0, usage.shape[0], block):
+        rows = np.array(usage[s : s + block])
+        for metric, n in apply_fill(rows, mask[s : s + block], metrics, cfg).items():
+            counts[metric] = counts.get(metric, 0) + n
+        usage[s : s + block] = rows
+    usage.flush()
+    del usage
+    return counts
 
 
 def _copy_kept_rows(src: Path, dst: Path, keep: np.ndarray) -> None:
@@ -279,11 +317,13 @@ def prepare_stream(
     try:
         writer = _MappedRows(full, (len(ids), t_out, m), np.float32)
         try:
-            mask = _fill_long(
-                cfg, path, chunk_rows, ids, keys, list(metric_map.values()), shift, t_out, writer
-            )
+            mask, any_nan, negatives = _fill_long(
+                cfg, path, chunk_rows, ids, keys, list(metric_map.values()), shift, t_out, writer,
+                list(metric_map),
+            )  # fmt: skip
         finally:
             writer.close()
+        filled = _fill_mapped(full, mask, list(metric_map), cfg) if any_nan else {}
         sel = select_subscribers(cfg, backend, ids, mask, periods, reference)
         keep = sel["keep"]
         if keep.all():
@@ -292,7 +332,8 @@ def prepare_stream(
             _copy_kept_rows(full, final, keep)
             full.unlink()
             mask, ids = mask[keep], ids[keep]  # copies only where rows are dropped
-        meta = build_meta(cfg, list(metric_map), periods, sel)
+        report = dict(filled=filled, negative=negatives)
+        meta = build_meta(cfg, list(metric_map), periods, sel, report)
         final.replace(out / "usage.npy")
         save_panel_rest(
             out, mask, sel["static"], sel["churn"], sel["migration"], ids, meta,

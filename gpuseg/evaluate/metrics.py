@@ -47,9 +47,23 @@ def churn_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     )
 
 
+NO_MIGRATION_LABELS = "no labels"  # what reports print where a run has no migration labels
+
+
 def migration_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
+    """Macro-F1, accuracy and the confusion matrix; with no labelled rows (churn-only labels)
+    the scores are None and ``labels`` says so, rather than a made-up value."""
     y = np.asarray(y).astype(int)
     pred = np.asarray(pred).astype(int)
+    if len(y) == 0:
+        return dict(
+            macro_f1=None,
+            accuracy=None,
+            confusion=None,
+            classes=list(MIGRATION_NAMES),
+            n=0,
+            labels=NO_MIGRATION_LABELS,
+        )
     return dict(
         macro_f1=float(f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0)),
         accuracy=float((y == pred).mean()) if len(y) else float("nan"),

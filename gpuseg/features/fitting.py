@@ -17,14 +17,15 @@ CHUNK_ROWS = 65_536  # rows per host->device copy and per normalisation pass
 def fit_normalization(
     panel: Panel, rows: np.ndarray, static_log: bool = False
 ) -> dict[str, np.ndarray]:
-    """Per-metric mean/std of log1p(usage) over present periods, and static mean/std (of signed
-    log1p(static) with ``static_log``, as :meth:`SubscriberModel.scale_static` reads it), on
-    ``rows``."""
+    """Per-metric mean/std of signed log1p(usage) over present periods, and static mean/std (of
+    signed log1p(static) with ``static_log``, as :meth:`SubscriberModel.scale_static` reads it),
+    on ``rows``."""
     m = panel.usage.shape[2]
     s1, s2, cnt = np.zeros(m), np.zeros(m), 0.0
     for start in range(0, len(rows), CHUNK_ROWS):
         r = rows[start : start + CHUNK_ROWS]
-        x = np.log1p(np.maximum(np.asarray(panel.usage[r], dtype=np.float64), 0))  # (b, T, M)
+        u = np.asarray(panel.usage[r], dtype=np.float64)
+        x = np.sign(u) * np.log1p(np.abs(u))  # (b, T, M) signed log1p, as the model reads it
         w = np.asarray(panel.mask[r], dtype=np.float64)[..., None]  # (b, T, 1)
         s1 += (x * w).sum((0, 1))
         s2 += (x * x * w).sum((0, 1))

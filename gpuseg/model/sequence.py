@@ -202,7 +202,9 @@ class SubscriberModel(nn.Module):
         return (static - self.static_mean) / self.static_std
 
     def normalize(self, usage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = (torch.log1p(usage.clamp_min(0)) - self.usage_mean) / self.usage_std  # (B, T, M)
+        # signed log1p: a negative value (a refund in ARPU, data.allow_negative) keeps its sign;
+        # on values >= 0 it is log1p exactly
+        x = (signed_log1p(usage) - self.usage_mean) / self.usage_std  # (B, T, M)
         return x * mask.unsqueeze(-1)  # missing periods are exactly 0
 
     @staticmethod
@@ -237,13 +239,13 @@ class SubscriberModel(nn.Module):
         slope = (dt * dev).sum(1) / (dt * dt).sum(1).clamp_min(1e-6)  # (B, M)
         std = ((dev * dev).sum(1) / count).sqrt()  # (B, M)
         share = m.mean(1)  # (B, 1)
-        raw = usage.clamp_min(0).to(x.dtype) * m  # (B, T, M)
-        level = torch.log1p(raw.sum(1) / count)  # (B, M)
-        level_recent = torch.log1p(raw[:, -q:].sum(1) / m[:, -q:].sum(1).clamp_min(1))  # (B, M)
+        raw = usage.to(x.dtype) * m  # (B, T, M)
+        level = signed_log1p(raw.sum(1) / count)  # (B, M)
+        level_recent = signed_log1p(raw[:, -q:].sum(1) / m[:, -q:].sum(1).clamp_min(1))  # (B, M)
         levels = [level, level_recent]
         k = self.cfg.last_level_periods
         if k > 0:  # (B, M) level over the last k periods, e.g. the last month's ARPU
-            levels.append(torch.log1p(raw[:, -k:].sum(1) / m[:, -k:].sum(1).clamp_min(1)))
+            levels.append(signed_log1p(raw[:, -k:].sum(1) / m[:, -k:].sum(1).clamp_min(1)))
         levels = [(v - self.usage_mean) / self.usage_std for v in levels]
         return torch.cat([mean, recent, last, slope * (t / 4), std, *levels, share], dim=1)
 

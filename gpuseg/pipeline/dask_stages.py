@@ -66,6 +66,7 @@ from gpuseg.io.store import (
     write_json_atomic,
     write_parquet_atomic,
 )
+from gpuseg.io.tables import csv_options
 from gpuseg.pipeline.stages import (
     check_scoring_run,
     check_stage,
@@ -74,6 +75,7 @@ from gpuseg.pipeline.stages import (
     with_world_data,
 )
 from gpuseg.segment.cluster import Segmenter, nearest_centre
+from gpuseg.segment.targets import segment_names
 from gpuseg.training.checkpoint import load_checkpoint, model_from_info
 
 NPY_FILES = ("usage.npy", "mask.npy", "static.npy", "churn.npy", "migration.npy")
@@ -144,9 +146,12 @@ def _gather(client, futures) -> list:
 # prepare
 
 
-def _read_dask(path: str | Path, what: str):
+def _read_dask(path: str | Path, what: str, data_cfg: DataConfig | None = None):
+    """A Dask frame of the table; CSV ids as text and only ``data.missing_markers`` missing,
+    as :func:`gpuseg.io.tables.read_table` reads them."""
     import dask.dataframe as dd
 
+    opts = csv_options(data_cfg.id_column, data_cfg.missing_markers) if data_cfg else {}
     p = check_table_file(path, what)
     kind = table_format(p)
     if kind is None:
@@ -155,7 +160,7 @@ def _read_dask(path: str | Path, what: str):
         if kind == "parquet":
             return dd.read_parquet(str(p))
         gz = p.name.lower().endswith(".gz")  # one block: a gzip stream cannot be split
-        return dd.read_csv(str(p), blocksize=None if gz else "64MB")
+        return dd.read_csv(str(p), blocksize=None if gz else "64MB", **opts)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{p}: cannot read {what} table: {msg}") from None
@@ -276,7 +281,9 @@ def prepare(
     shutil.rmtree(staging, ignore_errors=True)
     id_col = data_cfg.id_column
     tables = {"usage": data_cfg.usage, "static": data_cfg.static, "labels": data_cfg.labels}
-    frames = {k: _read_dask(v, k) for k, v in tables.items() if v}
+    if data_cfg.layout == "table":
+        raise ConfigError("data.layout: table is prepared in one process; run without --cluster")
+    frames = {k: _read_dask(v, k, data_cfg) for k, v in tables.items() if v}
     for name, ddf in frames.items():
         if id_col not in ddf.columns:
             cols = ", ".join(str(c) for c in list(ddf.columns)[:20])
@@ -402,6 +409,7 @@ def _embed_part(
     backend: Backend,
     amp: bool,
     segmenter_state: dict | None = None,
+    segment_names: dict[int, str] | None = None,
 ) -> int:
     """Rows ``start:stop`` of the panel through the broadcast model -> Parquet parts in out_dir."""
     info = payload["info"]
@@ -416,6 +424,8 @@ def _embed_part(
         _, emb = read_embeddings(out / "embeddings.parquet")
         preds = pd.read_parquet(out / "predictions.parquet")
         preds["segment"] = Segmenter.from_state(segmenter_state).predict(emb)
+        if segment_names:
+            preds["segment_name"] = preds["segment"].map(segment_names).fillna("")
         write_parquet_atomic(out / "predictions.parquet", preds)
     return n
 
@@ -428,6 +438,7 @@ def _embed_parts(
     staging: Path,
     amp: bool,
     segmenter_state: dict | None = None,
+    segment_names: dict[int, str] | None = None,
 ) -> list[Path]:
     """Map the broadcast model over row ranges of the panel; returns the part directories."""
     n = len(load_panel(panel_dir))
@@ -446,6 +457,7 @@ def _embed_parts(
             [backend] * len(ranges),
             [amp] * len(ranges),
             [segmenter_state] * len(ranges),
+            [segment_names] * len(ranges),
             pure=False,
         ),
     )
@@ -473,7 +485,7 @@ def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path,
     """:func:`gpuseg.pipeline.stages.score` on Dask: the same output and rejects files."""
 
     run_dir = Path(run_dir)
-    check_scoring_run(run_dir)
+    check_scoring_run(run_dir, data_cfg)
     reference = read_json(run_dir / "panel" / "meta.json")
     state = read_json(run_dir / "cluster.json")
     out_path = Path(out_path)
@@ -481,7 +493,10 @@ def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path,
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         tmp = Path(tmp)
         meta = prepare(client, data_cfg, backend, tmp / "panel", reference=reference)
-        parts = _embed_parts(client, run_dir, tmp / "panel", backend, tmp / "parts", True, state)
+        names = segment_names(run_dir)
+        parts = _embed_parts(
+            client, run_dir, tmp / "panel", backend, tmp / "parts", True, state, names
+        )
         concat_parquet_atomic(out_path, [p / "predictions.parquet" for p in parts])
         rejects = pd.read_csv(tmp / "panel" / "rejects.csv", dtype=str, keep_default_na=False)
         rejects_path = out_path.with_name(out_path.stem + ".rejects.csv")
@@ -599,7 +614,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
         raise ConfigError(f"cluster.algorithm: unknown algorithm {c.algorithm!r}")
     path = str(run_dir / "embeddings.parquet")
     if not Path(path).is_file():
-        raise RunDirError(f"{path}: missing (run the stage that writes it first)")
+        raise RunDirError(f"{path}: missing (run `gpuseg embed` first)")
     n = pq.ParquetFile(path).metadata.num_rows
     if n < 2:
         raise ConfigError(f"cluster: need a 2-D array of at least 2 rows, got {n} rows")

@@ -27,6 +27,7 @@ from gpuseg.errors import DataError, RunDirError
 from gpuseg.evaluate.baselines import run_baselines
 from gpuseg.evaluate.metrics import churn_report, migration_report, paired_difference, roc_auc
 from gpuseg.io.store import write_json_atomic
+from gpuseg.io.tables import read_table, table_columns
 from gpuseg.training.calibration import calibrated, migration_decision
 from gpuseg.training.checkpoint import load_checkpoint
 from gpuseg.training.loop import predict, to_device
@@ -104,21 +105,28 @@ def model_predictions(
 
 
 def oracle_probabilities(
-    truth_path: str | Path, ids: np.ndarray, id_column: str, data_cfg=None
+    truth_path: str | Path,
+    ids: np.ndarray,
+    id_column: str,
+    data_cfg=None,
+    truth_id_column: str | None = None,
 ) -> np.ndarray:
     """The synthetic world's true churn probability for each of ``ids`` (in that order); with
-    ``data_cfg.pseudonymize`` the truth's ids are hashed like the panel's first."""
+    ``data_cfg.pseudonymize`` the truth's ids are hashed like the panel's first.
+
+    The truth table is Parquet or CSV with a ``churn_prob`` column; its id column is
+    ``truth_id_column``, else the panel's id column when the table has it, else
+    ``subscriber_id``. Ids are compared as text, exactly as written."""
     path = Path(truth_path)
     if not path.is_file():
         raise DataError(f"{path}: truth file not found")
-    try:
-        truth = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
-        raise DataError(f"{path}: cannot read the truth table ({type(exc).__name__})") from None
-    key = "subscriber_id" if "subscriber_id" in truth.columns else id_column
+    names = table_columns(path, "truth")
+    key = truth_id_column or (id_column if id_column in names else "subscriber_id")
+    truth = read_table(path, None, "truth", key)
     for col in (key, "churn_prob"):
         if col not in truth.columns:
-            raise DataError(f"{path}: column '{col}' not found in the truth table")
+            what = "--truth-id" if col == key and truth_id_column else "the truth table"
+            raise DataError(f"{path}: column '{col}' ({what}) not found in the truth table")
     prob = truth.assign(**{key: truth[key].astype(str)}).set_index(key)["churn_prob"]
     if data_cfg is not None:
         prob.index = pseudonymize_ids(prob.index.to_numpy(), data_cfg, path)
@@ -162,6 +170,7 @@ def evaluate_run(
     device: str | torch.device = "cpu",
     out_path: str | Path | None = None,
     test_panel_dir: str | Path | None = None,
+    truth_id_column: str | None = None,
 ) -> dict:
     """Compare the run's model with the baselines (and the oracle) on the run's test split.
 
@@ -205,8 +214,9 @@ def evaluate_run(
         config = Path(run_dir) / "config.yaml"  # the run's data section says how ids were hashed
         data_cfg = load_config(config).data if config.is_file() else None
         oracle = oracle_probabilities(
-            truth_path, later.ids[test], later.meta.get("id_column", ""), data_cfg
-        )
+            truth_path, later.ids[test], later.meta.get("id_column", ""), data_cfg,
+            truth_id_column,
+        )  # fmt: skip
         entries.append(("oracle", oracle, None))
     t1 = time.perf_counter()
     base = run_baselines(
@@ -309,9 +319,10 @@ def comparison_markdown(result: dict) -> str:
     titles = [COLUMN_TITLES.get(c, c).format(k=_k_label(k)) for c in columns]
     level = result.get("level", 0.95)
     test = result.get("test", {})
+    no_mig = "; migration: no labels" if test.get("migration_labelled", 1) == 0 else ""
     lines = [
-        f"Test split: {test.get('n', '?')} subscribers, {test.get('positives', '?')} churners; "
-        f"{level * 100:g}% bootstrap intervals ({result.get('n_boot', '?')} resamples).",
+        f"Test split: {test.get('n', '?')} subscribers, {test.get('positives', '?')} churners"
+        f"{no_mig}; {level * 100:g}% bootstrap intervals ({result.get('n_boot', '?')} resamples).",
         "",
         "| Model | " + " | ".join(titles) + " |",
         "|---|" + "---|" * len(columns),

@@ -589,7 +589,14 @@ class ReportTables:
 
 
 def concentration_table(revenue: np.ndarray) -> dict:
-    """Top 1/5/10/20% revenue shares, Gini and the Lorenz curve (at most 201 points)."""
+    """Top 1/5/10/20% revenue shares, Gini and the Lorenz curve (at most 201 points).
+
+    Net revenue below zero (refunds, adjustments: data.allow_negative) counts as zero here, and
+    ``negative_clipped`` says for how many subscribers (absent when none)."""
+    revenue = np.asarray(revenue, dtype=np.float64)
+    negative = int((revenue < 0).sum())
+    if negative:
+        revenue = np.maximum(revenue, 0.0)
     c = seg.value_concentration(revenue, CONCENTRATION_TOPS, n_points=LORENZ_POINTS)
     keys = [f"top_{f * 100:g}pct" for f in CONCENTRATION_TOPS]
     return dict(
@@ -600,7 +607,7 @@ def concentration_table(revenue: np.ndarray) -> dict:
         lorenz=dict(x=c["lorenz"]["population"], y=c["lorenz"]["revenue"]),
         subscribers=c["n"],
         total_revenue=c["total"],
-    )
+    ) | (dict(negative_clipped=negative) if negative else {})
 
 
 def crosstab(labels: np.ndarray, values: pd.Series, k: int) -> pd.DataFrame:
@@ -809,6 +816,8 @@ def report_markdown(t: ReportTables) -> str:
     q = t.quality
     top = ", ".join(f"top {float(f) * 100:g}%: {v:.1%}" for f, v in c["top_share"].items())
     eff = t.effects[t.effects["rank"] <= 5]
+    mig_cols = [c_ for c_ in t.profiles.columns if c_.startswith("migration_")]
+    has_migration = bool(mig_cols) and bool(t.profiles[mig_cols].notna().any().any())
     parts = [
         "# Segment report\n",
         "## Learned segments\n",
@@ -837,14 +846,17 @@ def report_markdown(t: ReportTables) -> str:
                 if c_ in t.profiles.columns
             ],
         ),
-        "\nMigration, contract and bundle mix and usage medians:\n",
+        "\nMigration, contract and bundle mix and usage medians"
+        + ("" if has_migration else " (migration: no labels)")
+        + ":\n",
         markdown_table(
             t.profiles,
             ["segment"]
             + [
                 c_
                 for c_ in t.profiles.columns
-                if c_.startswith(("migration_", "contract_", "bundle_", "median_"))
+                if c_.startswith(("contract_", "bundle_", "median_"))
+                or (has_migration and c_.startswith("migration_"))
             ],
         ),
         "\n## What sets each segment apart\n",

@@ -502,18 +502,33 @@ def build_tag_frame(
     moments = key_moments(panel, attributes, tags_cfg.moments, segments_cfg)
     frame = segments.copy()
     frame.index = moments.index
+    # columns already in ``segments`` are replaced in place, new ones appended in this order with
+    # one concat: one insert per column fragments the frame (a PerformanceWarning per column on
+    # wide panels)
+    new: dict[str, np.ndarray] = {}
+
+    def put(col: str, values: np.ndarray) -> None:
+        if col in frame.columns:
+            frame[col] = values
+        else:
+            new[col] = values
+
     for col in moments.columns:
-        frame[col] = moments[col].to_numpy()
+        put(col, moments[col].to_numpy())
     if churn_prob is not None:
         if len(churn_prob) != len(panel):
             raise DataError(f"churn_prob has {len(churn_prob)} values for {len(panel)} subscribers")
-        frame["churn_prob"] = np.asarray(churn_prob, dtype=np.float64)
+        put("churn_prob", np.asarray(churn_prob, dtype=np.float64))
     attributes = seg.check_attributes(panel, attributes)
     if attributes is not None:
         id_col = panel.meta.get("id_column", "subscriber_id")
         for col in attributes.columns:
-            if col != id_col and col not in frame.columns:
-                frame[col] = attributes[col].to_numpy()
+            if col != id_col and col not in frame.columns and col not in new:
+                new[col] = attributes[col].to_numpy()
+    if new:
+        attrs = dict(frame.attrs)
+        frame = pd.concat([frame, pd.DataFrame(new, index=frame.index)], axis=1)
+        frame.attrs.update(attrs)
     frame.attrs["notes"] = list(segments.attrs.get("notes", [])) + moments.attrs["notes"]
     return frame
 
