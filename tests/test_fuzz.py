@@ -53,6 +53,7 @@ def check_outcome(r, out: Path) -> str:
 
 def prepare(out: Path, usage: Path, *sets: str):
     args = ["prepare", "-s", f"out_dir={out}", "-s", f"data.usage={usage}", "--device", "cpu"]
+    args += ["-s", "data.revenue_metric=data_mb"]
     for s in sets:
         args += ["-s", s]
     return runner.invoke(app, args)
@@ -190,6 +191,7 @@ def test_random_config_dicts_run_or_give_one_error_line(values):
                 node = node.setdefault(p, {})
             node[last] = value
         data.setdefault("data", {})["usage"] = str(usage)
+        data["data"].setdefault("revenue_metric", "data_mb")
         if "out_dir" not in data:
             data["out_dir"] = str(tmp / "run")
         path = tmp / "run.yaml"

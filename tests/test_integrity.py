@@ -250,7 +250,7 @@ def test_damaged_run_file_is_named(run_copy, case):
 def test_score_needs_the_static_table_and_its_columns(run_copy, tiny_world, tmp_path):
     out = tmp_path / "s.parquet"
     base = ["score", str(run_copy), "--usage", str(tiny_world.usage), "-o", str(out)]
-    one_line(runner.invoke(app, base), "trained with static attributes", "--static")
+    one_line(runner.invoke(app, base), "trained with", "--static")
     static = pd.read_parquet(tiny_world.static).drop(columns=["tenure_months"])
     static.to_parquet(tmp_path / "st.parquet", index=False)
     r = runner.invoke(app, [*base, "--static", str(tmp_path / "st.parquet")])
@@ -376,7 +376,7 @@ def test_stray_old_period_is_refused(tmp_path):
     p.write_text("subscriber_id,period,x\n" + "\n".join(rows) + "\n")
     one_line(_prepare(tmp_path, p), "column 'period'", "1900-01-01", "stray row")
     p.write_text("subscriber_id,period,x\nA,202611,1\nA,202612,1\nA,202701,1\nA,202703,1\n")
-    assert _prepare(tmp_path, p).exit_code == 0  # YYYYMM integers: months apart
+    assert _prepare(tmp_path / "m", p, "-s", "data.revenue_metric=x").exit_code == 0  # YYYYMM
 
 
 def test_wide_layout_on_long_data_says_so(tiny_world, tmp_path):

@@ -76,7 +76,7 @@ def _chunk_ids(
             raise DataError(f"{path}: column '{column}' row {row + offset}: missing subscriber id")
         try:
             arr = arrow_ids_as_text(arr)  # integer ids: '123', as read_table gives
-        except pa.ArrowInvalid:  # bytes that are not UTF-8: the row is named, not the id
+        except (pa.ArrowInvalid, UnicodeDecodeError):  # bytes not UTF-8: the row, not the id
             row = next(i for i, v in enumerate(arr.to_pylist()) if not _utf8(v)) + 1
             raise DataError(
                 f"{path}: column '{column}' row {row + offset}: subscriber id is not UTF-8 text"
