@@ -153,7 +153,7 @@ def test_a_later_stage_refuses_changed_inputs(run_copy, tiny_world, tmp_path):
     one_line(stage("report", run_copy), "changed since embed", "gpuseg embed")
     # an input table replaced after prepare: train refuses
     usage.iloc[: len(usage) // 2].to_parquet(data / "usage.parquet", index=False)
-    one_line(stage("train", run_copy), "usage.parquet", "changed since prepare")
+    one_line(stage("train", run_copy), "data.usage", "changed since prepare")
 
 
 def test_fast_and_full_fingerprints_see_a_change(tmp_path):

@@ -94,7 +94,8 @@ def check_unchanged(run_dir: Path, stage: str, current: dict[str, dict], then: s
     diff = [n for n in old if n not in current or changed({n: old[n]}, {n: current[n]})]
     if diff:
         was = old.get(diff[0], {})
+        what = diff[0] if diff[0].startswith("data.") else Path(run_dir) / diff[0]  # key or file
         raise RunDirError(
-            f"{Path(run_dir) / diff[0]}: changed since {stage} read it (then {was.get('size')} "
+            f"{what}: changed since {stage} read it (then {was.get('size')} "
             f"bytes, {was.get('mtime')}); {then}"
         )

@@ -160,9 +160,8 @@ def stage_inputs(cfg: RunConfig, run_dir: Path, stage: str) -> dict[str, dict]:
     full = _full(cfg)
     if stage == "prepare":
         d = with_world_data(cfg, run_dir).data
-        return fingerprints(
-            {str(Path(p)): Path(p) for p in (d.usage, d.static, d.labels) if p}, full
-        )
+        tables = {"data.usage": d.usage, "data.static": d.static, "data.labels": d.labels}
+        return fingerprints({k: Path(p) for k, p in tables.items() if p}, full)
     if stage == "train":
         return panel_files(run_dir, full)
     if stage == "embed":
