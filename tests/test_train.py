@@ -17,8 +17,9 @@ from gpuseg.data.split import split_subscribers
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.features.aggregates import window_features
 from gpuseg.features.fitting import fit_normalization
+from gpuseg.io.store import check_json
 from gpuseg.training.calibration import calibrated
-from gpuseg.training.checkpoint import load_checkpoint, save_checkpoint
+from gpuseg.training.checkpoint import METRICS_SCHEMA, load_checkpoint, save_checkpoint
 from gpuseg.training.loop import predict, to_device, train_model
 
 CPU = torch.device("cpu")
@@ -162,7 +163,7 @@ def test_load_checkpoint_errors(trained, tiny_panel, tmp_path):
         load_checkpoint(tmp_path, CPU)
     del info["n_metrics"]
     (tmp_path / "model.json").write_text(json.dumps(info))
-    with pytest.raises(RunDirError, match="incomplete"):
+    with pytest.raises(RunDirError, match="no 'n_metrics' entry"):
         load_checkpoint(tmp_path, CPU)
 
 
@@ -293,3 +294,14 @@ def test_train_compile_runs_the_compiled_forward(tiny_panel, monkeypatch):
     assert len(compiled) == 1 and compiled[0] is with_compile.model
     assert with_compile.history[0]["loss"] == pytest.approx(plain.history[0]["loss"], rel=1e-5)
     assert with_compile.metrics["val_auc"] == pytest.approx(plain.metrics["val_auc"], abs=1e-6)
+
+
+def test_metrics_schema_takes_churn_only_runs(tmp_path):
+    """metrics.json of a run without migration labels holds macro_f1 null; a string is refused."""
+    path = tmp_path / "metrics.json"
+    churn = dict(roc_auc=0.8, pr_auc=0.5, top_decile_lift=2.0, brier=0.1)
+    ok = dict(churn=churn, migration=dict(macro_f1=None, labels="no labels"), history=[])
+    assert check_json(path, ok, METRICS_SCHEMA) is ok
+    bad = dict(ok, migration=dict(macro_f1="0.5"))
+    with pytest.raises(RunDirError, match="migration.macro_f1"):
+        check_json(path, bad, METRICS_SCHEMA)

@@ -20,7 +20,7 @@ from gpuseg.model.sequence import SubscriberModel
 MODEL_SCHEMA = dict(n_metrics=int, n_static=int, n_periods=int, model=dict, platt=ListOf(float))
 METRICS_SCHEMA = dict(
     churn=dict(roc_auc=float, pr_auc=float, top_decile_lift=float, brier=float),
-    migration=dict(macro_f1=float),
+    migration=dict(macro_f1=(float, type(None))),  # null: churn-only labels (no migration)
     history=ListOf(dict),
 )
 
