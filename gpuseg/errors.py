@@ -23,3 +23,8 @@ class BackendError(GpusegError):
 
 class RunDirError(GpusegError):
     """A run directory is missing, incomplete, or was produced from another config."""
+
+
+class LeakageError(DataError):
+    """A model would be fitted on features learned from its own training rows (e.g. a head over
+    embeddings of the rows its encoder trained on)."""
