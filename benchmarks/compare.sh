@@ -5,13 +5,13 @@
 #
 #   bash benchmarks/compare.sh [OUT]                (default OUT: runs/compare15)
 #   N=20000 TRIALS=8 bash benchmarks/compare.sh     world size, Optuna trials per booster
-#   TELCO_CFG=... C2C_CFG=... bash benchmarks/compare.sh   also the two real tables
+#   TELCO_CFG=... C2C_CFG=... bash benchmarks/compare.sh   other configs for the two real tables
 #
-# Worlds: the demo world and the hard world at N subscribers, and the burst world
-# (benchmarks/burst_world.py: another churn mechanism, never tuned on). The real tables
-# (../shared/data/ibm_telco, ../shared/data/cell2cell_6k) need a config whose data section reads
-# them (until `layout: table` lands, a one-period long file + static + labels converted by hand;
-# see benchmarks/RESULTS.md, issue 15); they run when TELCO_CFG / C2C_CFG name such configs.
+# Sets: IBM Telco and Cell2Cell 6k through their `layout: table` configs
+# (configs/examples/ibm_telco.yaml, configs/examples/cell2cell.yaml; they read
+# ../shared/data/ibm_telco and ../shared/data/cell2cell_6k, and a table is skipped with a note when
+# its config or its file is missing), the demo world and the hard world at N subscribers, and the
+# burst world (benchmarks/burst_world.py: another churn mechanism, never tuned on).
 # On 2 shared CPU cores each world takes 15-40 min, each table 5-15 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +31,17 @@ compare() {  # NAME, then config arguments
     -o "$OUT/$name.json" | tee "$OUT/$name.md"
 }
 
-[ -n "${TELCO_CFG:-}" ] && compare telco -c "$TELCO_CFG" -s out_dir="$OUT/telco"
-[ -n "${C2C_CFG:-}" ] && compare cell2cell -c "$C2C_CFG" -s out_dir="$OUT/cell2cell"
+TELCO_CFG=${TELCO_CFG:-configs/examples/ibm_telco.yaml}
+C2C_CFG=${C2C_CFG:-configs/examples/cell2cell.yaml}
+table() {  # NAME CONFIG DATA-FILE: a real table, when its config and its file are there
+  if [ -f "$2" ] && [ -f "$3" ]; then
+    compare "$1" -c "$2" -s out_dir="$OUT/$1"
+  else
+    echo "compare.sh: $1 skipped ($2 or $3 missing)" >&2
+  fi
+}
+table telco "$TELCO_CFG" ../shared/data/ibm_telco/WA_Fn-UseC_-Telco-Customer-Churn.csv
+table cell2cell "$C2C_CFG" ../shared/data/cell2cell_6k/cell2celltrain_Small_6k.csv
 compare demo -c configs/demo.yaml -s out_dir="$OUT/demo" -s synth.n_subscribers="$N"
 compare hard -c configs/hard.yaml -s out_dir="$OUT/hard" -s synth.n_subscribers="$N"
 "$PY" benchmarks/burst_world.py "$OUT/burst_world" -n "$N" --seed 3
@@ -44,5 +53,8 @@ compare burst -c configs/demo.yaml -s out_dir="$OUT/burst" \
   --folds 5 --candidates sequence,logistic,xgboost --trials 4 --shuffle-labels \
   -o "$OUT/shuffled.json" | tee "$OUT/shuffled.md"
 
-"$PY" benchmarks/compare_table.py "$OUT"/{telco,cell2cell,demo,hard,burst}.json 2>/dev/null \
-  || "$PY" benchmarks/compare_table.py "$OUT"/{demo,hard,burst}.json
+results=()
+for name in telco cell2cell demo hard burst; do
+  if [ -f "$OUT/$name.json" ]; then results+=("$OUT/$name.json"); fi
+done
+"$PY" benchmarks/compare_table.py "${results[@]}"

@@ -14,6 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+from scipy.stats import t
+
 BASELINES = ("logistic", "hist_gb", "xgboost", "lightgbm", "blend_baselines")
 
 
@@ -23,9 +26,6 @@ def interval(cell: dict, lo: str = "lo", hi: str = "hi", digits: int = 4) -> str
 
 def paired(res: dict, head: str, other: str, metric: str) -> dict:
     """head minus other per fold, from the per-fold metrics (any head, not only the run's)."""
-    import numpy as np
-    from scipy.stats import t
-
     d = np.array([f[head][metric] - f[other][metric] for f in res["per_fold"]])
     half = t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
     return dict(value=d.mean(), lo=d.mean() - half, hi=d.mean() + half)

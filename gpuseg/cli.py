@@ -8,44 +8,64 @@ exception is reported in one line too (exit 2) unless ``--debug`` asks for the t
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from gpuseg.config import SynthConfig, apply_overrides, from_dict, load_config
 from gpuseg.errors import ConfigError, GpusegError
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain help: KEY=VALUE, [auto|cpu|cuda], FILE... (not <list[str]>)
     no_args_is_help=True,
     help="Churn, migration and segments of telecom subscribers, on GPU or CPU.",
 )
+# a terminal's own width (tables and the progress bar fit 80 columns); 160 when piped to a file
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML run config", metavar="YAML")
+]
 SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="override, e.g. train.epochs=5 (repeatable)")
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="override, e.g. train.epochs=5 (repeatable)", metavar="KEY=VALUE"
+    ),
 ]
 DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="auto, cpu or cuda (overrides the config)")
+    Literal["auto", "cpu", "cuda"] | None,
+    typer.Option("--device", help="where to run (overrides the config's device)"),
 ]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks", metavar="")]
 ClusterOpt = Annotated[
     str | None,
     typer.Option(
         "--cluster",
         help="run on Dask: local, local:N (N workers) or a scheduler address tcp://host:8786",
+        metavar="ADDRESS",
     ),
 ]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="reuse a run directory made by another config (its training checkpoint is dropped)",
+        metavar="",
+    ),
+]
+RunArg = Annotated[Path, typer.Argument(help="a run directory made by gpuseg run", metavar="RUN")]
 
 
 def handle_errors(fn):
@@ -102,12 +122,14 @@ def _backend(cfg):
     return backend
 
 
-def _stage(config: Path | None, overrides: list[str] | None, device: str | None):
+def _stage(
+    config: Path | None, overrides: list[str] | None, device: str | None, overwrite: bool = False
+):
     """What every stage command starts with: (config, checked run directory, backend)."""
     cfg = _load(config, overrides, device)
     from gpuseg.pipeline.stages import check_run_dir
 
-    return cfg, check_run_dir(cfg), _backend(cfg)
+    return cfg, check_run_dir(cfg, overwrite), _backend(cfg)
 
 
 def _run_stage(name: str, cluster: str | None, backend, *args):
@@ -126,21 +148,21 @@ def _run_stage(name: str, cluster: str | None, backend, *args):
 def _epoch_progress(epochs: int):
     """A progress bar over epochs; yields the on_epoch callback of train_model."""
 
-    columns = (
+    columns = (  # one line at 80 columns: a short bar, and the status cut rather than wrapped
         TextColumn("train"),
-        BarColumn(),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
     )
     with Progress(*columns, console=out, transient=False) as progress:
         task = progress.add_task("train", total=epochs, status="")
 
         def on_epoch(r: dict) -> None:
-            f1 = r.get("val_migration_f1", float("nan"))
+            f1 = r.get("val_migration_f1")
             status = (
                 f"loss {r['loss']:.4f}  val AUC {r['val_auc']:.4f}  "
-                + (f"val migration F1 {f1:.3f}  " if f1 == f1 else "")  # NaN: no labels
+                + (f"migr. F1 {f1:.3f}  " if f1 is not None and f1 == f1 else "")
                 + f"{r['subscribers_per_s']:,.0f} subs/s"
             )
             progress.update(task, completed=r["epoch"], status=status)
@@ -158,7 +180,12 @@ def _migration_cell(migration: dict | None) -> str:
 
 
 def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
-    t = Table(title="Churn and migration on the test split")
+    migration = metrics.get("migration") or {}
+    f1 = migration.get("macro_f1")
+    has_f1 = f1 is not None and f1 == f1
+    t = Table(
+        title="Churn and migration on the test split" if has_f1 else "Churn on the test split"
+    )
     for col in (
         "ROC-AUC",
         "oracle AUC",
@@ -175,36 +202,40 @@ def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
         f"{c['pr_auc']:.4f}",
         f"{c['top_decile_lift']:.2f}",
         f"{c['brier']:.4f}",
-        _migration_cell(metrics.get("migration")),
+        _migration_cell(migration) if has_f1 else "no labels",
     )
     return t
 
 
+# segment table columns: profile key, header (with its unit), format
+PROFILE_COLUMNS = (
+    ("segment", "#", "{}"),
+    ("name", "name", "{}"),
+    ("size", "subscri-\nbers", "{:,}"),
+    ("share", "share\n%", "{:.1%}"),
+    ("revenue_share", "revenue\n%", "{:.1%}"),
+    ("arpu", "ARPU\n/period", "{:.1f}"),
+    ("churn_rate", "churn\n%", "{:.1%}"),
+    ("churn_pred", "predic-\nted %", "{:.1%}"),
+)
+
+
 def _profiles_table(profiles) -> Table:
-    t = Table(title="Segments")
-    cols = [
-        "segment",
-        "name",
-        "size",
-        "share",
-        "revenue_share",
-        "arpu",
-        "churn_rate",
-        "churn_pred",
-    ]
-    for c in cols:
-        t.add_column(c, justify="left" if c == "name" else "right")
+    """The segment table; fits 80 columns (long names wrap inside their column)."""
+
+    t = Table(title="Segments", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for key, header, _ in PROFILE_COLUMNS:
+        if key == "name":
+            t.add_column(header, justify="left", overflow="fold", min_width=18, max_width=44)
+        else:
+            t.add_column(header, justify="right", no_wrap=True)
     for r in profiles:
-        t.add_row(
-            *[
-                f"{r[c]:.3f}"
-                if isinstance(r[c], float) and c != "arpu"
-                else f"{r[c]:.1f}"
-                if c == "arpu"
-                else str(r[c])
-                for c in cols
-            ]
-        )
+        cells = []
+        for key, _, fmt in PROFILE_COLUMNS:
+            v = r.get(key)
+            ok = v is not None and (not isinstance(v, float) or v == v)
+            cells.append(fmt.format(v).replace("%", "") if ok else "-")
+        t.add_row(*cells)
     return t
 
 
@@ -235,16 +266,30 @@ def info(debug: DebugOpt = False) -> None:
 @handle_errors
 def synth(
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="folder for the world's files")
+        Path, typer.Option("--out", "-o", help="folder for the world's files", metavar="DIR")
     ] = Path("data/synth"),
-    n: Annotated[int, typer.Option("--subscribers", "-n")] = 50_000,
-    periods: Annotated[int, typer.Option("--periods", "-t")] = 26,
-    seed: int = 0,
-    preset: str = "default",
-    fmt: Annotated[str, typer.Option("--format")] = "parquet",
+    n: Annotated[
+        int, typer.Option("--subscribers", "-n", help="subscribers in the world", metavar="N")
+    ] = 50_000,
+    periods: Annotated[
+        int, typer.Option("--periods", "-t", help="periods (weeks) of usage", metavar="T")
+    ] = 26,
+    seed: Annotated[int, typer.Option("--seed", help="random seed", metavar="N")] = 0,
+    preset: Annotated[
+        Literal["default", "hard"],
+        typer.Option("--preset", help="hard: weaker signal, more noise, late joiners"),
+    ] = "default",
+    fmt: Annotated[
+        Literal["parquet", "csv"], typer.Option("--format", help="file type of the tables")
+    ] = "parquet",
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="any synth key, e.g. late_joiner_frac=0.2 (repeatable)"),
+        typer.Option(
+            "--set",
+            "-s",
+            help="any synth key, e.g. late_joiner_frac=0.2 (repeatable)",
+            metavar="KEY=VALUE",
+        ),
     ] = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -263,6 +308,87 @@ def synth(
     out.print(f"churn rate {s['churn_rate']:.3f}  oracle AUC {s['oracle_auc']:.4f}")
 
 
+@app.command("init")
+@handle_errors
+def init_cmd(
+    data: Annotated[
+        list[Path],
+        typer.Argument(
+            help="usage, static and labels files (Parquet or CSV), in any order", metavar="FILE..."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="the config file to write", metavar="YAML")
+    ] = Path("gpuseg.yaml"),
+    rows: Annotated[
+        int, typer.Option("--rows", help="rows read from each file to guess from", metavar="N")
+    ] = 20_000,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing config file")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a commented config for your files: layout, id, period, labels, metrics, revenue.
+
+    Reads the first --rows rows of each file (never the whole file) and guesses; every guess is a
+    comment in the YAML. Then: gpuseg check -c my.yaml, and gpuseg run -c my.yaml.
+
+    Example: gpuseg init exports/usage.parquet exports/subscribers.csv exports/churn.csv -o my.yaml
+    """
+    from gpuseg.data.infer import init_config
+    from gpuseg.io.store import write_text_atomic
+
+    if output.exists() and not force:
+        raise ConfigError(f"{output}: exists; use --force to replace it or -o another file")
+    text, guess = init_config([str(p) for p in data], rows, name=output.stem)
+    write_text_atomic(output, text)
+    d = guess.data
+    out.print(
+        f"layout {d['layout']}, id column {d['id_column'] or '(row number)'}"
+        + (f", period column {d['period_column']}" if "period_column" in d else "")
+        + f", {len(d.get('metrics', {}))} metrics, revenue metric {d.get('revenue_metric', '-')}"
+    )
+    churn = d.get("churn_column")
+    out.print(
+        f"labels: churn {churn!r} in {d['labels']}" if churn else "labels: none found",
+        soft_wrap=True,
+    )
+    for w in guess.warnings:
+        out.print(f"check: {w}", soft_wrap=True, markup=False)
+    out.print(f"wrote {output}; next: gpuseg check -c {output}", soft_wrap=True)
+
+
+@app.command("check")
+@handle_errors
+def check_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    rows: Annotated[
+        int,
+        typer.Option("--rows", help="rows of each file whose values are checked", metavar="N"),
+    ] = 200_000,
+    debug: DebugOpt = False,
+) -> None:
+    """Check a config against its files before any training: one line per problem, exit 1.
+
+    Columns exist, the revenue metric is a metric, label values are readable, metric values are
+    numbers (or missing with a fill policy), and the ids of the usage, static and labels files
+    join. Reads headers, id columns and the first --rows rows; writes nothing.
+
+    Example: gpuseg check -c my.yaml
+    """
+    from gpuseg.data.check import check_config
+
+    cfg = _load(config, set_, None)
+    res = check_config(cfg, rows)
+    for note in res.notes:
+        out.print(note, soft_wrap=True, markup=False, highlight=False)
+    for problem in res.problems:
+        err.print(f"[red]problem:[/red] {problem}", markup=True, highlight=False, soft_wrap=True)
+    if res.problems:
+        err.print(f"{len(res.problems)} problem(s); fix them, then run gpuseg check again")
+        raise typer.Exit(1)
+    out.print(f"ok: {config or 'the default config'} matches its files")
+
+
 @app.command("prepare")
 @handle_errors
 def prepare_cmd(
@@ -270,13 +396,14 @@ def prepare_cmd(
     set_: SetOpt = None,
     device: DeviceOpt = None,
     cluster: ClusterOpt = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Raw usage/static/labels tables -> panel artifact in <out_dir>/panel, with rejects.csv.
 
     Example: gpuseg prepare -c configs/demo.yaml -s data.usage=my_usage.parquet --cluster local
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     meta = _run_stage("prepare_stage", cluster, backend, cfg, backend, run_dir)
     c = meta["counts"]
     out.print(
@@ -296,13 +423,19 @@ def prepare_cmd(
 @app.command("train")
 @handle_errors
 def train_cmd(
-    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Train the sequence model on <out_dir>/panel; writes model.safetensors and metrics.json.
 
     Example: gpuseg train -c configs/demo.yaml -s train.epochs=10
+
+    After tuning: gpuseg train -c runs/demo/best.yaml --overwrite (same panel, the best settings)
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     from gpuseg.pipeline.stages import train_stage
 
     with _epoch_progress(cfg.train.epochs) as on_epoch:
@@ -329,13 +462,14 @@ def embed_cmd(
     set_: SetOpt = None,
     device: DeviceOpt = None,
     cluster: ClusterOpt = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Embeddings and predictions of every subscriber in bounded-memory batches, to Parquet.
 
     Example: gpuseg embed -c configs/demo.yaml --cluster tcp://10.0.0.5:8786
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     n = _run_stage("embed_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, "
@@ -350,13 +484,14 @@ def cluster_cmd(
     set_: SetOpt = None,
     device: DeviceOpt = None,
     cluster: ClusterOpt = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Segments from the embeddings (KMeans or HDBSCAN; cuML on GPU, scikit-learn on CPU).
 
     Example: gpuseg cluster -c configs/demo.yaml -s cluster.k=5 --cluster local:2
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     r = _run_stage("cluster_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> "
@@ -367,7 +502,11 @@ def cluster_cmd(
 @app.command("report")
 @handle_errors
 def report_cmd(
-    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, debug: DebugOpt = False
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Segment profiles, classic segments, tags, value x stability, quality: report tables.
 
@@ -381,16 +520,22 @@ def report_cmd(
     cfg = _load(config, set_, device)
     from gpuseg.pipeline.stages import check_run_dir, report_stage
 
-    run_dir = check_run_dir(cfg)
+    run_dir = check_run_dir(cfg, overwrite)
     profiles = report_stage(cfg, run_dir, _backend(cfg))
     out.print(_profiles_table(profiles.to_dict(orient="records")))
     report = run_dir / "report"
     conc = json.loads((report / "concentration.json").read_text())
     quality = json.loads((report / "quality.json").read_text())
     ari = quality["stability_ari"]["mean"]
+    recall = ""
+    if (report / "rules.csv").is_file():
+        with open(report / "rules.csv", newline="") as f:
+            rec = [float(r["recall"]) for r in csv.DictReader(f) if r.get("recall")]
+        if rec:
+            recall = f" (per-segment recall {min(rec):.1%} to {max(rec):.1%})"
     out.print(
         f"top 20% of subscribers hold {conc['top_share']['0.2']:.1%} of revenue (Gini"
-        f" {conc['gini']:.3f}); rules fidelity {quality['rules']['fidelity']:.1%}"
+        f" {conc['gini']:.3f}); rules fidelity {quality['rules']['fidelity']:.1%}{recall}"
         + (f"; bootstrap stability ARI {ari:.3f}" if ari is not None else "")
     )
     out.print(f"wrote {report / 'report.md'}, segments.md|csv and the other tables in {report}")
@@ -401,10 +546,23 @@ def report_cmd(
 @app.command("score")
 @handle_errors
 def score_cmd(
-    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
-    usage: Annotated[Path, typer.Option("--usage", help="usage table of the new data")],
-    static: Annotated[Path | None, typer.Option("--static")] = None,
-    output: Annotated[Path, typer.Option("--out", "-o")] = Path("scores.parquet"),
+    run: RunArg,
+    usage: Annotated[
+        Path, typer.Option("--usage", help="usage table of the new data", metavar="FILE")
+    ],
+    static: Annotated[
+        Path | None,
+        typer.Option(
+            "--static",
+            help="static attributes of the new subscribers; needed when the run was trained with "
+            "static attributes (a table-layout run reads them from --usage)",
+            metavar="FILE",
+        ),
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="scores (Parquet); rejects beside it", metavar="FILE"),
+    ] = Path("scores.parquet"),
     device: DeviceOpt = None,
     cluster: ClusterOpt = None,
     debug: DebugOpt = False,
@@ -419,6 +577,8 @@ def score_cmd(
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(None)
     if device is not None:
         cfg = replace(cfg, device=device)
+    if static is None and cfg.data.static and cfg.data.static == cfg.data.usage:
+        static = usage  # trained on one file holding usage and attributes: so is the new data
     data = replace(cfg.data, usage=str(usage), static=str(static) if static else None, labels=None)
     backend = _backend(cfg)
     r = _run_stage("score", cluster, backend, run, data, backend, output)
@@ -426,16 +586,19 @@ def score_cmd(
         f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected "
         f"{r['rejected']:,} -> {r['rejects']}"
     )
+    out.print("columns: churn_prob, migration_*, segment and segment_name (from the run's report)")
 
 
 @app.command("evaluate")
 @handle_errors
 def evaluate_cmd(
-    run: Annotated[Path, typer.Argument(help="a run directory")],
+    run: RunArg,
     truth: Annotated[
         Path | None,
         typer.Option(
-            "--truth", help="truth table (.parquet or .csv, with churn_prob) for the oracle row"
+            "--truth",
+            help="truth table (.parquet or .csv, with churn_prob) for the oracle row",
+            metavar="FILE",
         ),
     ] = None,
     truth_id: Annotated[
@@ -443,15 +606,24 @@ def evaluate_cmd(
         typer.Option(
             "--truth-id",
             help="id column of the truth table (default: the run's id column, else subscriber_id)",
+            metavar="NAME",
         ),
     ] = None,
-    n_boot: Annotated[int, typer.Option("--boot")] = 200,
+    n_boot: Annotated[
+        int,
+        typer.Option("--boot", help="bootstrap resamples for the 95% intervals", metavar="N"),
+    ] = 200,
     test_panel: Annotated[
         Path | None,
-        typer.Option("--test-panel", help="out of time: a later window's panel to test on"),
+        typer.Option(
+            "--test-panel", help="out of time: a later window's panel to test on", metavar="DIR"
+        ),
     ] = None,
     out_path: Annotated[
-        Path | None, typer.Option("--out", "-o", help="JSON result (default RUN/evaluation.json)")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="JSON result (default RUN/evaluation.json)", metavar="FILE"
+        ),
     ] = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -480,28 +652,43 @@ def compare_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
-    folds: Annotated[int, typer.Option("--folds", "-k", help="stratified folds")] = 5,
-    repeats: Annotated[int, typer.Option("--repeats", help="K-fold repeats (other shuffles)")] = 1,
+    folds: Annotated[int, typer.Option("--folds", "-k", help="stratified folds", metavar="K")] = 5,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="K-fold repeats (other shuffles)", metavar="R")
+    ] = 1,
     candidates: Annotated[
         str | None,
         typer.Option(
             "--candidates",
             help="comma list of sequence, stack, xgboost_seq, blend, logistic, hist_gb, xgboost, "
             "lightgbm, blend_baselines (default: sequence and every baseline installed)",
+            metavar="NAME,...",
         ),
     ] = None,
     head: Annotated[
-        str, typer.Option("--head", help="the candidate reported as gpuseg's model")
+        str,
+        typer.Option("--head", help="the candidate reported as gpuseg's model", metavar="NAME"),
     ] = "sequence",
-    trials: Annotated[int, typer.Option("--trials", help="Optuna trials per booster")] = 15,
-    seeds: Annotated[int, typer.Option("--seeds", help="sequence model: seeds averaged")] = 1,
-    n_boot: Annotated[int, typer.Option("--boot", help="paired bootstrap resamples")] = 200,
+    trials: Annotated[
+        int, typer.Option("--trials", help="Optuna trials per booster", metavar="N")
+    ] = 15,
+    seeds: Annotated[
+        int, typer.Option("--seeds", help="sequence model: seeds averaged", metavar="N")
+    ] = 1,
+    n_boot: Annotated[
+        int, typer.Option("--boot", help="paired bootstrap resamples", metavar="N")
+    ] = 200,
     shuffle_labels: Annotated[
-        bool, typer.Option("--shuffle-labels", help="control: permute the churn labels first")
+        bool,
+        typer.Option(
+            "--shuffle-labels", help="control: permute the churn labels first", metavar=""
+        ),
     ] = False,
     out_path: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="JSON result (default <out_dir>/compare.json)"),
+        typer.Option(
+            "--out", "-o", help="JSON result (default <out_dir>/compare.json)", metavar="FILE"
+        ),
     ] = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -533,29 +720,48 @@ def compare_cmd(
 @app.command("targets")
 @handle_errors
 def targets_cmd(
-    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
-    output: Annotated[Path, typer.Option("--out", "-o", help=".csv or .parquet")] = Path(
-        "targets.csv"
-    ),
+    run: RunArg,
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="the list: .csv or .parquet", metavar="FILE")
+    ] = Path("targets.csv"),
     segment: Annotated[
-        list[int] | None, typer.Option("--segment", help="learned segment id (repeatable)")
+        list[int] | None,
+        typer.Option("--segment", help="learned segment number (repeatable)", metavar="N"),
     ] = None,
     tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="tag name from the rule file (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--tag",
+            help="tag from the run's rule file, e.g. churn_warning, retain_now (repeatable)",
+            metavar="NAME",
+        ),
     ] = None,
     all_tags: Annotated[
-        bool, typer.Option("--all-tags", help="require every --tag, not any")
+        bool, typer.Option("--all-tags", help="require every --tag, not any", metavar="")
     ] = False,
-    min_risk: Annotated[float, typer.Option("--min-risk")] = 0.0,
-    top: Annotated[int | None, typer.Option("--top")] = None,
-    horizon_months: Annotated[float | None, typer.Option("--horizon-months")] = None,
+    min_risk: Annotated[
+        float,
+        typer.Option("--min-risk", help="lowest churn probability kept, 0 to 1", metavar="P"),
+    ] = 0.0,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", help="at most this many, best expected value first", metavar="N"),
+    ] = None,
+    horizon_months: Annotated[
+        float | None,
+        typer.Option(
+            "--horizon-months",
+            help="value = ARPU x this many months (default: ARPU of one month)",
+            metavar="M",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Campaign list: by segment, tag and churn risk, ranked by expected value saved.
 
     Subscribers without marketing consent or in do-not-disturb are always excluded.
 
-    Example: gpuseg targets runs/demo --tag warning --min-risk 0.3 --top 1000 -o targets.csv
+    Example: gpuseg targets runs/demo --tag churn_warning --min-risk 0.3 --top 1000 -o t.csv
     """
     from gpuseg.segment.targets import counts_line, select_targets, write_targets
 
@@ -576,28 +782,40 @@ def targets_cmd(
 @app.command("plan")
 @handle_errors
 def plan_cmd(
-    run: Annotated[Path, typer.Argument(help="a run directory made by gpuseg run")],
-    budget: Annotated[float, typer.Option("--budget", help="total spend allowed")] = 50_000.0,
+    run: RunArg,
+    budget: Annotated[
+        float, typer.Option("--budget", help="total spend allowed", metavar="AMOUNT")
+    ] = 50_000.0,
     offers: Annotated[
-        Path | None, typer.Option("--offers", help="product library YAML (configs/offers.yaml)")
+        Path | None,
+        typer.Option("--offers", help="product library YAML (configs/offers.yaml)", metavar="YAML"),
     ] = None,
-    output: Annotated[Path, typer.Option("--out", "-o", help=".parquet or .csv")] = Path(
-        "plan.parquet"
-    ),
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help=".parquet or .csv", metavar="FILE")
+    ] = Path("plan.parquet"),
     campaigns: Annotated[
-        Path | None, typer.Option("--campaigns", help="campaign table (default: a synthetic run's)")
+        Path | None,
+        typer.Option(
+            "--campaigns", help="campaign table (default: a synthetic run's)", metavar="FILE"
+        ),
     ] = None,
     future_revenue: Annotated[
         Path | None,
         typer.Option(
-            "--future-revenue", help="observed revenue over the horizon, for the ZILN head"
+            "--future-revenue",
+            help="observed revenue over the horizon, for the ZILN head",
+            metavar="FILE",
         ),
     ] = None,
     priors: Annotated[
         bool,
-        typer.Option("--priors", help="ignore the campaign table: effects from the offer priors"),
+        typer.Option(
+            "--priors", help="ignore the campaign table: effects from the offer priors", metavar=""
+        ),
     ] = False,
-    learner: Annotated[str, typer.Option("--learner", help="uplift learner: s or t")] = "s",
+    learner: Annotated[
+        Literal["s", "t"], typer.Option("--learner", help="uplift learner: S- or T-learner")
+    ] = "s",
     device: DeviceOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -643,14 +861,24 @@ def plan_cmd(
 @app.command("drift")
 @handle_errors
 def drift_cmd(
-    old: Annotated[Path, typer.Argument(help="earlier scoring output (gpuseg score)")],
-    new: Annotated[Path, typer.Argument(help="later scoring output (gpuseg score)")],
-    output: Annotated[Path, typer.Option("--out", "-o", help="folder for drift.json|md")] = Path(
-        "drift"
-    ),
-    bins: Annotated[int, typer.Option("--bins")] = 10,
-    old_panel: Annotated[Path | None, typer.Option("--old-panel", help="panel dir")] = None,
-    new_panel: Annotated[Path | None, typer.Option("--new-panel", help="panel dir")] = None,
+    old: Annotated[
+        Path, typer.Argument(help="earlier scoring output (gpuseg score)", metavar="OLD")
+    ],
+    new: Annotated[Path, typer.Argument(help="later scoring output (gpuseg score)", metavar="NEW")],
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for drift.json|md", metavar="DIR")
+    ] = Path("drift"),
+    bins: Annotated[
+        int, typer.Option("--bins", help="quantile bins of each score for its PSI", metavar="N")
+    ] = 10,
+    old_panel: Annotated[
+        Path | None,
+        typer.Option("--old-panel", help="panel dir of OLD: adds feature PSI", metavar="DIR"),
+    ] = None,
+    new_panel: Annotated[
+        Path | None,
+        typer.Option("--new-panel", help="panel dir of NEW: adds feature PSI", metavar="DIR"),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Drift between two scoring runs: PSI per score and segment share, segment transitions.
@@ -676,12 +904,19 @@ def drift_cmd(
 @handle_errors
 def bench_cmd(
     profile: Annotated[
-        str, typer.Option("--profile", "-p", help="small, full or a manifest YAML")
+        str,
+        typer.Option("--profile", "-p", help="small, full or a manifest YAML", metavar="PROFILE"),
     ] = "small",
-    output: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/bench"),
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for bench.json|md", metavar="DIR")
+    ] = Path("runs/bench"),
     kinds: Annotated[
         str,
-        typer.Option("--kinds", help="device kinds to measure: cpu,cuda (default), cpu or cuda"),
+        typer.Option(
+            "--kinds",
+            help="device kinds to measure: cpu,cuda (default), cpu or cuda",
+            metavar="KINDS",
+        ),
     ] = "cpu,cuda",
     debug: DebugOpt = False,
 ) -> None:
@@ -701,20 +936,32 @@ def bench_cmd(
 def tune_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    trials: Annotated[int, typer.Option("--trials", "-n")] = 20,
+    trials: Annotated[
+        int, typer.Option("--trials", "-n", help="trials run by this process", metavar="N")
+    ] = 20,
     storage: Annotated[
-        str | None, typer.Option("--storage", help="sqlite:///f.db, journal:PATH or an RDB URL")
+        str | None,
+        typer.Option("--storage", help="sqlite:///f.db, journal:PATH or an RDB URL", metavar="URL"),
     ] = None,
-    study: Annotated[str | None, typer.Option("--study")] = None,
-    pruner: str = "median",
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study", help="study name shared by processes (default: run name)", metavar="NAME"
+        ),  # fmt: skip
+    ] = None,
+    pruner: Annotated[
+        Literal["median", "hyperband", "none"],
+        typer.Option("--pruner", help="stops unpromising trials early"),
+    ] = "median",
     device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Optuna study over model and training settings; writes <out_dir>/best.yaml for gpuseg train.
 
     Example: gpuseg tune -c configs/demo.yaml -n 30 --storage journal:runs/demo/study.log
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
+    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
     from gpuseg.training.tune import tune
 
     r = tune(
@@ -734,6 +981,7 @@ def tune_cmd(
         else "no trial completed"
     )
     out.print(f"wrote {run_dir / 'best.yaml'} and tune.json")
+    out.print(f"next: gpuseg train -c {run_dir / 'best.yaml'} --overwrite", soft_wrap=True)
 
 
 @app.command("run")
@@ -742,9 +990,7 @@ def run_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="reuse a run directory made by another config")
-    ] = False,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """The whole pipeline: (synth) -> prepare -> train -> embed -> cluster -> report.
@@ -785,6 +1031,10 @@ def run_cmd(
             f"{truth['segment_ari']:.3f}"
         )
     out.print(f"run directory: {s['run_dir']}")
+    report = Path(s["run_dir"]) / "report"
+    if cfg.report.html:
+        out.print(f"report: {report / 'report.html'} (open it in a browser)", soft_wrap=True)
+    out.print(f"tables: {report / 'report.md'} and the CSV files beside it", soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover

@@ -229,3 +229,117 @@ def test_score_with_an_untrained_run_dir_names_the_missing_file(tmp_path: Path, 
         args += ["--cluster", cluster]
     line = one_line_error(invoke(*args))
     assert "model.safetensors: missing" in line and "gpuseg run" in line
+
+
+def test_score_without_static_for_a_run_trained_with_static_is_one_line(tiny_run, tmp_path):
+    line = one_line_error(
+        invoke(
+            "score",
+            tiny_run,
+            "--usage",
+            tiny_run / "world" / "usage.parquet",
+            "-o",
+            tmp_path / "s.parquet",
+            "--device",
+            "cpu",
+        )  # fmt: skip
+    )
+    assert "trained with" in line and "static attributes" in line and "--static" in line
+
+
+def test_score_output_names_segments(tiny_run, tmp_path):
+    world = tiny_run / "world"
+    out = tmp_path / "s.parquet"
+    r = invoke("score", tiny_run, "--usage", world / "usage.parquet", "--static",
+               world / "static.parquet", "-o", out, "--device", "cpu")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    scores = pd.read_parquet(out)
+    names = pd.read_csv(tiny_run / "report" / "segments.csv").set_index("segment")["name"]
+    assert scores["segment_name"].tolist() == names.loc[scores["segment"]].tolist()
+
+
+def test_tune_then_train_best_yaml_with_overwrite(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    best = tmp_path / "best.yaml"
+    best.write_text((run / "config.yaml").read_text().replace("hidden_size: 16", "hidden_size: 8"))
+    refused = one_line_error(invoke("train", "-c", best, "-s", f"out_dir={run}"))
+    assert "different config" in refused and "--overwrite" in refused
+    r = invoke("train", "-c", best, "-s", f"out_dir={run}", "--device", "cpu", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert "hidden_size: 8" in (run / "config.yaml").read_text()
+    r = invoke("prepare", "-c", best, "-s", f"out_dir={run}", "--device", "cpu", "--overwrite")
+    assert r.exit_code == 0, r.output
+
+
+def test_prepare_without_its_synthetic_world_says_what_makes_it(tmp_path):
+    line = one_line_error(invoke("prepare", "-c", TINY, "-s", f"out_dir={tmp_path / 'r'}"))
+    assert "no synthetic world yet" in line and "gpuseg run" in line and "gpuseg synth" in line
+
+
+def test_missing_run_files_name_the_stage_that_writes_them(tmp_path):
+    (tmp_path / "r").mkdir()
+    line = one_line_error(invoke("report", "-c", TINY, "-s", f"out_dir={tmp_path / 'r'}"))
+    assert "run `gpuseg prepare`" in line
+    assert "stage that writes it" not in line
+
+
+def test_every_option_has_help_and_a_readable_type():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        assert command.help, name
+        for param in command.params:
+            if param.name != "help":
+                assert getattr(param, "help", None), (name, param.name)
+        page = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+        options = page.split("Options:")[-1]
+        for odd in ("<bool>", "list[", "<int>", "<float>", "<path>", "<text>"):
+            assert odd not in options, (name, odd)
+    page = runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"}).output
+    assert "<median|hyperband|none>" in page and "<auto|cpu|cuda>" in page
+    assert "-s, --set KEY=VALUE" in page and "-c, --config YAML" in page
+
+
+def test_segment_table_and_progress_fit_80_columns():
+    from rich.console import Console
+
+    from gpuseg.cli import _epoch_progress, _profiles_table
+
+    rows = [
+        dict(segment=0, name="High roaming, high social circle, 13-24m contract, low risk",
+             size=1_234_567, share=0.345, revenue_share=0.25, arpu=115.6, churn_rate=0.118,
+             churn_pred=0.061),
+        dict(segment=1, name="Low data", size=42, share=0.655, revenue_share=0.75, arpu=21.4,
+             churn_rate=float("nan"), churn_pred=0.2),
+    ]  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(_profiles_table(rows))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "1,234,567" in text and "115.6" in text and "6.1" in text  # last column not cut
+    assert "High roaming, high" in text and "contract, low risk" in text  # the name wraps
+    import gpuseg.cli as cli
+
+    narrow = Console(width=80, record=True, force_terminal=True)
+    old, cli.out = cli.out, narrow
+    try:
+        with _epoch_progress(3) as on_epoch:
+            on_epoch(
+                dict(
+                    epoch=1,
+                    loss=1.2345,
+                    val_auc=0.81234,
+                    val_migration_f1=0.4321,
+                    subscribers_per_s=1_234_567.0,
+                )  # fmt: skip
+            )
+    finally:
+        cli.out = old
+    # the live display's frames, one per refresh, recorded one after the other
+    frames = ["train" + f for f in narrow.export_text().split("train") if f.strip()]
+    assert frames and all(len(f.rstrip()) <= 80 for f in frames), frames
+    assert "\n" not in "".join(f.rstrip() for f in frames)  # one line each: never wrapped

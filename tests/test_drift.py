@@ -134,3 +134,25 @@ def test_cli_drift(tmp_path: Path):
     assert "segment share PSI" in r.output and (tmp_path / "d" / "drift.md").is_file()
     bad = CliRunner().invoke(app, ["drift", str(tmp_path / "nope.parquet"), str(tmp_path / "x")])
     assert bad.exit_code == 1 and "not found" in bad.output
+
+
+def test_verdict_weighs_the_transition_matrix():
+    """Segment shares unchanged (PSI 0) while most subscribers changed segment: not stable."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    old = pd.DataFrame({"id": [f"s{i}" for i in range(n)], "segment": np.arange(n) % 4})
+    old["churn_prob"] = rng.random(n)
+    new = old.copy()
+    moved = rng.random(n) < 0.82  # 18 % keep their segment, shares stay the same
+    new.loc[moved, "segment"] = (new.loc[moved, "segment"] + 1) % 4
+    new.loc[~moved, "segment"] = new.loc[~moved, "segment"]
+    r = drift(old, new, id_column="id")
+    assert r["segments"]["psi"] < 0.01 and r["max_psi"] < 0.1
+    assert r["transition"]["stayed"] < 0.2
+    assert r["verdict"].startswith("major shift") and "kept their segment" in r["verdict"]
+    some = new.copy()
+    back = rng.random(n) < 0.85
+    some.loc[back, "segment"] = old.loc[back, "segment"]  # about 88 % kept theirs
+    r = drift(old, some, id_column="id")
+    assert 0.7 <= r["transition"]["stayed"] < 0.9
+    assert r["verdict"].startswith("moderate shift")

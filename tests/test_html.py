@@ -480,3 +480,47 @@ def test_a_table_without_a_contract_column_is_named(run, tmp_path):
     text = render_report(tmp_path, cfg, resolve_backend("cpu")).read_text()
     block = re.search(r'<section id="value-stability">(.*?)</section>', text, re.S).group(1)
     assert "Not available" in block and "priority" in block
+
+
+def test_report_as_a_marketing_analyst_reads_it(run, tmp_path):
+    """Issue 14: every segment's top features in the heatmap (more than 12), rows named; rule
+    recall beside fidelity, weak rules named; clamped map points said; long names wrapped, not
+    cut; headers in words with units; p < 0.001; the CSV links' limits said."""
+    cfg, out, _ = run
+    shutil.copytree(out, tmp_path / "r", dirs_exist_ok=True)
+    rep = tmp_path / "r" / "report"
+    eff = pd.read_csv(rep / "effects.csv")
+    segs = sorted(eff["segment"].unique())
+    extra = pd.DataFrame(
+        [  # 16 more features, each the top one of some segment
+            dict(segment=s, feature=f"feature_{j}", effect=3.0 + j / 10, rank=0)
+            for j in range(16)
+            for s in [segs[j % len(segs)]]
+        ]
+    )
+    pd.concat([eff, extra]).to_csv(rep / "effects.csv", index=False)
+    seg = pd.read_csv(rep / "segments.csv")
+    long = "High roaming, high social circle, 13-24m contract, dropped calls, low risk"
+    seg.loc[0, "name"] = long
+    seg.to_csv(rep / "segments.csv", index=False)
+    rules = pd.read_csv(rep / "rules.csv")
+    rules.loc[0, "recall"] = 0.086
+    rules.to_csv(rep / "rules.csv", index=False)
+    quality = json.loads((rep / "quality.json").read_text())
+    quality.setdefault("segments_differ", {})["churn_chi2"] = dict(statistic=99.0, p_value=0.0)
+    (rep / "quality.json").write_text(json.dumps(quality))
+    text = render_report(tmp_path / "r", cfg, resolve_backend("cpu")).read_text()
+    profiles = re.search(r'<section id="profiles">(.*?)</section>', text, re.S).group(1)
+    assert "feature_15" in profiles and "dropped" in profiles  # past the old 12-feature cap
+    assert f"<title>0: {long}</title>" in profiles  # segments named, whole name kept
+    spans = re.findall(r"<tspan[^>]*>([^<]*)</tspan>", profiles)
+    assert "…" not in "".join(spans)  # wrapped onto lines, not cut
+    words = set(" ".join(spans).replace(",", " ").split())
+    assert set(long.replace(",", " ").split()) <= words  # every word of the name is shown
+    rules_html = re.search(r'<section id="rules">(.*?)</section>', text, re.S).group(1)
+    assert "recall" in rules_html and "8.6%" in rules_html and "misses most" in rules_html
+    assert "p &lt; 0.001" in text and "p = 0 " not in text and "p = 0;" not in text
+    assert "drawn on its edge" in text or "outlying" not in text
+    assert "share of revenue</th>" in text and "ARPU (per month)</th>" in text
+    assert "revenue_share</th>" not in text
+    assert "a page shared on its own" in text

@@ -278,3 +278,37 @@ def test_truth_and_oracle_follow_the_pseudonyms(private_run, tiny_world):
         )
     oracle = next(row for row in result["rows"] if row["model"] == "oracle")
     assert oracle["roc_auc"]["value"] == pytest.approx(check["oracle_auc_test"], abs=1e-9)
+
+
+def test_one_permission_rule_the_umask(tmp_path):
+    """Every file of a run, per-subscriber data and aggregate report alike, gets the mode the
+    umask gives a new file: 0600 under umask 077, 0644 under 022 (README "Privacy")."""
+    import os
+    import stat
+
+    from gpuseg.backend import resolve_backend
+    from gpuseg.config import load_config
+    from gpuseg.io.store import write_text_atomic
+    from gpuseg.pipeline.stages import run_pipeline
+
+    root = Path(__file__).resolve().parents[1]
+    old = os.umask(0o077)
+    try:
+        cfg = load_config(
+            root / "configs" / "tiny.yaml",
+            [f"out_dir={tmp_path / 'run'}", "device=cpu", "train.epochs=1", "report.map_sample=0"],
+        )
+        run_pipeline(cfg, resolve_backend("cpu"))
+        os.umask(0o022)
+        write_text_atomic(tmp_path / "shared.txt", "aggregate")
+    finally:
+        os.umask(old)
+    modes = {
+        str(p.relative_to(tmp_path / "run")): stat.S_IMODE(p.stat().st_mode)
+        for p in (tmp_path / "run").rglob("*")
+        if p.is_file()
+    }
+    for name in ("panel/index.parquet", "predictions.parquet", "report/report.html"):
+        assert name in modes
+    assert {m for m in modes.values()} == {0o600}, {k: oct(v) for k, v in modes.items()}
+    assert stat.S_IMODE((tmp_path / "shared.txt").stat().st_mode) == 0o644

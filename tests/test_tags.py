@@ -355,6 +355,9 @@ def test_shipped_tags_on_world(world):
     # abnormal moments carry real churn risk in the synthetic world
     ab = tags["abnormal_moment"].to_numpy()
     assert 0 < ab.sum() < len(ab) and prob[ab].mean() > 1.3 * prob[~ab].mean()
+    assert ab.mean() < 0.1  # a moment, not a third of the base
+    both = frame["failure_spike"] & frame["complaint_spike"]
+    assert (tags["abnormal_moment"] == ((frame["usage_change"] <= -0.5) | both)).all()
 
 
 def test_tag_subscribers_without_churn_prob_or_dnd(world, tmp_path):

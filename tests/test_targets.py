@@ -127,12 +127,13 @@ def test_ranking_and_values(tiny_run):
         f["churn_prob"], preds.loc[f["subscriber_id"], "churn_prob"], rtol=1e-6
     )
     row = f.iloc[0]
-    assert row["reason"].startswith(f"segment {row['segment']}; ")
+    assert row["reason"].startswith(f"segment {row['segment']} ({row['segment_name']}); ")
     assert f"expected value saved {row['expected_value_saved']:.1f}" in row["reason"]
     assert "x 6 months" in row["reason"]
     assert set(f.columns) >= {
         "subscriber_id",
         "segment",
+        "segment_name",
         "churn_prob",
         "value",
         "expected_value_saved",
@@ -199,5 +200,15 @@ def test_write_targets(tiny_run, tmp_path, suffix):
     back = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
     assert back["subscriber_id"].astype(str).tolist() == f["subscriber_id"].tolist()
     assert back["reason"].tolist() == f["reason"].tolist()
+    # rounded on the way out (no 16-digit floats), and each segment named as in the report
+    assert (back["churn_prob"] == back["churn_prob"].round(4)).all()
+    assert (back["expected_value_saved"] == back["expected_value_saved"].round(2)).all()
+    names = pd.read_csv(tiny_run / "report" / "segments.csv").set_index("segment")["name"]
+    assert back["segment_name"].tolist() == names.loc[back["segment"]].tolist()
+    assert all(n for n in back["segment_name"])
+    assert f"({back['segment_name'].iloc[0]})" in back["reason"].iloc[0]
+    if suffix == ".csv":
+        longest = max(len(x) for x in path.read_text().split(",") if "." in x and x[0].isdigit())
+        assert longest <= 12
     with pytest.raises(ConfigError):
         write_targets(f, tmp_path / "targets.xlsx")

@@ -10,6 +10,10 @@ Inputs are two outputs of ``gpuseg score`` (or a run's ``predictions.parquet`` j
   (refresh the segmentation).
 - **Transition matrix** over subscribers present in both runs: counts and row shares of old
   segment -> new segment, and the share that stayed.
+- **Verdict**: the worse of the PSI reading and the transition reading. Subscribers scored by
+  the same run keep their segment unless their behaviour moved, so the share that stayed reads:
+  at least 90 % stable, 70-90 % moderate, below 70 % major (segment shares can balance out while
+  most subscribers change segment, which PSI alone does not see).
 - Optionally, per usage metric: PSI of the per-subscriber means of two panels.
 """
 
@@ -28,6 +32,12 @@ from gpuseg.io.formats import table_format
 from gpuseg.io.store import write_json_atomic, write_text_atomic
 
 STABLE, MODERATE = 0.1, 0.25
+STAYED_STABLE, STAYED_MODERATE = 0.9, 0.7  # share of subscribers who kept their segment
+VERDICTS = (
+    "stable: keep the segmentation",
+    "moderate shift: watch, refresh if it persists",
+    "major shift: refresh the segmentation",
+)
 
 
 def reading(value: float) -> str:
@@ -163,13 +173,13 @@ def drift(
         + [f["psi"] for f in features.values()]
         + [m["psi"] for m in metrics.values()]
     )
-    verdict = (
-        "stable: keep the segmentation"
-        if worst < STABLE
-        else "moderate shift: watch, refresh if it persists"
-        if worst <= MODERATE
-        else "major shift: refresh the segmentation"
-    )
+    level = 0 if worst < STABLE else 1 if worst <= MODERATE else 2
+    moved = 0
+    if stayed is not None:
+        moved = 0 if stayed >= STAYED_STABLE else 1 if stayed >= STAYED_MODERATE else 2
+    verdict = VERDICTS[max(level, moved)]
+    if stayed is not None and moved > level:
+        verdict += f" (only {stayed:.1%} kept their segment)"
     return dict(
         id_column=id_column,
         subscribers=dict(old=len(a), new=len(b), both=common),
@@ -195,7 +205,8 @@ def drift_markdown(result: dict[str, Any]) -> str:
         "# Drift between two scoring runs\n",
         f"Subscribers: old {s['old']:,}, new {s['new']:,}, in both {s['both']:,}.",
         f"Verdict: **{result['verdict']}** (largest PSI {result['max_psi']:.3f}; below 0.1"
-        " stable, 0.1-0.25 moderate, above 0.25 major).\n",
+        " stable, 0.1-0.25 moderate, above 0.25 major; kept their segment: at least 90 % stable,"
+        " 70-90 % moderate, below 70 % major).\n",
         "## Population stability index\n",
         "| column | PSI | reading |",
         "| --- | --- | --- |",

@@ -20,6 +20,23 @@ import pyarrow.parquet as pq
 from gpuseg.errors import RunDirError
 
 
+def file_mode() -> int:
+    """The mode of a new file under the process umask (0644 under umask 022, 0600 under 077).
+
+    The one permission rule: every file gpuseg writes, per-subscriber data and aggregate reports
+    alike, gets the mode the user's umask gives a new file; ``umask 077`` keeps them private.
+    """
+    try:  # Linux: read it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting, then restore at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +44,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600: the umask's mode, as streamed files get
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -109,6 +127,32 @@ def write_csv_atomic(path: Path, frame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False))
 
 
+# which command writes each run-directory file: the hint of a "missing" error
+WRITERS = {
+    "panel": "prepare",
+    "model": "train",
+    "metrics.json": "train",
+    "split.npz": "train",
+    "embeddings.parquet": "embed",
+    "predictions.parquet": "embed",
+    "segments.parquet": "cluster",
+    "cluster.json": "cluster",
+    "report": "report",
+    "summary.json": "run",
+    "best.yaml": "tune",
+    "evaluation.json": "evaluate",
+}
+
+
+def missing_hint(path: Path) -> str:
+    """``run `gpuseg <stage>` first`` for a run-directory file, by its name or its folder."""
+    path = Path(path)
+    for key in (path.name, path.stem.split(".")[0], path.parent.name):
+        if key in WRITERS:
+            return f"run `gpuseg {WRITERS[key]}` (or `gpuseg run`) first"
+    return "run the stage that writes it first (`gpuseg run` runs them all)"
+
+
 def embeddings_rows(path: Path) -> int:
     """Row count of an embeddings Parquet file, from its footer."""
     return pq.ParquetFile(path).metadata.num_rows
@@ -141,7 +185,7 @@ def read_embeddings(
 def read_json(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise RunDirError(f"{path}: missing (run the stage that writes it first)")
+        raise RunDirError(f"{path}: missing ({missing_hint(path)})")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -152,7 +196,7 @@ def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
     """Load an array saved by :func:`save_npy_atomic`, memory-mapped; pickled arrays are refused."""
     path = Path(path)
     if not path.is_file():
-        raise RunDirError(f"{path}: missing (run the stage that writes it first)")
+        raise RunDirError(f"{path}: missing ({missing_hint(path)})")
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:

@@ -528,9 +528,14 @@ def verdict(result: dict) -> str:
             f"({state}; fold interval {_ci(d)})"
         )
     state = "a real loss" if (d.get("hi") or 0) < 0 else "within the interval"
+    hint = (
+        f"; a run scores churn with it under -s model.head={best['name']} (or auto)"
+        if best["name"] in ("xgboost", "lightgbm")
+        else ""
+    )
     return (
         f"{best['name']} is AHEAD of {head} by {-d['value']:.4f} ROC-AUC ({state}; {head} minus "
-        f"{best['name']} {_ci(d)}); score with it: --head {best['name']}"
+        f"{best['name']} {_ci(d)}){hint}"
     )
 
 

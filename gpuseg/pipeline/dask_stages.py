@@ -69,6 +69,7 @@ from gpuseg.io.store import (
 from gpuseg.io.tables import csv_options
 from gpuseg.pipeline.stages import check_scoring_run, embed_panel, with_world_data
 from gpuseg.segment.cluster import Segmenter, nearest_centre
+from gpuseg.segment.targets import segment_names
 from gpuseg.training.checkpoint import load_checkpoint, model_from_info
 from gpuseg.training.heads import load_head
 
@@ -402,6 +403,7 @@ def _embed_part(
     backend: Backend,
     amp: bool,
     segmenter_state: dict | None = None,
+    segment_names: dict[int, str] | None = None,
 ) -> int:
     """Rows ``start:stop`` of the panel through the broadcast model -> Parquet parts in out_dir."""
     info = payload["info"]
@@ -417,6 +419,8 @@ def _embed_part(
         _, emb = read_embeddings(out / "embeddings.parquet")
         preds = pd.read_parquet(out / "predictions.parquet")
         preds["segment"] = Segmenter.from_state(segmenter_state).predict(emb)
+        if segment_names:
+            preds["segment_name"] = preds["segment"].map(segment_names).fillna("")
         write_parquet_atomic(out / "predictions.parquet", preds)
     return n
 
@@ -429,6 +433,7 @@ def _embed_parts(
     staging: Path,
     amp: bool,
     segmenter_state: dict | None = None,
+    segment_names: dict[int, str] | None = None,
 ) -> list[Path]:
     """Map the broadcast model over row ranges of the panel; returns the part directories."""
     n = len(load_panel(panel_dir))
@@ -447,6 +452,7 @@ def _embed_parts(
             [backend] * len(ranges),
             [amp] * len(ranges),
             [segmenter_state] * len(ranges),
+            [segment_names] * len(ranges),
             pure=False,
         ),
     )
@@ -472,7 +478,7 @@ def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path,
     """:func:`gpuseg.pipeline.stages.score` on Dask: the same output and rejects files."""
 
     run_dir = Path(run_dir)
-    check_scoring_run(run_dir)
+    check_scoring_run(run_dir, data_cfg)
     reference = read_json(run_dir / "panel" / "meta.json")
     state = read_json(run_dir / "cluster.json")
     out_path = Path(out_path)
@@ -480,7 +486,10 @@ def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path,
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         tmp = Path(tmp)
         meta = prepare(client, data_cfg, backend, tmp / "panel", reference=reference)
-        parts = _embed_parts(client, run_dir, tmp / "panel", backend, tmp / "parts", True, state)
+        names = segment_names(run_dir)
+        parts = _embed_parts(
+            client, run_dir, tmp / "panel", backend, tmp / "parts", True, state, names
+        )
         concat_parquet_atomic(out_path, [p / "predictions.parquet" for p in parts])
         rejects = pd.read_csv(tmp / "panel" / "rejects.csv", dtype=str, keep_default_na=False)
         rejects_path = out_path.with_name(out_path.stem + ".rejects.csv")
@@ -597,7 +606,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
         raise ConfigError(f"cluster.algorithm: unknown algorithm {c.algorithm!r}")
     path = str(run_dir / "embeddings.parquet")
     if not Path(path).is_file():
-        raise RunDirError(f"{path}: missing (run the stage that writes it first)")
+        raise RunDirError(f"{path}: missing (run `gpuseg embed` first)")
     n = pq.ParquetFile(path).metadata.num_rows
     if n < 2:
         raise ConfigError(f"cluster: need a 2-D array of at least 2 rows, got {n} rows")

@@ -38,7 +38,7 @@ from gpuseg.data.panel import Panel, load_attributes, load_panel, read_rows
 from gpuseg.data.prepare import prepare
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.synth import generate
-from gpuseg.errors import RunDirError
+from gpuseg.errors import DataError, RunDirError
 from gpuseg.evaluate.metrics import MIGRATION_NAMES, roc_auc
 from gpuseg.io.store import (
     read_embeddings,
@@ -53,7 +53,7 @@ from gpuseg.report.html.page import render_report
 from gpuseg.report.html.plan import write_plan_json
 from gpuseg.report.tables import build_report, write_report
 from gpuseg.segment.cluster import Segmenter
-from gpuseg.segment.targets import read_aligned
+from gpuseg.segment.targets import read_aligned, segment_names
 from gpuseg.training.calibration import calibrated
 from gpuseg.training.checkpoint import TrainResult, load_checkpoint, save_checkpoint
 from gpuseg.training.ddp import DistContext
@@ -144,6 +144,13 @@ def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     """``prepare`` of a run: also checks that the revenue metric (value tiers, ARPU, the
     report) is among the panel's metrics, so a wrong ``data.revenue_metric`` stops here, not
     after training."""
+    if cfg.synth is not None and not cfg.data.usage:
+        world = world_dir(cfg, run_dir)
+        if not (world / "usage.parquet").is_file():
+            raise RunDirError(
+                f"{world}: no synthetic world yet; `gpuseg run` generates it (or `gpuseg synth "
+                f"--out {world}` first)"
+            )
     return prepare(
         with_world_data(cfg, run_dir).data, backend, run_dir / "panel", require_revenue=True
     )
@@ -260,6 +267,7 @@ def embed_panel(
     amp: bool = True,
     segmenter: Segmenter | None = None,
     embeddings: bool = True,
+    segment_names: dict[int, str] | None = None,
     head: ChurnHead | None = None,
 ) -> int:
     """Embeddings and predictions for every panel row, batch by batch, streamed to Parquet.
@@ -269,8 +277,9 @@ def embed_panel(
     so a memory-mapped panel of any size never enters the resident set. Batches go to the device
     through pinned memory and come back once per batch; a :class:`ParquetAppender` thread writes
     them while the next batch computes. With ``segmenter`` the predictions get each row's
-    segment; ``embeddings=False`` skips embeddings.parquet. With ``head``
-    (:class:`gpuseg.training.heads.ChurnHead`, ``model.head``) churn_prob comes from it.
+    segment (and its name, from ``segment_names``); ``embeddings=False`` skips
+    embeddings.parquet. With ``head`` (:class:`gpuseg.training.heads.ChurnHead`,
+    ``model.head``) churn_prob comes from it.
     """
     model.eval()
     id_col = panel.meta["id_column"]
@@ -300,6 +309,9 @@ def embed_panel(
             }
             if segmenter is not None:
                 preds["segment"] = segmenter.predict(emb)
+                if segment_names:
+                    names = [segment_names.get(int(k), "") for k in preds["segment"]]
+                    preds["segment_name"] = names
             tables = {"predictions": pa.table(preds)}
             if embeddings:
                 tables["embeddings"] = pa.table(
@@ -390,20 +402,32 @@ def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
 # Scoring new data
 
 
-def check_scoring_run(run_dir: Path) -> None:
-    """RunDirError naming the first file a trained run needs for scoring that is missing."""
+def check_scoring_run(run_dir: Path, data_cfg=None) -> None:
+    """RunDirError naming the first file a trained run needs for scoring that is missing; with
+    ``data_cfg``, a DataError when the run was trained with static attributes and the new data
+    has none (the model would read a matrix of the wrong width)."""
     for name in ("model.safetensors", "model.json", "cluster.json", "panel/meta.json"):
         if not (run_dir / name).is_file():
             raise RunDirError(
                 f"{run_dir / name}: missing; run the whole pipeline (gpuseg run) first"
             )
+    if data_cfg is None:
+        return
+    reference = read_json(run_dir / "panel" / "meta.json")
+    n_static = len(reference.get("static_features", []))
+    if n_static and not data_cfg.static:
+        raise DataError(
+            f"{run_dir}: trained with {n_static} static attributes (from "
+            f"{reference.get('sources', {}).get('static')}); give the new subscribers' "
+            "attributes with --static (same columns)"
+        )
 
 
 def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
     """New raw tables through a trained run: churn and migration probabilities and segment."""
 
     run_dir = Path(run_dir)
-    check_scoring_run(run_dir)
+    check_scoring_run(run_dir, data_cfg)
     reference = read_json(run_dir / "panel" / "meta.json")
     model, info = load_checkpoint(run_dir, backend.torch_device)
     seg = Segmenter.from_state(read_json(run_dir / "cluster.json"))
@@ -422,6 +446,7 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
             tmp,
             segmenter=seg,
             embeddings=False,
+            segment_names=segment_names(run_dir),
             head=load_head(run_dir),
         )
         (tmp / "predictions.parquet").replace(out_path)

@@ -64,6 +64,18 @@ def read_aligned(path: Path, ids: np.ndarray, id_col: str, column: str) -> pd.Se
     return s
 
 
+def segment_names(run_dir: Path) -> dict[int, str]:
+    """Segment id -> its name in the run's report (``report/segments.csv``); empty before the
+    report stage has run."""
+    path = Path(run_dir) / "report" / "segments.csv"
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path, usecols=lambda c: c in ("segment", "name"))
+    if not {"segment", "name"} <= set(frame.columns):
+        return {}
+    return {int(k): str(v) for k, v in zip(frame["segment"], frame["name"], strict=True)}
+
+
 def _names(values: Iterable | None) -> list:
     if values is None:
         return []
@@ -92,7 +104,8 @@ def select_targets(
     :func:`gpuseg.segment.classic.classic_segments` (arpu, revenue, ...); value is it
     times ``horizon_months`` when given.
 
-    Returns columns rank, <id column>, segment, churn_prob, value, expected_value_saved, tags (the
+    Returns columns rank, <id column>, segment, segment_name (from the report; empty before it),
+    churn_prob, value, expected_value_saved, tags (the
     matched requested tags, or every tag the subscriber carries when no tags were requested,
     comma-separated) and reason; ``attrs["counts"]`` holds the step counts and ``attrs["filters"]``
     the arguments. Unknown segment ids, tag names or value column raise ConfigError; a run
@@ -196,11 +209,13 @@ def select_targets(
 
     flags = tag_table[shown].to_numpy(dtype=bool)[rows] if shown else np.zeros((len(rows), 0))
     matched = [",".join(t for t, f in zip(shown, row, strict=True) if f) for row in flags]
+    names = segment_names(run_dir)
     out = pd.DataFrame(
         {
             "rank": np.arange(1, len(rows) + 1, dtype=np.int64),
             id_col: ids[rows],
             "segment": segment[rows],
+            "segment_name": [names.get(int(s), "") for s in segment[rows]],
             "churn_prob": churn[rows],
             "value": value[rows],
             "expected_value_saved": saved[rows],
@@ -208,9 +223,10 @@ def select_targets(
         }
     )
     out["reason"] = [
-        _reason(s, t, p, min_risk, b, v, e, value_column, horizon_months)
-        for s, t, p, b, v, e in zip(
+        _reason(s, n, t, p, min_risk, b, v, e, value_column, horizon_months)
+        for s, n, t, p, b, v, e in zip(
             out["segment"],
+            out["segment_name"],
             out["tags"],
             out["churn_prob"],
             base[rows],
@@ -234,6 +250,7 @@ def select_targets(
 
 def _reason(
     segment: int,
+    name: str,
     tags: str,
     prob: float,
     min_risk: float,
@@ -243,7 +260,7 @@ def _reason(
     value_column: str,
     horizon_months: float | None,
 ) -> str:
-    parts = [f"segment {segment}"]
+    parts = [f"segment {segment}" + (f" ({name})" if name else "")]
     if tags:
         parts.append(f"tags {tags}")
     parts.append(f"churn risk {prob:.2f} >= {min_risk:.2f}")
@@ -256,8 +273,12 @@ def _reason(
 
 
 def write_targets(frame: pd.DataFrame, out_path: str | Path) -> Path:
-    """Write ``frame`` atomically as CSV (``.csv``) or Parquet (``.parquet``/``.pq``)."""
+    """Write ``frame`` atomically as CSV (``.csv``) or Parquet (``.parquet``/``.pq``).
+
+    Written rounded, for people and spreadsheets: churn_prob to 4 decimals, value and
+    expected_value_saved to 2 (the ranking was done on the full values)."""
     path = Path(out_path)
+    frame = frame.round({"churn_prob": 4, "value": 2, "expected_value_saved": 2})
     kind = table_format(path)
     if kind == "csv" and path.suffix.lower() == ".csv":
         return write_csv_atomic(path, frame)
@@ -277,4 +298,4 @@ def counts_line(counts: dict) -> str:
     )
 
 
-__all__ = ["select_targets", "write_targets", "counts_line"]
+__all__ = ["select_targets", "write_targets", "counts_line", "segment_names"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -61,6 +62,66 @@ def num(v: Any, digits: int = 3) -> str:
 def _short(text: Any, n: int = 46) -> str:
     text = str(text)
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def wrap(text: Any, n: int, max_lines: int = 3) -> list[str]:
+    """``text`` in lines of at most ``n`` characters (words kept whole where they fit); only a
+    text longer than ``max_lines`` lines is cut, with an ellipsis on its last line."""
+    lines = textwrap.wrap(str(text), max(n, 4), break_long_words=True) or [""]
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [_short(" ".join(lines[max_lines - 1 :]), n)]
+    return lines
+
+
+def _label(
+    x: float, y: float, text: Any, n: int, anchor: str = "end", max_lines: int = 3, step: int = 12
+) -> str:
+    """A label wrapped onto lines of ``n`` characters, centred on the baseline ``y`` of a one-line
+    label; the whole text is its tooltip."""
+    lines = wrap(text, n, max_lines)
+    y0 = y - step * (len(lines) - 1) / 2
+    spans = "".join(
+        f'<tspan x="{x:.1f}" y="{y0 + k * step:.1f}">{esc(line)}</tspan>'
+        for k, line in enumerate(lines)
+    )
+    return f'<text text-anchor="{anchor}"><title>{esc(text)}</title>{spans}</text>'
+
+
+def pval(p: Any) -> str:
+    """A p-value as people read it: ``p < 0.001`` below that, else three decimals."""
+    if not is_finite(p):
+        return "p n/a"
+    return "p < 0.001" if float(p) < 0.001 else f"p = {float(p):.3f}"
+
+
+# table headers in words, with units (other columns: snake_case -> words)
+HEADERS = {
+    "size": "subscribers",
+    "share": "share of subscribers",
+    "revenue_share": "share of revenue",
+    "arpu": "ARPU (per month)",
+    "churn_rate": "churn rate",
+    "churn_pred": "predicted churn",
+    "tenure_median": "median tenure (months)",
+    "precision": "precision",
+    "recall": "recall (of the segment)",
+    "top": "subscribers",
+}
+
+
+def header(column: Any) -> str:
+    return HEADERS.get(str(column), str(column).replace("_", " "))
+
+
+def frame_bounds(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scatter frame: the 0.5 and 99.5 percentiles of each axis."""
+    return np.nanpercentile(xy, 0.5, axis=0), np.nanpercentile(xy, 99.5, axis=0)
+
+
+def outside_frame(xy: np.ndarray) -> int:
+    """Points of ``xy`` beyond :func:`frame_bounds`, which :func:`scatter` draws on its edge."""
+    lo, hi = frame_bounds(xy)
+    return int(((xy < lo) | (xy > hi)).any(axis=1).sum())
 
 
 def color_at(i: int) -> str:
@@ -125,7 +186,9 @@ def bar_chart(
     ``errors`` maps a series name to (lo, hi) whiskers."""
     errors = errors or {}
     bar_h, gap = 12, 8
-    group_h = bar_h * len(series) + gap
+    chars = int(label_width // 6.2)
+    n_lines = max((len(wrap(lb, chars, 2)) for lb in labels), default=1)
+    group_h = max(bar_h * len(series) + gap, 12 * n_lines + gap)
     top = 24 if len(series) > 1 else 8
     plot_w = width - label_width - 70
     vals = [float(v) for _, vs, _ in series for v in vs if is_finite(v)]
@@ -138,11 +201,7 @@ def bar_chart(
     x0 = label_width
     for i, label in enumerate(labels):
         gy = top + i * group_h
-        body.append(
-            f"<g><title>{esc(label)}</title>"
-            + _text(x0 - 6, gy + group_h / 2, _short(label), "end")
-            + "</g>"
-        )
+        body.append(_label(x0 - 6, gy + group_h / 2, label, chars, "end", max_lines=2))
         for j, (name, vs, color) in enumerate(series):
             v = vs[i]
             y = gy + j * bar_h
@@ -179,11 +238,13 @@ def stacked_bars(
     bar_h = 16
     top = 24
     plot_w = width - label_width - 20
-    height = top + (bar_h + 6) * len(labels) + 8
+    chars = int(label_width // 6.2)
+    row_h = max(bar_h + 6, 12 * max((len(wrap(lb, chars, 2)) for lb in labels), default=1) + 4)
+    height = top + row_h * len(labels) + 8
     body = [_legend([(n, color_at(k)) for k, (n, _) in enumerate(parts)], label_width, 14)]
     for i, label in enumerate(labels):
-        y = top + i * (bar_h + 6)
-        body.append(_text(label_width - 6, y + bar_h - 4, _short(label), "end"))
+        y = top + i * row_h + (row_h - bar_h - 6) / 2
+        body.append(_label(label_width - 6, y + bar_h - 4, label, chars, "end", max_lines=2))
         total = sum(float(vs[i]) for _, vs in parts if is_finite(vs[i])) or 1.0
         x = float(label_width)
         for k, (name, vs) in enumerate(parts):
@@ -293,18 +354,23 @@ def heatmap(
 ) -> str:
     """A grid of cells: fill from ``shade[i, j]`` through ``color``; ``texts[i][j]`` are the lines
     written in the cell (the first in bold)."""
-    top = 22
+    col_chars = max(cell_w // 6, 4)
+    col_lines = max((len(wrap(c, col_chars, 5)) for c in cols), default=1)
+    top = 10 + 12 * col_lines
     width = row_label_width + cell_w * len(cols) + 4
     height = top + cell_h * len(rows) + 4
+    row_lines = max(1, (cell_h - 2) // 12)
     body = []
     for j, c in enumerate(cols):
-        body.append(
-            _text(row_label_width + cell_w * (j + 0.5), top - 7, _short(c, cell_w // 6), "middle")
-        )
+        lines = wrap(c, col_chars, 5)
+        y = top - 7 - 12 * (len(lines) - 1) / 2
+        body.append(_label(row_label_width + cell_w * (j + 0.5), y, c, col_chars, "middle", 5))
     for i, r in enumerate(rows):
         y = top + i * cell_h
         body.append(
-            _text(row_label_width - 6, y + cell_h / 2 + 4, _short(r, row_label_width // 6), "end")
+            _label(
+                row_label_width - 6, y + cell_h / 2 + 4, r, row_label_width // 6, "end", row_lines
+            )
         )
         for j in range(len(cols)):
             x = row_label_width + j * cell_w
@@ -345,14 +411,14 @@ def scatter(
     left, top, pad = 10, 10, 10
     legend_w = 300
     pw, ph = width - left - legend_w - pad, height - top - pad
-    lo = np.nanpercentile(xy, 0.5, axis=0)
-    hi = np.nanpercentile(xy, 99.5, axis=0)
+    lo, hi = frame_bounds(xy)
     span = np.where(hi > lo, hi - lo, 1.0)
     z = np.clip((xy - lo) / span, 0, 1)
     px = left + z[:, 0] * pw
     py = top + (1 - z[:, 1]) * ph
     body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="{GRID}"/>']
-    for k, seg in enumerate(sorted(np.unique(labels).tolist())):
+    ly = top + 14
+    for seg in sorted(np.unique(labels).tolist()):
         sel = labels == seg
         dots = "".join(
             f'<circle cx="{a:.1f}" cy="{b:.1f}" r="1.7"/>'
@@ -362,20 +428,23 @@ def scatter(
             f'<g fill="{color_at(seg)}" fill-opacity="0.7"><title>'
             f"{esc(f'segment {seg}: ' + names.get(seg, ''))}</title>{dots}</g>"
         )
-        ly = top + 14 + 18 * k
+        name = f"{seg}: {names.get(seg, '')}"
+        lines = wrap(name, 44, 2)
         body.append(
             f'<rect x="{left + pw + 12}" y="{ly - 9}" width="10" height="10" '
             f'fill="{color_at(seg)}"/>'
         )
-        body.append(_text(left + pw + 26, ly, _short(f"{seg}: {names.get(seg, '')}", 44)))
+        body.append(_label(left + pw + 26, ly + 6 * (len(lines) - 1), name, 44, "start", 2))
+        ly += 6 + 12 * len(lines)
     return svg(width, height, "".join(body), title)
 
 
 def table(frame: pd.DataFrame, formats: dict[str, Callable[[Any], str]] | None = None) -> str:
-    """An HTML table of ``frame`` (index dropped); text columns left-aligned, every cell escaped."""
+    """An HTML table of ``frame`` (index dropped); text columns left-aligned, every cell escaped;
+    headers in words with units (:func:`header`)."""
     formats = formats or {}
     head = "".join(
-        f'<th class="{"t" if frame[c].dtype == object else ""}">{esc(c)}</th>'
+        f'<th class="{"t" if frame[c].dtype == object else ""}">{esc(header(c))}</th>'
         for c in frame.columns
     )
     rows = []

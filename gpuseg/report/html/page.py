@@ -44,12 +44,17 @@ from gpuseg.report.html.charts import (
     line_chart,
     not_available,
     num,
+    outside_frame,
     pct,
+    pval,
     scatter,
     stacked_bars,
     table,
 )
 from gpuseg.report.html.plan import plan_section
+
+MAX_HEATMAP_FEATURES = 48  # rows of the effect-size heatmap
+WEAK_RECALL = 0.5  # a segment rule that finds less of its segment is flagged
 
 # (id, heading) of every section, in page order
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -332,10 +337,17 @@ def section_map(d: _Inputs, run_dir: Path, cfg: RunConfig, backend: Backend) -> 
         return not_available("embeddings.parquet or segments.parquet")
     xy, lab, method, n = m
     chart = scatter(xy, lab, d.names(), title="2-D map of the subscriber embeddings")
+    out = outside_frame(xy)
+    clamped = (
+        f" The frame spans the 0.5-99.5 percentiles of each axis: {out:,} outlying points "
+        f"({out / max(len(xy), 1):.1%}) are drawn on its edge."
+        if out
+        else ""
+    )
     return figure(
         chart,
         f"{len(xy):,} of {n:,} subscribers sampled at random (seed {cfg.report.seed}), "
-        f"projected to 2-D with {method}; colour: learned segment.",
+        f"projected to 2-D with {method}; colour: learned segment.{clamped}",
     )
 
 
@@ -349,27 +361,34 @@ def section_profiles(d: _Inputs) -> str:
         eff = d.effects
         if "rank" in eff:
             eff = eff[eff["rank"] <= 4]
-        feats = list(dict.fromkeys(eff["feature"].astype(str)))[:12]
-        full = d.effects.pivot_table(index="segment", columns="feature", values="effect")
-        full = full.reindex(index=seg["segment"], columns=feats)
+        # every segment's top 4 features (a segment's defining trait is never cut), up to 48
+        feats = list(dict.fromkeys(eff["feature"].astype(str)))
+        shown = feats[:MAX_HEATMAP_FEATURES]
+        full = d.effects.pivot_table(index="feature", columns="segment", values="effect")
+        full = full.reindex(index=shown, columns=seg["segment"])
         vals = full.to_numpy(dtype=float)
         scale = np.nanmax(np.abs(vals)) if np.isfinite(vals).any() else 1.0
         texts = [[[f"{v:+.2f}" if is_finite(v) else ""] for v in row] for row in vals]
+        left_out = (
+            f" {len(feats) - len(shown)} more features are in effects.csv." if len(feats) > len(
+                shown) else ""
+        )  # fmt: skip
         parts.append(
             figure(
                 heatmap(
-                    [str(s) for s in seg["segment"]],
-                    feats,
+                    shown,
+                    labels,
                     vals / (scale or 1.0),
                     texts,
                     title="Effect sizes per segment",
                     color=div_color,
-                    cell_w=96,
-                    cell_h=26,
-                    row_label_width=40,
+                    cell_w=120,
+                    cell_h=24,
+                    row_label_width=200,
                 ),
                 "Standardised effect size of each feature (segment vs everyone else): blue "
-                "above, red below the population; the features that most set segments apart.",
+                "above, red below the population; rows: the 4 features that most set each "
+                f"segment apart ({len(shown)} features).{left_out}",
             )
         )
     else:
@@ -474,6 +493,22 @@ def section_rules(d: _Inputs) -> str:
     frame.insert(1, "name", [names.get(int(s), "") for s in frame["segment"]])
     fid = frame["fidelity"].iloc[0] if "fidelity" in frame and len(frame) else float("nan")
     cols = [c for c in ("segment", "name", "rule", "precision", "recall") if c in frame]
+    weak = ""
+    if "recall" in frame and len(frame):
+        rec = frame["recall"].astype(float)
+        low = frame[rec < WEAK_RECALL]
+        weak = (
+            f" Fidelity is over all subscribers, so large segments dominate it: per segment, the "
+            f"rules find {pct(rec.min())} to {pct(rec.max())} of their segment (recall)."
+        )
+        if len(low):
+            named = "; ".join(
+                f"segment {int(r.segment)} ({r.name}) {pct(r.recall)}" for r in low.itertuples()
+            )
+            weak += (
+                f" Below {pct(WEAK_RECALL, 0)}, the rule misses most of its segment and may not "
+                f"name its defining trait: {named}."
+            )
     info = (d.quality or {}).get("rules", {})
     extra = (
         f" Tree of depth {info['max_depth']}, fitted on {num(info.get('fitted_on'))} and "
@@ -483,8 +518,8 @@ def section_rules(d: _Inputs) -> str:
     )
     return (
         f"<p>A decision tree over plain columns recognises the segments with fidelity "
-        f"<b>{esc(pct(fid))}</b> (accuracy on all subscribers).{esc(extra)} A CRM can apply "
-        f"these rules without the model.</p>"
+        f"<b>{esc(pct(fid))}</b> (accuracy on all subscribers).{esc(weak)}{esc(extra)} A CRM "
+        f"can apply these rules without the model.</p>"
         + table(frame[cols], {"precision": pct, "recall": pct})
     )
 
@@ -550,7 +585,7 @@ def section_quality(d: _Inputs) -> str:
         t = differ.get(key)
         if t:
             tests.append(
-                f"{what}: statistic {num(t.get('statistic'))}, p = {t.get('p_value'):.3g}"
+                f"{what}: statistic {num(t.get('statistic'))}, {pval(t.get('p_value'))}"
                 if is_finite(t.get("p_value"))
                 else f"{what}: n/a"
             )
@@ -607,7 +642,9 @@ def section_notes(d: _Inputs, backend: Backend) -> str:
     links = ", ".join(f'<a href="{esc(f)}">{esc(f)}</a>' for f in files)
     return (
         f"<ul>{items}</ul><p class='small'>Tables beside this file (Markdown, CSV, Parquet): "
-        f"{links or 'none'}. The page holds aggregates only, no subscriber IDs.</p>"
+        f"{links or 'none'}. These links open while the page sits in its report folder "
+        "(RUN/report/); a page shared on its own keeps every chart and table above, not these "
+        "files: send the folder with it. The page holds aggregates only, no subscriber IDs.</p>"
     )
 
 
