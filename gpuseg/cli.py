@@ -89,6 +89,12 @@ def handle_errors(fn):
         except Exception as exc:
             if debug:
                 raise
+            from gpuseg.io.store import WRITE_ERRNOS
+
+            if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:  # the place, not gpuseg
+                where = f"{exc.filename}: " if exc.filename else ""
+                err.print(f"error: {where}{exc.strerror}", markup=False, soft_wrap=True)
+                raise typer.Exit(1) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             if isinstance(exc, KeyError):  # its message may list subscriber IDs: never shown
                 first = "a key or ID was not found"
@@ -122,14 +128,19 @@ def _backend(cfg):
     return backend
 
 
+@contextlib.contextmanager
 def _stage(
     config: Path | None, overrides: list[str] | None, device: str | None, overwrite: bool = False
 ):
-    """What every stage command starts with: (config, checked run directory, backend)."""
+    """What every stage command runs in: (config, checked run directory, backend), with the run
+    directory locked (one writer at a time, see gpuseg.io.lock). The config is validated before
+    anything heavy is imported or any file written."""
     cfg = _load(config, overrides, device)
+    from gpuseg.io.lock import RunDirLock
     from gpuseg.pipeline.stages import check_run_dir
 
-    return cfg, check_run_dir(cfg, overwrite), _backend(cfg)
+    with RunDirLock(cfg.out_dir):
+        yield cfg, check_run_dir(cfg, overwrite), _backend(cfg)
 
 
 def _run_stage(name: str, cluster: str | None, backend, *args):
@@ -403,8 +414,10 @@ def prepare_cmd(
 
     Example: gpuseg prepare -c configs/demo.yaml -s data.usage=my_usage.parquet --cluster local
     """
-    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
-    meta = _run_stage("prepare_stage", cluster, backend, cfg, backend, run_dir)
+    with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
+        meta = _run_stage("prepare_stage", cluster, backend, cfg, backend, run_dir)
+    for note in meta.get("notes", []):
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     c = meta["counts"]
     out.print(
         f"panel: {c['output']:,} subscribers x {len(meta['periods'])} periods x "
@@ -435,11 +448,12 @@ def train_cmd(
 
     After tuning: gpuseg train -c runs/demo/best.yaml --overwrite (same panel, the best settings)
     """
-    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
-    from gpuseg.pipeline.stages import train_stage
+    with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
+        from gpuseg.pipeline.stages import train_stage
 
-    with _epoch_progress(cfg.train.epochs) as on_epoch:
-        metrics = train_stage(cfg, backend, run_dir, on_epoch)
+        with _epoch_progress(cfg.train.epochs) as on_epoch:
+            log = lambda m: err.print(m, markup=False, highlight=False)  # noqa: E731
+            metrics = train_stage(cfg, backend, run_dir, on_epoch, log=log)
     out.print(_metrics_table(metrics))
     _print_head(metrics)
 
@@ -469,8 +483,8 @@ def embed_cmd(
 
     Example: gpuseg embed -c configs/demo.yaml --cluster tcp://10.0.0.5:8786
     """
-    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
-    n = _run_stage("embed_stage", cluster, backend, cfg, backend, run_dir)
+    with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
+        n = _run_stage("embed_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"embedded {n:,} subscribers -> {run_dir / 'embeddings.parquet'}, "
         f"{run_dir / 'predictions.parquet'}"
@@ -491,8 +505,8 @@ def cluster_cmd(
 
     Example: gpuseg cluster -c configs/demo.yaml -s cluster.k=5 --cluster local:2
     """
-    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
-    r = _run_stage("cluster_stage", cluster, backend, cfg, backend, run_dir)
+    with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
+        r = _run_stage("cluster_stage", cluster, backend, cfg, backend, run_dir)
     out.print(
         f"{r['reason']} (backend {r['backend']}); sizes {r['sizes']} -> "
         f"{run_dir / 'segments.parquet'}"
@@ -517,11 +531,10 @@ def report_cmd(
     Example: gpuseg report -c configs/demo.yaml
     """
 
-    cfg = _load(config, set_, device)
-    from gpuseg.pipeline.stages import check_run_dir, report_stage
+    with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
+        from gpuseg.pipeline.stages import report_stage
 
-    run_dir = check_run_dir(cfg, overwrite)
-    profiles = report_stage(cfg, run_dir, _backend(cfg))
+        profiles = report_stage(cfg, run_dir, backend)
     out.print(_profiles_table(profiles.to_dict(orient="records")))
     report = run_dir / "report"
     conc = json.loads((report / "concentration.json").read_text())
@@ -582,6 +595,8 @@ def score_cmd(
     data = replace(cfg.data, usage=str(usage), static=str(static) if static else None, labels=None)
     backend = _backend(cfg)
     r = _run_stage("score", cluster, backend, run, data, backend, output)
+    for note in r.get("notes", []):
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     out.print(
         f"scored {r['scored']:,} of {r['input']:,} subscribers -> {r['out']}; rejected "
         f"{r['rejected']:,} -> {r['rejects']}"
@@ -690,29 +705,30 @@ def compare_cmd(
             "--out", "-o", help="JSON result (default <out_dir>/compare.json)", metavar="FILE"
         ),
     ] = None,
+    overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """K-fold comparison of the model and tuned baselines on the same folds, paired intervals.
 
     Example: gpuseg compare -c configs/demo.yaml --folds 5 -s synth.n_subscribers=20000
     """
-    cfg, run_dir, backend = _stage(config, set_, device)
-    from gpuseg.pipeline.compare import compare_stage, comparison_markdown
-
     kw = dict(folds=folds, repeats=repeats, head=head, trials=trials, seeds=seeds)
     if candidates:
         kw["candidates"] = [c.strip() for c in candidates.split(",") if c.strip()]
     if out_path is not None:
         kw["out_path"] = out_path
-    result = compare_stage(
-        cfg,
-        backend,
-        run_dir,
-        n_boot=n_boot,
-        shuffle_labels=shuffle_labels,
-        on_fold=lambda r: err.print(f"[dim]fold {r['fold'] + 1} done[/dim]", markup=True),
-        **kw,
-    )
+    with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
+        from gpuseg.pipeline.compare import compare_stage, comparison_markdown
+
+        result = compare_stage(
+            cfg,
+            backend,
+            run_dir,
+            n_boot=n_boot,
+            shuffle_labels=shuffle_labels,
+            on_fold=lambda r: err.print(f"[dim]fold {r['fold'] + 1} done[/dim]", markup=True),
+            **kw,
+        )
     out.print(comparison_markdown(result), soft_wrap=True, markup=False)
     out.print(f"wrote {out_path or run_dir / 'compare.json'}")
 
@@ -961,19 +977,19 @@ def tune_cmd(
 
     Example: gpuseg tune -c configs/demo.yaml -n 30 --storage journal:runs/demo/study.log
     """
-    cfg, run_dir, backend = _stage(config, set_, device, overwrite)
-    from gpuseg.training.tune import tune
+    with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
+        from gpuseg.training.tune import tune
 
-    r = tune(
-        cfg,
-        run_dir / "panel",
-        run_dir,
-        trials,
-        storage=storage,
-        study_name=study,
-        pruner=pruner,
-        device=backend.torch_device,
-    )
+        r = tune(
+            cfg,
+            run_dir / "panel",
+            run_dir,
+            trials,
+            storage=storage,
+            study_name=study,
+            pruner=pruner,
+            device=backend.torch_device,
+        )
     best = r.get("best")
     out.print(
         f"best validation AUC {best['value']:.4f} (trial {best['number']})"

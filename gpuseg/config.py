@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -322,6 +323,9 @@ class RunConfig:
     out_dir: str = "runs/run"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
+    # how inputs are fingerprinted (gpuseg.io.fingerprint): fast (size, first/last MiB and samples
+    # between) or full (every byte)
+    fingerprint: Literal["fast", "full"] = "fast"
     synth: SynthConfig | None = None  # set: generate the synthetic world and use it as data
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -334,6 +338,50 @@ class RunConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Loading and validation
+
+
+MAX_SHOWN = 80  # characters of a value an error message shows at most
+MAX_CONFIG_BYTES = 4 << 20  # a config file larger than this is refused unread
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 6, 6, 60, 60
+
+
+def clip(text: str) -> str:
+    """``text`` on one line (control characters escaped), cut to :data:`MAX_SHOWN` characters,
+    for an error message."""
+    text = text if text.isprintable() else repr(text)[1:-1]
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def short(value: Any) -> str:
+    """``repr(value)`` for an error message: at most :data:`MAX_SHOWN` characters, computed in
+    bounded time however deep or large the value is (a YAML bomb's expansion included)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with anchors and aliases refused: an alias is how a few hundred bytes
+    expand into gigabytes (the "billion laughs" bomb), and no gpuseg config needs one."""
+
+    def compose_node(self, parent, index):  # noqa: D102 (PyYAML's Composer hook)
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) are "
+                "not allowed in gpuseg configs; write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> Python data with :class:`NoAliasLoader` (tags beyond plain data refused)."""
+    loader = NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -358,10 +406,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: bad value {short(value)}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ConfigError(f"{key}: {short(value)} is not one of {', '.join(map(repr, args))}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -382,21 +430,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
             value = float(value)  # PyYAML (YAML 1.1) reads 1e-3 as a string, not a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {short(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {short(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {short(value)}")
         return value
     if tp is str:
         if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-01-05 as a date
             return value.isoformat()
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {short(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
@@ -410,7 +458,9 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         known = ", ".join(sorted(names))
         raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (known: {known})")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    validate(obj, prefix)
+    return obj
 
 
 def to_dict(cfg: Any) -> dict:
@@ -421,17 +471,18 @@ def to_dict(cfg: Any) -> dict:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'train.epochs=5'`` -> (['train', 'epochs'], 5). Values are parsed as YAML scalars."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like section.key=value")
+        raise ConfigError(f"override '{clip(text)}' must look like section.key=value")
     path, raw = text.split("=", 1)
     keys = [k for k in path.strip().split(".") if k]
     if not keys:
-        raise ConfigError(f"override '{text}' names no key")
+        raise ConfigError(f"override '{clip(text)}' names no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
+    except ConfigError as exc:
+        raise ConfigError(f"override '{clip(text)}': {exc}") from None
     except yaml.YAMLError as exc:
         why = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # one line, not YAML's four
-        shown = text.replace("\r", "\\r").replace("\n", "\\n")  # the error stays one line
-        raise ConfigError(f"override '{shown}': value is not valid YAML ({why})") from None
+        raise ConfigError(f"override '{clip(text)}': value is not valid YAML ({why})") from None
     return keys, value
 
 
@@ -445,7 +496,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if child is None:
                 child = node[k] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{k}' is not a section")
+                raise ConfigError(f"override '{clip(text)}': '{k}' is not a section")
             node = child
         node[keys[-1]] = value
     return data
@@ -457,9 +508,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
+            raise ConfigError(f"{p}: config file {'is a directory' if p.is_dir() else 'not found'}")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: config file larger than {MAX_CONFIG_BYTES >> 20} MiB")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = load_yaml(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: config file is not UTF-8 text") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -480,3 +537,156 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
 
     write_text_atomic(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Values: ranges, choices and relations (checked by from_dict, so at load, before any work)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An allowed range: ``lo``/``hi`` bounds (``None``: open), inclusive unless ``strict``."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_strict: bool = False
+    hi_strict: bool = False
+
+    def ok(self, v: float) -> bool:
+        if v != v:  # NaN
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_strict else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_strict else v > self.hi))
+
+    def text(self) -> str:
+        lo = None if self.lo is None else f"{'>' if self.lo_strict else '>='} {self.lo:g}"
+        hi = None if self.hi is None else f"{'<' if self.hi_strict else '<='} {self.hi:g}"
+        return " and ".join(x for x in (lo, hi) if x)
+
+
+def _at_least(n: float) -> Rule:
+    return Rule(lo=n)
+
+
+POSITIVE = Rule(lo=0, lo_strict=True)
+NON_NEGATIVE = Rule(lo=0)
+FRACTION = Rule(lo=0, hi=1)
+OPEN_FRACTION = Rule(lo=0, hi=1, lo_strict=True, hi_strict=True)
+COUNT = _at_least(1)
+MAX_K = 1000
+
+# dataclass -> field -> allowed range (None values of optional fields are always allowed)
+RULES: dict[type, dict[str, Rule]] = {
+    SynthConfig: dict(
+        n_subscribers=COUNT, n_periods=COUNT, horizon=COUNT, late_joiner_frac=FRACTION,
+        missing_frac=Rule(0, 1, hi_strict=True), noise=NON_NEGATIVE, shift=NON_NEGATIVE,
+        seed=NON_NEGATIVE,
+    ),
+    DataConfig: dict(
+        max_missing_frac=FRACTION, label_periods=NON_NEGATIVE, inactivity_days=COUNT,
+        period_days=POSITIVE, window_offset=NON_NEGATIVE, pseudonym_chars=Rule(0, 64),
+    ),
+    ModelConfig: dict(
+        hidden_size=COUNT, num_layers=COUNT, embedding_dim=COUNT, static_hidden=COUNT,
+        dropout=Rule(0, 1, hi_strict=True), n_heads=COUNT, head_hidden=NON_NEGATIVE,
+        wide_bins=NON_NEGATIVE, last_level_periods=NON_NEGATIVE,
+    ),
+    TrainConfig: dict(
+        epochs=COUNT, batch_size=COUNT, lr=POSITIVE, weight_decay=NON_NEGATIVE,
+        patience=NON_NEGATIVE, val_frac=OPEN_FRACTION, test_frac=OPEN_FRACTION,
+        pos_weight=POSITIVE, churn_weight=NON_NEGATIVE, migration_weight=NON_NEGATIVE,
+        profile_weight=NON_NEGATIVE, seed=NON_NEGATIVE,
+    ),
+    ClusterConfig: dict(
+        k=Rule(2, MAX_K), k_min=Rule(2, MAX_K), k_max=Rule(2, MAX_K), sample_size=_at_least(2),
+        min_cluster_size=_at_least(2), n_init=COUNT, seed=NON_NEGATIVE,
+        stability_repeats=NON_NEGATIVE,
+    ),
+    ReportConfig: dict(
+        tree_max_depth=Rule(1, 32), tree_sample=COUNT, chunk_size=COUNT, seed=NON_NEGATIVE,
+        map_sample=NON_NEGATIVE,
+    ),
+    StabilityConfig: dict(
+        tenure_weight=NON_NEGATIVE, social_weight=NON_NEGATIVE, services_weight=NON_NEGATIVE,
+        contract_weight=NON_NEGATIVE, tenure_full_months=POSITIVE, contacts_full=POSITIVE,
+        bundles_full=POSITIVE, contract_full_months=POSITIVE,
+    ),
+    LifecycleConfig: dict(
+        new_months=NON_NEGATIVE, decline_pct=FRACTION, growth_pct=NON_NEGATIVE,
+        contract_end_periods=NON_NEGATIVE, trend_periods=COUNT,
+    ),
+    SegmentsConfig: dict(periods_per_month=POSITIVE, light_fraction=FRACTION),
+    KeyMomentConfig: dict(
+        first_use_min_zero_periods=NON_NEGATIVE, recent_periods=COUNT, usage_drop_pct=FRACTION,
+        spike_factor=POSITIVE, spike_min_events=NON_NEGATIVE,
+    ),
+    RunConfig: dict(seed=NON_NEGATIVE),
+}  # fmt: skip
+
+NON_EMPTY: dict[type, tuple[str, ...]] = {
+    RunConfig: ("out_dir",),
+    DataConfig: ("id_column", "period_column"),
+}
+
+
+def _increasing_in_unit(values: list[float]) -> bool:
+    pairs = zip(values[:-1], values[1:], strict=True)
+    return all(0 < v < 1 for v in values) and all(a < b for a, b in pairs)
+
+
+def _relations(cfg: Any) -> list[tuple[str, str]]:
+    """(key, what is wrong) for every broken relation between values of one section."""
+    bad: list[tuple[str, str]] = []
+    if isinstance(cfg, DataConfig) and cfg.period_column == cfg.id_column:
+        bad.append(("period_column", f"must differ from data.id_column ('{clip(cfg.id_column)}')"))
+    if isinstance(cfg, ClusterConfig) and cfg.k_min > cfg.k_max:
+        bad.append(("k_max", f"must be >= cluster.k_min ({cfg.k_min}), got {cfg.k_max}"))
+    if isinstance(cfg, TrainConfig) and cfg.val_frac + cfg.test_frac >= 1:
+        bad.append(("test_frac", f"val_frac + test_frac must be < 1, got {cfg.test_frac:g}"))
+    if (
+        isinstance(cfg, ModelConfig)
+        and cfg.encoder == "transformer"
+        and cfg.hidden_size % cfg.n_heads
+    ):
+        bad.append(("n_heads", f"must divide model.hidden_size ({cfg.hidden_size})"))
+    if isinstance(cfg, StabilityConfig):
+        weights = (cfg.tenure_weight, cfg.social_weight, cfg.services_weight, cfg.contract_weight)
+        if not any(w > 0 for w in weights):
+            bad.append(("tenure_weight", "at least one component weight must be > 0"))
+        if not _increasing_in_unit(cfg.bands):
+            bad.append(("bands", "must increase strictly within (0, 1)"))
+    if isinstance(cfg, SegmentsConfig):
+        if not _increasing_in_unit(cfg.value_quantiles):
+            bad.append(("value_quantiles", "must increase strictly within (0, 1)"))
+        if not 3 <= len(cfg.value_levels) <= 5:
+            bad.append(("value_levels", f"need 3 to 5 names, got {len(cfg.value_levels)}"))
+        elif len(cfg.value_quantiles) != len(cfg.value_levels) - 1:
+            bad.append(
+                (
+                    "value_quantiles",
+                    f"need {len(cfg.value_levels) - 1} cut points for "
+                    f"{len(cfg.value_levels)} value_levels, got {len(cfg.value_quantiles)}",
+                )
+            )
+        for name, ref in cfg.usage_reference.items():
+            if not ref > 0:
+                bad.append((f"usage_reference.{clip(str(name))}", f"must be > 0, got {ref:g}"))
+                break
+    return bad
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """ConfigError naming the first value of section ``cfg`` (not its subsections, which
+    :func:`from_dict` checks as it builds them) outside its allowed range or relation."""
+    for name, rule in RULES.get(type(cfg), {}).items():
+        value = getattr(cfg, name)
+        if value is None or isinstance(value, bool):
+            continue
+        if not rule.ok(value):
+            raise ConfigError(f"{prefix}{name}: must be {rule.text()}, got {short(value)}")
+    for name in NON_EMPTY.get(type(cfg), ()):
+        if not str(getattr(cfg, name)).strip():
+            raise ConfigError(f"{prefix}{name}: must not be empty")
+    for name, why in _relations(cfg):
+        raise ConfigError(f"{prefix}{name}: {why}")

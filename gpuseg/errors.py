@@ -25,6 +25,10 @@ class RunDirError(GpusegError):
     """A run directory is missing, incomplete, or was produced from another config."""
 
 
+class WriteError(GpusegError):
+    """An output cannot be written: read-only place, disk full, missing parent, file too large."""
+
+
 class LeakageError(DataError):
     """A model would be fitted on features learned from its own training rows (e.g. a head over
     embeddings of the rows its encoder trained on)."""

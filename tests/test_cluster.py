@@ -96,7 +96,7 @@ def test_errors():
         Segmenter(algorithm="dbscan", backend=CPU).fit(x)
     with pytest.raises(ConfigError, match="2-D"):
         Segmenter(backend=CPU).fit(x[:, 0])
-    with pytest.raises(ConfigError, match="no valid k"):
+    with pytest.raises(ConfigError, match="needs more subscribers than segments; there are 50"):
         Segmenter(k=None, k_min=60, k_max=70, backend=CPU).fit(x)
 
 

@@ -243,7 +243,8 @@ def test_corrupt_parquet(tmp_path, how):
         path.write_bytes(good[: len(good) // 2])
     else:
         path.write_bytes(b"PAR1")
-    data_error(DataConfig(usage=str(path)), "usage.parquet", "cannot read")
+    expected = "usage file is not Parquet" if how == "garbage" else "cannot read"  # sniffed
+    data_error(DataConfig(usage=str(path)), "usage.parquet", expected)
 
 
 def test_static_missing_id_and_columns(tmp_path):

@@ -15,10 +15,12 @@ last finished epoch when it is launched again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 from gpuseg.backend import resolve_backend
 from gpuseg.config import load_config
+from gpuseg.io.lock import RunDirLock
 from gpuseg.pipeline.stages import check_run_dir, train_stage
 from gpuseg.training import ddp
 
@@ -32,14 +34,17 @@ def main() -> None:
     backend = resolve_backend(cfg.device)
     dist = ddp.setup(backend.torch_device)  # None without torchrun
     is_main = dist is None or dist.is_main
-    run_dir = ddp.on_main(lambda: check_run_dir(cfg), dist)
-    metrics = train_stage(
-        cfg,
-        backend,
-        run_dir,
-        on_epoch=(lambda r: print(json.dumps(r), flush=True)) if is_main else None,
-        dist=dist,
-    )
+    # rank 0 holds the run directory's lock (one writer at a time, gpuseg.io.lock)
+    with RunDirLock(cfg.out_dir) if is_main else contextlib.nullcontext():
+        run_dir = ddp.on_main(lambda: check_run_dir(cfg), dist)
+        metrics = train_stage(
+            cfg,
+            backend,
+            run_dir,
+            on_epoch=(lambda r: print(json.dumps(r), flush=True)) if is_main else None,
+            dist=dist,
+            log=lambda m: print(m, flush=True) if is_main else None,
+        )
     ddp.teardown(dist)
     if is_main:
         print(json.dumps({k: metrics[k] for k in ("churn", "best_epoch", "epochs_run")}, indent=2))

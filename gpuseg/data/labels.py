@@ -34,7 +34,7 @@ from gpuseg.data.ids import id_positions, require_overlap
 from gpuseg.data.panel import MIGRATION_CODES
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.errors import ConfigError, DataError
-from gpuseg.io.store import read_json, write_json_atomic
+from gpuseg.io.store import open_memmap_reserved, read_json, temp_path, write_json_atomic
 from gpuseg.io.tables import read_table
 
 BLOCK_ROWS = 65_536  # subscribers per block when rewriting a panel
@@ -187,12 +187,12 @@ def derive_panel_labels(panel_dir: str | Path, cfg: DataConfig) -> dict:
         )
         cuts = tier_cuts(arpu) if n else None
 
-    tmp = {k: panel_dir / f".{k}.npy.tmp" for k in ("usage", "mask", "churn", "migration")}
+    tmp = {k: temp_path(panel_dir / f"{k}.npy") for k in ("usage", "mask", "churn", "migration")}
     out = dict(
-        usage=np.lib.format.open_memmap(tmp["usage"], "w+", np.float32, (n, n_obs, usage.shape[2])),
-        mask=np.lib.format.open_memmap(tmp["mask"], "w+", bool, (n, n_obs)),
-        churn=np.lib.format.open_memmap(tmp["churn"], "w+", np.int8, (n,)),
-        migration=np.lib.format.open_memmap(tmp["migration"], "w+", np.int8, (n,)),
+        usage=open_memmap_reserved(tmp["usage"], np.float32, (n, n_obs, usage.shape[2])),
+        mask=open_memmap_reserved(tmp["mask"], bool, (n, n_obs)),
+        churn=open_memmap_reserved(tmp["churn"], np.int8, (n,)),
+        migration=open_memmap_reserved(tmp["migration"], np.int8, (n,)),
     )
     for b in blocks:
         part = derive_block(

@@ -33,9 +33,10 @@ import pandas as pd
 
 from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
-from gpuseg.data.periods import parse_periods_typed, period_labels
+from gpuseg.data.periods import check_spacing, parse_periods_typed, period_labels
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.errors import DataError
+from gpuseg.io.sniff import show_columns
 from gpuseg.io.tables import read_table
 
 
@@ -149,7 +150,7 @@ def metric_columns(
             if col not in columns:
                 raise DataError(
                     f"{path}: column '{col}' (metric '{name}' in data.metrics) not found; "
-                    f"columns: {', '.join(columns[:20])}"
+                    f"{show_columns(columns)}"
                 )
         return dict(cfg.metrics)
     numeric = [c for c in columns if c not in exclude]
@@ -186,9 +187,7 @@ def load_long(cfg: DataConfig, backend: Backend) -> Loaded:
     columns = [str(c) for c in frame.columns]
     for key, col in (("data.id_column", cfg.id_column), ("data.period_column", cfg.period_column)):
         if col not in columns:
-            raise DataError(
-                f"{path}: column '{col}' ({key}) not found; columns: {', '.join(columns[:20])}"
-            )
+            raise DataError(f"{path}: column '{col}' ({key}) not found; {show_columns(columns)}")
     metrics = metric_columns(cfg, columns, {cfg.id_column, cfg.period_column}, path, xdf, frame)
     values = np.stack(
         [
@@ -204,6 +203,7 @@ def load_long(cfg: DataConfig, backend: Backend) -> Loaded:
     ids_col = _required_ids(frame, cfg, path)
     raw_periods = _host(frame[cfg.period_column])
     period_keys, is_date = parse_periods_typed(raw_periods, path, cfg.period_column)
+    check_spacing(period_keys, is_date, path, cfg.period_column)
 
     # factorize ids (sorted, so the panel order does not depend on the row order) and periods
     sub_codes, sub_uniques = xdf.factorize(ids_col.astype("str"), sort=True)
@@ -296,7 +296,14 @@ def load_wide(cfg: DataConfig, backend: Backend) -> Loaded:
     ids = np.asarray(ids).astype(str)
     dup = pd.Series(ids).duplicated().to_numpy()
     if dup.any():
-        raise DataError(f"{path}: row {int(np.flatnonzero(dup)[0]) + 1}: duplicate subscriber row")
+        raise DataError(
+            f"{path}: row {int(np.flatnonzero(dup)[0]) + 1}: duplicate subscriber row"
+            + (
+                f" (column '{cfg.period_column}' is there: a long table? set data.layout=long)"
+                if cfg.period_column in columns
+                else ""
+            )
+        )
     n, t, m = len(ids), len(periods), len(metrics)
     usage = np.zeros((n, t, m), dtype=np.float32)
     present = np.zeros((n, t, m), dtype=bool)

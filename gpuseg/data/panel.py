@@ -26,12 +26,24 @@ import pyarrow as pa
 
 from gpuseg.errors import RunDirError
 from gpuseg.io.store import (
+    ListOf,
     load_npy,
     read_json,
+    read_parquet_checked,
     save_npy_atomic,
     write_csv_atomic,
     write_json_atomic,
     write_parquet_atomic,
+)
+
+# what meta.json must hold for a panel to be read (checked by load_panel)
+META_SCHEMA = dict(
+    metrics=ListOf(str),
+    periods=ListOf(str),
+    static_features=ListOf(str),
+    static_encoding=ListOf(dict),
+    id_column=str,
+    counts=dict(input=int, output=int, rejected=int),
 )
 
 MIGRATION_CODES = {"down": 0, "stay": 1, "up": 2, -1: 0, 0: 1, 1: 2}
@@ -139,14 +151,16 @@ def save_panel(
 
 
 def load_panel(panel_dir: str | Path, mmap: bool = True) -> Panel:
+    """The panel in ``panel_dir``, every file checked for type and shape (RunDirError naming the
+    first one that is damaged)."""
     d = Path(panel_dir)
-    meta = read_json(d / "meta.json")
+    meta = read_json(d / "meta.json", META_SCHEMA)
     try:
         ids = pd.read_parquet(d / "index.parquet").iloc[:, 0].astype(str).to_numpy()
     except (OSError, ValueError, IndexError, pa.ArrowException) as exc:
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RunDirError(f"{d / 'index.parquet'}: missing or unreadable ({why})") from None
-    return Panel(
+    panel = Panel(
         usage=load_npy(d / "usage.npy", mmap),
         mask=load_npy(d / "mask.npy", mmap),
         static=load_npy(d / "static.npy", mmap),
@@ -155,10 +169,30 @@ def load_panel(panel_dir: str | Path, mmap: bool = True) -> Panel:
         ids=ids,
         meta=meta,
     )
+    check_panel(panel, d)
+    return panel
+
+
+def check_panel(panel: Panel, d: Path) -> None:
+    """RunDirError naming the first panel file whose dtype or shape does not fit the others."""
+    n, t, m = len(panel.ids), len(panel.meta["periods"]), len(panel.meta["metrics"])
+    s = len(panel.meta["static_features"])
+    want = dict(
+        usage=((n, t, m), "f"), mask=((n, t), "b"), static=((n, s), "f"), churn=((n,), "i"),
+        migration=((n,), "i"),
+    )  # fmt: skip
+    for name, (shape, kind) in want.items():
+        arr = getattr(panel, name)
+        if arr.shape != shape or arr.dtype.kind != kind:
+            raise RunDirError(
+                f"{d / (name + '.npy')}: shape {arr.shape} {arr.dtype}, expected {shape} "
+                f"({ {'f': 'float', 'b': 'bool', 'i': 'integer'}[kind] }) from index.parquet and "
+                "meta.json; the panel is damaged: prepare it again"
+            )
 
 
 def load_attributes(panel_dir: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(panel_dir) / "attributes.parquet")
+    return read_parquet_checked(Path(panel_dir) / "attributes.parquet")
 
 
 def panel_rows(panel: Panel, start: int, stop: int) -> Panel:

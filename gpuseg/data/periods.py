@@ -80,3 +80,32 @@ def period_labels(keys: np.ndarray, is_date: bool) -> list[str]:
     if is_date:
         return [str(d) for d in keys.astype("datetime64[D]")]
     return [str(int(k)) for k in keys]
+
+
+MAX_GAP_FACTOR = 4  # a gap between periods this many times the typical one is refused
+
+
+def check_spacing(keys: np.ndarray, is_date: bool, path: Path, column: str) -> None:
+    """DataError when the sorted distinct periods are not roughly regular: one gap more than
+    :data:`MAX_GAP_FACTOR` times the median gap (a stray ``1900-01-01`` row among 2026 weeks would
+    otherwise add a period next to 2026). A single missing period (gap 2x) is accepted."""
+    keys = np.unique(np.asarray(keys, dtype=np.int64))
+    if len(keys) < 3:
+        return
+    steps = keys
+    if (
+        not is_date
+        and ((keys >= 100001) & (keys <= 999912) & np.isin(keys % 100, range(1, 13))).all()
+    ):
+        steps = keys // 100 * 12 + keys % 100  # YYYYMM integers: months apart
+    gaps = np.diff(steps)
+    typical = float(np.median(gaps))
+    i = int(np.argmax(gaps))
+    if gaps[i] > MAX_GAP_FACTOR * typical:
+        labels = period_labels(keys[[i, i + 1]], is_date)
+        unit = " days" if is_date else ""
+        raise DataError(
+            f"{path}: column '{column}': a gap of {int(gaps[i])}{unit} between periods {labels[0]} "
+            f"and {labels[1]}, while periods are {typical:g}{unit} apart: a stray row? (periods "
+            "must be regular)"
+        )

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
+from gpuseg.data.id_columns import id_like_columns
 from gpuseg.data.ids import id_positions, require_overlap
 from gpuseg.data.labels import align_labels, labels_from_frame
 from gpuseg.data.privacy import pseudonymize_ids
@@ -82,6 +83,7 @@ def select_subscribers(
         end_day = int(np.datetime64(periods[-1], "D").astype(np.int64))
 
     static_names: list[str] = []
+    notes: list[str] = []
     encoding: list[dict] = []
     static_only = np.array([], dtype=str)
     if cfg.static or "static" in inline:
@@ -94,6 +96,9 @@ def select_subscribers(
             sframe = sframe.to_pandas() if hasattr(sframe, "to_pandas") else sframe
             if id_col not in sframe.columns:
                 raise DataError(f"{spath}: column '{id_col}' (data.id_column) not found")
+            if sframe[id_col].isna().any():
+                row = int(np.flatnonzero(sframe[id_col].isna().to_numpy())[0]) + 1
+                raise DataError(f"{spath}: column '{id_col}' row {row}: missing subscriber id")
             sframe[id_col] = pseudonymize_ids(sframe[id_col], cfg, spath)
             columns = (
                 cfg.static_columns
@@ -108,6 +113,10 @@ def select_subscribers(
         for c in columns:
             if c not in sframe.columns:
                 raise DataError(f"{spath}: column '{c}' (data.static_columns) not found")
+        if reference is None:  # ids never become model inputs (nor categories in meta.json)
+            leaks = id_like_columns(sframe, columns, id_col)
+            columns = [c for c in columns if c not in leaks]
+            notes.extend(leaks.values())
         # align static rows with the usage ids by one hash lookup (no merge copy)
         pos = id_positions(ids, sframe[id_col])
         in_usage = pos >= 0
@@ -130,9 +139,27 @@ def select_subscribers(
         del sframe, pos, in_usage, srow, no_static, rows
         ref_enc = reference["static_encoding"] if reference is not None else None
         enc_columns = columns if ref_enc is None else [e["column"] for e in ref_enc]
+        for c in enc_columns:
+            if c not in attributes.columns:
+                raise DataError(f"{spath}: static column '{c}' used in training not found")
         kept = attributes[enc_columns].infer_objects()
         static, static_names, encoding = encode_static(kept, enc_columns, spath, ref_enc, end_day)
+        for enc in ref_enc or []:  # scoring: a category unseen in training is said, not hidden
+            if enc["kind"] == "category":
+                col = kept[enc["column"]]
+                unseen = int((col.notna() & ~col.astype(str).isin(enc["categories"])).sum())
+                if unseen:
+                    notes.append(
+                        f"static column '{enc['column']}': {unseen:,} subscribers hold a category "
+                        "unseen in training (encoded as none of the known ones)"
+                    )
     else:
+        if reference is not None and reference.get("static_encoding"):
+            used = ", ".join(e["column"] for e in reference["static_encoding"][:5])
+            raise DataError(
+                f"{cfg.usage}: the model was trained with static attributes ({used}, ...): give "
+                "the static table too (--static)"
+            )
         attributes = pd.DataFrame({id_col: ids[keep]})
         static = np.zeros((int(keep.sum()), 0), dtype=np.float32)
 
@@ -152,6 +179,7 @@ def select_subscribers(
         encoding=encoding,
         rejects=pd.DataFrame(rejects, columns=[id_col, "reason"]),
         n_input=len(ids) + len(static_only),
+        notes=notes,
     )
 
 
@@ -178,4 +206,5 @@ def build_meta(
         labelled=dict(
             churn=int((sel["churn"] >= 0).sum()), migration=int((sel["migration"] >= 0).sum())
         ),
+        notes=sel.get("notes", []),
     )

@@ -21,10 +21,12 @@ from gpuseg.data.layouts import (
     numeric_column,
 )
 from gpuseg.data.panel import read_rows, rows_per_block, save_panel_rest
-from gpuseg.data.periods import parse_periods_typed, period_labels
+from gpuseg.data.periods import check_spacing, parse_periods_typed, period_labels
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.select import build_meta, reference_metrics, reference_window, select_subscribers
 from gpuseg.errors import DataError
+from gpuseg.io.sniff import show_columns
+from gpuseg.io.store import open_memmap_reserved, temp_path
 from gpuseg.io.tables import arrow_ids_as_text, clean_missing, iter_chunks, table_columns
 
 # Streaming the long layout: bounded memory at any number of rows
@@ -52,6 +54,14 @@ def _strings(values) -> np.ndarray:
     return np.asarray(values).astype(str)
 
 
+def _utf8(value) -> bool:
+    try:
+        value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _chunk_ids(
     chunk, column: str, path: Path, offset: int, per_row: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -64,7 +74,13 @@ def _chunk_ids(
         if arr.null_count:
             row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0]) + 1
             raise DataError(f"{path}: column '{column}' row {row + offset}: missing subscriber id")
-        arr = arrow_ids_as_text(arr)  # integer ids: '123', as read_table gives
+        try:
+            arr = arrow_ids_as_text(arr)  # integer ids: '123', as read_table gives
+        except (pa.ArrowInvalid, UnicodeDecodeError):  # bytes not UTF-8: the row, not the id
+            row = next(i for i, v in enumerate(arr.to_pylist()) if not _utf8(v)) + 1
+            raise DataError(
+                f"{path}: column '{column}' row {row + offset}: subscriber id is not UTF-8 text"
+            ) from None
         if not per_row:
             return None, _strings(pc.unique(arr))
         enc = pc.dictionary_encode(arr)
@@ -117,9 +133,7 @@ def _scan_long(cfg: DataConfig, path: Path, chunk_rows: int):
     columns = table_columns(path)
     for key, col in (("data.id_column", cfg.id_column), ("data.period_column", cfg.period_column)):
         if col not in columns:
-            raise DataError(
-                f"{path}: column '{col}' ({key}) not found; columns: {', '.join(columns[:20])}"
-            )
+            raise DataError(f"{path}: column '{col}' ({key}) not found; {show_columns(columns)}")
     metrics = metric_columns(cfg, columns, {cfg.id_column, cfg.period_column}, path, pd, None)
     id_parts: list[np.ndarray] = []  # distinct ids of recent chunks, merged into ``merged``
     merged = np.array([], dtype=str)
@@ -143,7 +157,9 @@ def _scan_long(cfg: DataConfig, path: Path, chunk_rows: int):
         is_date = dates
         key_parts.append(np.unique(keys))
     ids = np.unique(np.concatenate([merged, *id_parts]))
-    return ids, np.unique(np.concatenate(key_parts)), bool(is_date), metrics
+    keys = np.unique(np.concatenate(key_parts))
+    check_spacing(keys, bool(is_date), path, cfg.period_column)
+    return ids, keys, bool(is_date), metrics
 
 
 class _MappedRows:
@@ -155,7 +171,7 @@ class _MappedRows:
     """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype) -> None:
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        header = open_memmap_reserved(path, dtype, shape)  # a full disk: an error, not SIGBUS
         offset = header.offset
         del header
         self._fh = open(path, "r+b")  # noqa: SIM115 (closed by close(), after the mapping)
@@ -297,8 +313,7 @@ def prepare_stream(
     t_out, m = len(periods), len(metric_map)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    full = out / ".usage.npy.stream.tmp"
-    final = out / ".usage.npy.tmp"
+    full, final = temp_path(out / "usage.npy"), temp_path(out / "usage.npy")  # unique names
     try:
         writer = _MappedRows(full, (len(ids), t_out, m), np.float32)
         try:

@@ -37,7 +37,7 @@ from sklearn.metrics import roc_auc_score
 from gpuseg.config import SynthConfig
 from gpuseg.data.campaigns import campaign_chunk, world_meta
 from gpuseg.errors import ConfigError
-from gpuseg.io.store import write_csv_atomic, write_json_atomic, write_parquet_atomic
+from gpuseg.io.store import temp_path, write_csv_atomic, write_json_atomic, write_parquet_atomic
 
 CHUNK = 50_000  # subscribers per generation chunk; part of the seed schedule, do not change
 
@@ -449,8 +449,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path, fmt: str = "parquet") -> dic
     date_arr = dates.values.astype("datetime64[D]")
 
     usage_path = out / f"usage.{fmt}"
-    tmp_path = out / f".usage.{fmt}.tmp"
-    tmp_path.unlink(missing_ok=True)  # CSV chunks are appended: never onto a killed run's leftover
+    tmp_path = temp_path(usage_path)  # a new, uniquely named file: CSV chunks are appended to it
     writer = None
     statics, truths = [], []
     extras: dict[str, list[pd.DataFrame]] = {}  # campaign tables (synth.campaigns)

@@ -6,8 +6,10 @@ half-written file under the final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gpuseg.errors import RunDirError
+from gpuseg.errors import RunDirError, WriteError
+
+# errors of the place written to (not of gpuseg): reported as WriteError naming the file
+WRITE_ERRNOS = {
+    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+    errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOENT, errno.EEXIST,
+}  # fmt: skip
+
+
+def write_error(path: Path, exc: OSError) -> WriteError:
+    """One line naming ``path`` and why it cannot be written."""
+    why = exc.strerror or str(exc).strip().splitlines()[0] or type(exc).__name__
+    return WriteError(f"{path}: cannot write ({why})")
+
+
+def temp_path(path: Path) -> Path:
+    """A new, empty, uniquely named temporary file next to ``path`` (``.name.XXXX.tmp``), for a
+    write that is renamed onto ``path`` when complete; two writers never share one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    os.close(fd)
+    return Path(tmp)
 
 
 def file_mode() -> int:
@@ -38,18 +65,60 @@ def file_mode() -> int:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` into a unique temporary file, then an atomic rename onto ``path``.
+
+    A failed write (read-only place, disk full, ...) raises WriteError naming ``path``; the
+    temporary file is removed whatever happened."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path(path)
     try:
-        write(Path(tmp))
+        write(tmp)
         os.chmod(tmp, file_mode())  # mkstemp makes 0600: the umask's mode, as streamed files get
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(path, exc) from None
+        raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def reserve(path: Path) -> None:
+    """Allocate every block of ``path`` (a sparse file made for a memory map) before it is mapped:
+    a full disk is then a WriteError here, not a SIGBUS at the first write through the map."""
+    path = Path(path)
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise write_error(path, exc) from None
+        free = shutil.disk_usage(path.parent).free  # no fallocate here: check the space instead
+        if free < size:
+            raise WriteError(
+                f"{path}: cannot write ({size:,} bytes needed, {free:,} free on the disk)"
+            ) from None
+    finally:
+        os.close(fd)
+
+
+def open_memmap_reserved(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` opened for writing through a memory map, its blocks allocated first
+    (:func:`reserve`), so a full disk is an error, never SIGBUS."""
+    try:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        reserve(path)
+    except BaseException:
+        del array
+        raise
+    return array
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -86,7 +155,7 @@ def concat_npy_atomic(path: Path, sources: list[Path], chunk_rows: int = 65_536)
     shape = (sum(len(a) for a in arrays),) + arrays[0].shape[1:]
 
     def write(p: Path) -> None:
-        out = np.lib.format.open_memmap(p, mode="w+", dtype=arrays[0].dtype, shape=shape)
+        out = open_memmap_reserved(p, arrays[0].dtype, shape)
         row = 0
         for a in arrays:
             for s in range(0, len(a), chunk_rows):
@@ -154,8 +223,12 @@ def missing_hint(path: Path) -> str:
 
 
 def embeddings_rows(path: Path) -> int:
-    """Row count of an embeddings Parquet file, from its footer."""
-    return pq.ParquetFile(path).metadata.num_rows
+    """Row count of an embeddings Parquet file, from its footer (RunDirError when unreadable)."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: unreadable embeddings ({why})") from None
 
 
 def read_embeddings(
@@ -163,8 +236,31 @@ def read_embeddings(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ids (N,) and the float32 matrix (N, E) of an embeddings Parquet file (the id column, then
     e0..e{E-1}): rows ``start:stop`` (only the row groups they touch are read), or the row
-    indices ``rows``."""
+    indices ``rows``. RunDirError naming the file when it is missing, unreadable, has no
+    embedding column or holds a value that is not a finite number."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing; run `gpuseg embed` first")
+    try:
+        ids, x = _read_embeddings(path, start, stop, rows)
+    except RunDirError:
+        raise
+    except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: unreadable embeddings ({why})") from None
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 1 + (start if rows is None else 0)
+        raise RunDirError(f"{path}: row {row}: an embedding value is NaN or infinite")
+    return ids, x
+
+
+def _read_embeddings(path: Path, start: int, stop: int | None, rows: np.ndarray | None):
     pf = pq.ParquetFile(path)
+    if pf.schema_arrow.names[1:] == [] or not all(
+        pa.types.is_floating(t) or pa.types.is_integer(t) for t in pf.schema_arrow.types[1:]
+    ):
+        raise RunDirError(f"{path}: embedding columns e0, e1, ... must be numbers")
     if rows is not None:
         table = pf.read().take(pa.array(np.asarray(rows, dtype=np.int64)))
     else:
@@ -182,14 +278,116 @@ def read_embeddings(
     return ids, x.astype(np.float32)
 
 
-def read_json(path: Path) -> Any:
+class ListOf:
+    """Schema entry: a JSON list whose items all have type ``item`` (a type or a schema dict)."""
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               float: "a number", bool: "true or false"}  # fmt: skip
+
+
+def _json_type(value: Any) -> str:
+    for tp, name in _JSON_NAMES.items():
+        if type(value) is tp:
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def check_json(path: Path, data: Any, schema: dict, where: str = "") -> Any:
+    """``data`` if it has every key of ``schema`` with the right JSON type, else RunDirError
+    naming the file and the key. Schema values: a type, a nested schema dict, a
+    :class:`ListOf`, or a tuple of types (any of them; ``type(None)`` allows null)."""
+    if not isinstance(data, dict):
+        what = f"'{where}'" if where else "the top level"
+        raise RunDirError(f"{path}: {what} must be an object, got {_json_type(data)}")
+    for key, tp in schema.items():
+        name = f"{where}.{key}" if where else key
+        if key not in data:
+            raise RunDirError(f"{path}: no '{name}' entry (damaged, or from another gpuseg)")
+        value = data[key]
+        if isinstance(tp, dict):
+            check_json(path, value, tp, name)
+        elif isinstance(tp, ListOf):
+            if not isinstance(value, list):
+                raise RunDirError(f"{path}: '{name}' must be a list, got {_json_type(value)}")
+            for i, item in enumerate(value):
+                if isinstance(tp.item, dict):
+                    check_json(path, item, tp.item, f"{name}[{i}]")
+                elif not _matches(item, tp.item):
+                    raise RunDirError(
+                        f"{path}: '{name}[{i}]' must be {_JSON_NAMES.get(tp.item, tp.item)}, "
+                        f"got {_json_type(item)}"
+                    )
+        elif not any(_matches(value, t) for t in (tp if isinstance(tp, tuple) else (tp,))):
+            want = " or ".join(
+                _JSON_NAMES.get(t, "null") for t in (tp if isinstance(tp, tuple) else (tp,))
+            )
+            raise RunDirError(f"{path}: '{name}' must be {want}, got {_json_type(value)}")
+    return data
+
+
+def read_json(path: Path, schema: dict | None = None) -> Any:
+    """A JSON file of a run directory; with ``schema`` its shape is checked (:func:`check_json`)."""
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path}: missing ({missing_hint(path)})")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise RunDirError(
+            f"{path}: not valid JSON (not UTF-8 text, or nested too deeply)"
+        ) from None
+    return data if schema is None else check_json(path, data, schema)
+
+
+def read_parquet_checked(
+    path: Path, columns: list[str] | None = None, numeric: tuple[str, ...] = (), what: str = ""
+):
+    """A Parquet file of a run directory as a pandas frame: RunDirError naming the file when it
+    is missing, unreadable (truncated, not Parquet), lacks one of ``columns``, or holds a
+    non-numeric or non-finite value in a ``numeric`` column (the row is named, never the id)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing; {what or 'run the stage that writes it first'}")
+    try:
+        schema = pq.read_schema(path)
+        names = [n for n in schema.names if not n.startswith("__index_level_")]
+        for col in [*(columns or []), *numeric]:
+            if col not in names:
+                raise RunDirError(f"{path}: no '{col}' column (damaged, or from another gpuseg)")
+        table = pq.read_table(path, columns=columns)
+    except RunDirError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: unreadable Parquet file ({why})") from None
+    for col in numeric:
+        arr = table.column(col)
+        if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+            if not pa.types.is_boolean(arr.type):
+                raise RunDirError(f"{path}: column '{col}' is not numeric ({arr.type})")
+            arr = arr.cast(pa.int8())
+        values = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)  # null: NaN
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise RunDirError(
+                f"{path}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 1}: NaN or infinite"
+            )
+    frame = table.to_pandas()
+    return frame
 
 
 def load_npy(path: Path, mmap: bool = True) -> np.ndarray:

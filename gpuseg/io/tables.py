@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from gpuseg.backend import Backend
 from gpuseg.errors import DataError
+from gpuseg.io.sniff import check_input_file, file_kind
 
 
 def csv_options(id_column: str | None, missing_markers: list[str] | None) -> dict:
@@ -88,19 +89,15 @@ def read_table(
     module's defaults) are missing in every column but the id and ``skip``.
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: {what} file not found")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: {what} file is empty")
+    kind = check_input_file(p, what)  # bounded: exists, is a file, holds what its name says
+    if kind == "parquet":
+        _check_binary_is_text(p, what)
     xdf = backend.frame_module() if backend is not None else pd  # None: pandas
-    suffix = p.suffix.lower()
     try:
-        if suffix in (".parquet", ".pq"):
+        if kind == "parquet":
             frame = xdf.read_parquet(p)
-        elif suffix in (".csv", ".txt") or p.name.endswith(".csv.gz"):
-            frame = xdf.read_csv(p, **csv_options(id_column, missing_markers))
         else:
-            raise DataError(f"{p}: unknown file type '{suffix}' (use .parquet or .csv)")
+            frame = xdf.read_csv(p, **csv_options(id_column, missing_markers))
     except DataError:
         raise
     except Exception as exc:  # parser errors differ between pandas, pyarrow and cuDF
@@ -113,13 +110,29 @@ def read_table(
     return clean_missing(frame, missing_markers, (id_column, *skip), xdf)
 
 
-def _file_kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return "parquet"
-    if suffix in (".csv", ".txt") or path.name.endswith(".csv.gz"):
-        return "csv"
-    raise DataError(f"{path}: unknown file type '{suffix}' (use .parquet or .csv)")
+_file_kind = file_kind
+
+
+def _check_binary_is_text(path: Path, what: str) -> None:
+    """DataError naming the column and row of the first byte string that is not UTF-8 text in a
+    Parquet file's binary columns (ids written as bytes); text columns are not read."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception:  # unreadable: the reader itself says why
+        return
+    binary = [
+        f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+    ]
+    for name in binary:
+        col = pq.read_table(path, columns=[name]).column(0)
+        for row, value in enumerate(col.to_pylist(), 1):
+            if value is not None:
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(
+                        f"{path}: column '{name}' row {row}: not UTF-8 text in the {what} table"
+                    ) from None
 
 
 def _read_error(path: Path, what: str, exc: Exception) -> DataError:
@@ -129,11 +142,7 @@ def _read_error(path: Path, what: str, exc: Exception) -> DataError:
 
 def table_columns(path: Path, what: str = "usage") -> list[str]:
     """Column names of a Parquet or CSV table, checked like :func:`read_table`; rows unread."""
-    if not path.is_file():
-        raise DataError(f"{path}: {what} file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: {what} file is empty")
-    kind = _file_kind(path)
+    kind = check_input_file(path, what)  # bounded: the header line ends within a limit
     try:
         if kind == "parquet":
             pf = pq.ParquetFile(path)

@@ -49,7 +49,13 @@ from gpuseg.evaluate.metrics import roc_auc, top_decile_lift
 from gpuseg.features.aggregates import window_features
 from gpuseg.features.sequence import sequence_features
 from gpuseg.io.store import write_json_atomic
-from gpuseg.pipeline.stages import prepare_stage, synth_stage, with_world_data, world_dir
+from gpuseg.pipeline.stages import (
+    check_stage,
+    prepare_stage,
+    synth_stage,
+    with_world_data,
+    world_dir,
+)
 from gpuseg.training.calibration import calibrated, fit_platt
 from gpuseg.training.loop import predict, to_device, train_model
 
@@ -578,13 +584,15 @@ def comparison_markdown(result: dict) -> str:
 def compare_stage(cfg: Any, backend: Any, run_dir: Path, **kw: Any) -> dict:
     """:func:`compare` on the run's panel, made first when missing (synthetic world, prepare).
 
-    Writes ``run_dir/compare.json`` unless ``out_path`` is given in ``kw``.
+    Writes ``run_dir/compare.json`` unless ``out_path`` is given in ``kw``. A panel made from
+    input tables that have changed since is refused (run ``gpuseg prepare`` again).
     """
     if not (run_dir / "panel" / "meta.json").is_file():
         synthetic = cfg.synth is not None and not cfg.data.usage
         if synthetic and not (world_dir(cfg, run_dir) / "labels.parquet").is_file():
             synth_stage(cfg, run_dir)
         prepare_stage(with_world_data(cfg, run_dir), backend, run_dir)
+    check_stage(cfg, run_dir, "prepare")
     panel = load_panel(run_dir / "panel", mmap=False)
     kw.setdefault("out_path", run_dir / "compare.json")
     return compare(panel, cfg.model, cfg.train, device=backend.torch_device, seed=cfg.seed, **kw)

@@ -67,7 +67,13 @@ from gpuseg.io.store import (
     write_parquet_atomic,
 )
 from gpuseg.io.tables import csv_options
-from gpuseg.pipeline.stages import check_scoring_run, embed_panel, with_world_data
+from gpuseg.pipeline.stages import (
+    check_scoring_run,
+    check_stage,
+    embed_panel,
+    record_stage,
+    with_world_data,
+)
 from gpuseg.segment.cluster import Segmenter, nearest_centre
 from gpuseg.segment.targets import segment_names
 from gpuseg.training.checkpoint import load_checkpoint, model_from_info
@@ -377,7 +383,9 @@ def _concat_panels(
 
 def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> dict:
     """:func:`gpuseg.pipeline.prepare_stage` on Dask."""
-    return prepare(client, with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
+    meta = prepare(client, with_world_data(cfg, run_dir).data, backend, run_dir / "panel")
+    record_stage(cfg, run_dir, "prepare")
+    return meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +469,7 @@ def _embed_parts(
 
 def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> int:
     """:func:`gpuseg.pipeline.stages.embed_stage` on Dask: the same two Parquet files."""
+    check_stage(cfg, run_dir, "train")
     staging = run_dir / ".embed.parts"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -471,6 +480,7 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> int:
             )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    record_stage(cfg, run_dir, "embed")
     return len(load_panel(run_dir / "panel"))
 
 
@@ -600,6 +610,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
     The Segmenter's own steps (standardisation, sample, choice of k, HDBSCAN on the sample,
     stability, nearest-centre labels); only the moments and the final KMeans fit on all rows
     are distributed."""
+    check_stage(cfg, run_dir, "embed")
     c = cfg.cluster
     seg = Segmenter.from_config(c, backend)
     if c.algorithm not in ("kmeans", "hdbscan"):
@@ -666,6 +677,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
         shutil.rmtree(staging, ignore_errors=True)
     write_json_atomic(run_dir / "cluster.json", state)
     seg.sizes_ = np.sum(sizes, axis=0)
+    record_stage(cfg, run_dir, "cluster")
     return seg.summary()
 
 

@@ -23,7 +23,7 @@ import torch
 from gpuseg.config import load_config
 from gpuseg.data.panel import Panel, load_panel
 from gpuseg.data.privacy import pseudonymize_ids
-from gpuseg.data.split import Split
+from gpuseg.data.split import Split, load_split
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.evaluate.baselines import run_baselines
 from gpuseg.evaluate.metrics import churn_report, migration_report, paired_difference, roc_auc
@@ -53,30 +53,6 @@ COLUMN_TITLES = {
     "migration_macro_f1": "Migration macro-F1",
 }
 EVALUATION_FILE = "evaluation.json"
-
-
-def load_split(run_dir: str | Path, n_rows: int) -> Split:
-    """The run's train/val/test rows from ``run_dir/split.npz``, checked against the panel size."""
-    path = Path(run_dir) / "split.npz"
-    if not path.is_file():
-        raise RunDirError(f"{path}: missing (run gpuseg train first)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            split = Split(*(np.asarray(z[k], dtype=np.int64) for k in ("train", "val", "test")))
-    except KeyError as exc:
-        raise RunDirError(f"{path}: no {exc} array; expected train, val and test") from None
-    except ValueError as exc:
-        raise RunDirError(f"{path}: not a readable split ({exc})") from None
-    for name in ("train", "val", "test"):
-        rows = getattr(split, name)
-        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
-            raise DataError(
-                f"{path}: {name} rows reach {int(rows.max())} but the panel has {n_rows} "
-                "subscribers; evaluate with the panel the run was trained on"
-            )
-    if len(split.test) == 0:
-        raise RunDirError(f"{path}: the test split is empty")
-    return split
 
 
 def _check_compatible(info: dict, panel: Panel, run_dir: Path) -> None:

@@ -14,6 +14,7 @@ Run directory layout (``cfg.out_dir``)::
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import shutil
 import tempfile
@@ -27,23 +28,32 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import yaml
 from sklearn.metrics import adjusted_rand_score
 
 from gpuseg.action.plan import write_plan
 from gpuseg.action.stage import ActionRun, plan_run
 from gpuseg.backend import Backend
-from gpuseg.config import RunConfig, from_dict, save_config, to_dict
-from gpuseg.data.panel import Panel, load_attributes, load_panel, read_rows
+from gpuseg.config import RunConfig, from_dict, load_yaml, save_config, to_dict
+from gpuseg.data.panel import (
+    META_SCHEMA,
+    PANEL_FILES,
+    Panel,
+    load_attributes,
+    load_panel,
+    read_rows,
+)
 from gpuseg.data.prepare import prepare
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.synth import generate
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.evaluate.metrics import MIGRATION_NAMES, roc_auc
+from gpuseg.io.fingerprint import changed, check_unchanged, fingerprints, read_record, record
+from gpuseg.io.lock import RunDirLock
 from gpuseg.io.store import (
     read_embeddings,
     read_json,
     require,
+    temp_path,
     write_csv_atomic,
     write_json_atomic,
     write_parquet_atomic,
@@ -56,7 +66,7 @@ from gpuseg.segment.cluster import Segmenter
 from gpuseg.segment.targets import read_aligned, segment_names
 from gpuseg.training.calibration import calibrated
 from gpuseg.training.checkpoint import TrainResult, load_checkpoint, save_checkpoint
-from gpuseg.training.ddp import DistContext
+from gpuseg.training.ddp import DistContext, barrier
 from gpuseg.training.heads import (
     HEAD_FILE,
     MODEL_FILES,
@@ -69,7 +79,8 @@ from gpuseg.training.heads import (
 from gpuseg.training.loop import autocast, train_model
 
 Log = Callable[[str], None]
-RUN_NEUTRAL = ("device",)  # config keys that change where a run executes, not what it computes
+# config keys that change where a run executes (or how inputs are hashed), not what it computes
+RUN_NEUTRAL = ("device", "fingerprint")
 EMBED_BATCH = 16_384  # subscribers per inference batch (host memory stays bounded)
 
 
@@ -88,7 +99,7 @@ def check_run_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
     saved = run_dir / "config.yaml"
     if saved.is_file():
         try:
-            previous = to_dict(from_dict(RunConfig, yaml.safe_load(saved.read_text()) or {}))
+            previous = to_dict(from_dict(RunConfig, load_yaml(saved.read_text()) or {}))
         except Exception:
             if not overwrite:
                 raise RunDirError(
@@ -140,6 +151,46 @@ def synth_stage(cfg: RunConfig, run_dir: Path) -> tuple[RunConfig, dict]:
     return with_world_data(cfg, run_dir), summary
 
 
+# ---------------------------------------------------------------------------------------------
+# What each stage read (gpuseg.io.fingerprint): a later stage refuses stale inputs
+
+
+def _full(cfg: RunConfig) -> bool:
+    return cfg.fingerprint == "full"
+
+
+def panel_files(run_dir: Path, full: bool = False) -> dict[str, dict]:
+    return fingerprints({f"panel/{n}": run_dir / "panel" / n for n in PANEL_FILES}, full)
+
+
+def stage_inputs(cfg: RunConfig, run_dir: Path, stage: str) -> dict[str, dict]:
+    """Fingerprints of what ``stage`` reads: prepare the data tables, train the panel, embed the
+    panel and the weights, cluster the embeddings."""
+    full = _full(cfg)
+    if stage == "prepare":
+        d = with_world_data(cfg, run_dir).data
+        tables = {"data.usage": d.usage, "data.static": d.static, "data.labels": d.labels}
+        return fingerprints({k: Path(p) for k, p in tables.items() if p}, full)
+    if stage == "train":
+        return panel_files(run_dir, full)
+    if stage == "embed":
+        weights = {"model.safetensors": run_dir / "model.safetensors"}
+        return panel_files(run_dir, full) | fingerprints(weights, full)
+    return fingerprints({"embeddings.parquet": run_dir / "embeddings.parquet"}, full)
+
+
+def record_stage(cfg: RunConfig, run_dir: Path, stage: str) -> None:
+    """Record what ``stage`` read (gpuseg.io.fingerprint), for the stages after it."""
+    record(run_dir, stage, stage_inputs(cfg, run_dir, stage))
+
+
+def check_stage(cfg: RunConfig, run_dir: Path, stage: str) -> None:
+    """RunDirError when what ``stage`` read has changed since (so its outputs are stale)."""
+    check_unchanged(
+        run_dir, stage, stage_inputs(cfg, run_dir, stage), f"run `gpuseg {stage}` again"
+    )
+
+
 def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
     """``prepare`` of a run: also checks that the revenue metric (value tiers, ARPU, the
     report) is among the panel's metrics, so a wrong ``data.revenue_metric`` stops here, not
@@ -151,9 +202,10 @@ def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
                 f"{world}: no synthetic world yet; `gpuseg run` generates it (or `gpuseg synth "
                 f"--out {world}` first)"
             )
-    return prepare(
-        with_world_data(cfg, run_dir).data, backend, run_dir / "panel", require_revenue=True
-    )
+    cfg = with_world_data(cfg, run_dir)
+    meta = prepare(cfg.data, backend, run_dir / "panel", require_revenue=True)
+    record_stage(cfg, run_dir, "prepare")
+    return meta
 
 
 def train_stage(
@@ -162,9 +214,23 @@ def train_stage(
     run_dir: Path,
     on_epoch: Callable[[dict], None] | None = None,
     dist: DistContext | None = None,
+    log: Log = _quiet,
 ) -> dict:
-    """Train on the run's panel and write the model; under DDP (``dist``) only rank 0 writes."""
+    """Train on the run's panel and write the model; under DDP (``dist``) only rank 0 writes.
+
+    Refuses when the input tables changed after ``prepare`` read them; an epoch checkpoint made
+    on another panel (the data changed) is dropped with a line in ``log``, never resumed."""
+    check_stage(cfg, run_dir, "prepare")
     panel = load_panel(run_dir / "panel")
+    current = panel_files(run_dir, _full(cfg))
+    stale = changed(read_record(run_dir).get("train", current), current)
+    if stale and (run_dir / "checkpoint").exists() and (dist is None or dist.is_main):
+        log(f"train: {stale[0]} changed since the checkpoint was made; training from scratch")
+        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+    if dist is None or dist.is_main:
+        record(run_dir, "train", current)  # before the first epoch, so a resume matches it
+    if dist is not None:
+        barrier(dist)
     result = train_model(
         panel,
         cfg.model,
@@ -284,7 +350,7 @@ def embed_panel(
     model.eval()
     id_col = panel.meta["id_column"]
     names = ("embeddings", "predictions") if embeddings else ("predictions",)
-    tmp = {name: out_dir / f".{name}.parquet.tmp" for name in names}
+    tmp = {name: temp_path(out_dir / f"{name}.parquet") for name in names}
     appender = ParquetAppender(tmp)
     try:
         for s in range(0, len(panel), EMBED_BATCH):
@@ -318,16 +384,23 @@ def embed_panel(
                     {id_col: ids} | {f"e{j}": emb[:, j] for j in range(emb.shape[1])}
                 )
             appender.put(tables)
-    finally:
         appender.close()
-    for name, path in tmp.items():
-        path.replace(out_dir / f"{name}.parquet")
+        for name, path in tmp.items():
+            path.replace(out_dir / f"{name}.parquet")
+    except BaseException:  # a failed write (disk full, ...) leaves no temporary file behind
+        with contextlib.suppress(Exception):
+            appender.close()
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+        raise
     return len(panel)
 
 
 def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
+    """Embeddings and predictions of the panel; refused when the panel changed after training."""
+    check_stage(cfg, run_dir, "train")
     model, info = load_checkpoint(run_dir, backend.torch_device)
-    return embed_panel(
+    n = embed_panel(
         model,
         tuple(info["platt"]),
         load_panel(run_dir / "panel"),
@@ -336,9 +409,12 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
         cfg.train.amp,
         head=load_head(run_dir),
     )
+    record_stage(cfg, run_dir, "embed")
+    return n
 
 
 def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
+    check_stage(cfg, run_dir, "embed")
     ids, emb = read_embeddings(run_dir / "embeddings.parquet")
     c = cfg.cluster
     seg = Segmenter.from_config(c, backend).fit(emb)
@@ -347,6 +423,7 @@ def cluster_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> dict:
         run_dir / "segments.parquet", pd.DataFrame({id_col: ids, "segment": seg.labels_})
     )
     write_json_atomic(run_dir / "cluster.json", seg.state())
+    record_stage(cfg, run_dir, "cluster")
     return seg.summary()
 
 
@@ -361,6 +438,8 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     """
 
     panel = load_panel(require(run_dir / "panel", "run `gpuseg prepare` first"))
+    check_stage(cfg, run_dir, "embed")
+    check_stage(cfg, run_dir, "cluster")
     id_col = panel.meta.get("id_column", "subscriber_id")
     ids = np.asarray(panel.ids).astype(str)
     labels = read_aligned(run_dir / "segments.parquet", ids, id_col, "segment").to_numpy(np.int64)
@@ -369,7 +448,10 @@ def report_stage(cfg: RunConfig, run_dir: Path, backend: Backend | None = None) 
     )
     attr_path = run_dir / "panel" / "attributes.parquet"
     attributes = load_attributes(run_dir / "panel") if attr_path.is_file() else None
-    state = read_json(run_dir / "cluster.json") if (run_dir / "cluster.json").is_file() else None
+    state = None
+    if (run_dir / "cluster.json").is_file():
+        state = read_json(run_dir / "cluster.json")
+        Segmenter.from_state(state, run_dir / "cluster.json")  # checked: a damaged file is named
     tables = build_report(
         panel, attributes, labels, churn_prob, cfg.report, cfg.segments, cfg.tags, state
     )
@@ -428,9 +510,9 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
 
     run_dir = Path(run_dir)
     check_scoring_run(run_dir, data_cfg)
-    reference = read_json(run_dir / "panel" / "meta.json")
+    reference = read_json(run_dir / "panel" / "meta.json", META_SCHEMA)
     model, info = load_checkpoint(run_dir, backend.torch_device)
-    seg = Segmenter.from_state(read_json(run_dir / "cluster.json"))
+    seg = Segmenter.from_state(read_json(run_dir / "cluster.json"), run_dir / "cluster.json")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # streamed end to end: prepare by chunks, predictions and segments block by block
@@ -459,6 +541,7 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
         input=meta["counts"]["input"],
         out=str(out_path),
         rejects=str(rejects_path),
+        notes=meta.get("notes", []),
     )
 
 
@@ -473,7 +556,14 @@ def run_pipeline(
     on_epoch: Callable[[dict], None] | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """synth? -> prepare -> train -> embed -> cluster -> report; returns the summary."""
+    """synth? -> prepare -> train -> embed -> cluster -> report; returns the summary.
+
+    The run directory is locked for the whole run (one writer at a time, gpuseg.io.lock)."""
+    with RunDirLock(cfg.out_dir):
+        return _run_pipeline(cfg, backend, log, on_epoch, overwrite)
+
+
+def _run_pipeline(cfg, backend, log, on_epoch, overwrite) -> dict:
     run_dir = check_run_dir(cfg, overwrite)
     summary: dict = dict(
         run_dir=str(run_dir),
@@ -486,9 +576,11 @@ def run_pipeline(
         summary["world"] = {k: world[k] for k in ("n_subscribers", "churn_rate", "oracle_auc")}
     log(f"prepare: {cfg.data.usage} on {backend.frames}")
     meta = prepare_stage(cfg, backend, run_dir)
+    for note in meta.get("notes", []):
+        log(f"note: {note}")
     summary["counts"] = meta["counts"]
     log(f"train: {cfg.model.encoder} on {backend.device}")
-    summary["metrics"] = train_stage(cfg, backend, run_dir, on_epoch)
+    summary["metrics"] = train_stage(cfg, backend, run_dir, on_epoch, log=log)
     log("embed")
     embed_stage(cfg, backend, run_dir)
     log(f"cluster: {cfg.cluster.algorithm} on {backend.ml}")

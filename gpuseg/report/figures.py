@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from gpuseg.backend import Backend
 from gpuseg.data.panel import load_panel
-from gpuseg.io.store import embeddings_rows, read_embeddings
+from gpuseg.data.split import load_split
+from gpuseg.io.store import embeddings_rows, read_embeddings, read_parquet_checked
 
 
 def gain_curve(y: np.ndarray, p: np.ndarray, n_points: int = 51) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +41,8 @@ def churn_on_test_split(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     panel = load_panel(run_dir / "panel")
     id_col = panel.meta.get("id_column", "subscriber_id")
-    test = np.load(split_path, allow_pickle=False)["test"]
-    preds = pd.read_parquet(preds_path, columns=[id_col, "churn_prob"])
+    test = load_split(run_dir, len(panel)).test
+    preds = read_parquet_checked(preds_path, [id_col, "churn_prob"], numeric=("churn_prob",))
     ids = np.asarray(panel.ids).astype(str)
     pred_ids = preds[id_col].astype(str).to_numpy()
     if len(pred_ids) == len(ids) and np.array_equal(pred_ids, ids):
@@ -66,7 +66,7 @@ def embedding_map(
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False))
     ids, x = read_embeddings(emb_path, rows=rows)
     ids = ids.astype(str)
-    segs = pd.read_parquet(seg_path)
+    segs = read_parquet_checked(seg_path, numeric=("segment",))
     labels = segs.set_index(segs.columns[0])["segment"]
     labels.index = labels.index.astype(str)
     lab = labels.reindex(ids).fillna(-1).to_numpy(dtype=np.int64)

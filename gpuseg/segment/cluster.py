@@ -8,6 +8,7 @@ same code runs on both; inputs are standardised with statistics learned in ``fit
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,14 @@ from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouett
 
 from gpuseg.backend import Backend, resolve_backend
 from gpuseg.config import ClusterConfig
-from gpuseg.errors import ConfigError
+from gpuseg.errors import ConfigError, RunDirError
+from gpuseg.io.store import ListOf, check_json
+
+# what cluster.json must hold to be used (checked by Segmenter.from_state)
+CLUSTER_SCHEMA = dict(
+    algorithm=str, k=int, mean=ListOf(float), scale=ListOf(float), centers=ListOf(list),
+    backend=str, scores=list, reason=str,
+)  # fmt: skip
 
 
 class Segmenter:
@@ -97,7 +105,12 @@ class Segmenter:
         ks = [self.k] if self.k is not None else list(range(self.k_min, self.k_max + 1))
         ks = [k for k in ks if 2 <= k < n]
         if not ks:
-            raise ConfigError(f"cluster: no valid k in [{self.k_min}, {self.k_max}] for {n} rows")
+            asked = (
+                f"cluster.k={self.k}"
+                if self.k is not None
+                else f"cluster.k_min..k_max [{self.k_min}, {self.k_max}]"
+            )
+            raise ConfigError(f"{asked}: needs more subscribers than segments; there are {n}")
         return ks
 
     def choose_k(self, zs: np.ndarray, ks: list[int]) -> int:
@@ -261,7 +274,23 @@ class Segmenter:
         )
 
     @classmethod
-    def from_state(cls, state: dict) -> Segmenter:
+    def from_state(cls, state: dict, path: Path | str = "cluster.json") -> Segmenter:
+        """The fitted segmenter saved by :meth:`state`; a damaged state raises RunDirError
+        naming ``path``."""
+        check_json(Path(path), state, CLUSTER_SCHEMA)
+        centers = np.asarray(state["centers"], dtype=object)
+        dim = len(state["mean"])
+        if (
+            state["algorithm"] not in ("kmeans", "hdbscan")
+            or centers.ndim != 2
+            or centers.shape[1] != dim
+            or len(state["scale"]) != dim
+            or not all(isinstance(v, (int, float)) for v in centers.ravel())
+        ):
+            raise RunDirError(
+                f"{path}: 'centers', 'mean' and 'scale' must be numbers of one width, "
+                "'algorithm' kmeans or hdbscan"
+            )
         seg = cls(algorithm=state["algorithm"], k=state["k"])
         seg.k_ = state["k"]
         seg.mean_ = np.asarray(state["mean"], dtype=np.float32)

@@ -33,7 +33,7 @@ from gpuseg.config import RunConfig, load_config
 from gpuseg.data.panel import load_attributes, load_panel
 from gpuseg.errors import ConfigError, RunDirError
 from gpuseg.io.formats import table_format
-from gpuseg.io.store import require, write_csv_atomic, write_parquet_atomic
+from gpuseg.io.store import read_parquet_checked, require, write_csv_atomic, write_parquet_atomic
 from gpuseg.segment import classic as seg
 from gpuseg.segment.tags import apply_tags, build_tag_frame, load_tag_rules
 
@@ -47,19 +47,19 @@ def _run_config(run_dir: Path) -> RunConfig:
 
 def read_aligned(path: Path, ids: np.ndarray, id_col: str, column: str) -> pd.Series:
     """``column`` of the parquet at ``path``, reindexed to the panel ids (RunDirError on gaps)."""
-    frame = pd.read_parquet(require(path, "run `gpuseg run` (or its stages) first"))
-    for col in (id_col, column):
-        if col not in frame.columns:
-            raise RunDirError(f"{path}: no '{col}' column")
+    frame = read_parquet_checked(
+        path, [id_col, column], numeric=(column,), what="run `gpuseg run` (or its stages) first"
+    )
     keys = frame[id_col].astype(str)
-    if keys.duplicated().any():
-        raise RunDirError(f"{path}: duplicate {id_col} '{keys[keys.duplicated()].iloc[0]}'")
+    if keys.duplicated().any():  # the row is named, never the id
+        row = int(np.flatnonzero(keys.duplicated().to_numpy())[0]) + 1
+        raise RunDirError(f"{path}: row {row}: duplicate {id_col}")
     s = pd.Series(frame[column].to_numpy(), index=keys.to_numpy()).reindex(ids)
     if s.isna().any():
-        missing = ids[s.isna().to_numpy()]
+        missing = np.flatnonzero(s.isna().to_numpy())
         raise RunDirError(
-            f"{path}: no {column} for {len(missing):,} panel subscribers "
-            f"(first '{missing[0]}'); the run directory is incomplete"
+            f"{path}: no {column} for {len(missing):,} panel subscribers (first: panel row "
+            f"{int(missing[0]) + 1}); the run directory is incomplete"
         )
     return s
 

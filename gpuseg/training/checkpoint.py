@@ -13,8 +13,16 @@ from safetensors.torch import load_file, save_file
 from gpuseg.config import ModelConfig, from_dict, to_dict
 from gpuseg.data.split import Split
 from gpuseg.errors import RunDirError
-from gpuseg.io.store import atomic_write, read_json, write_json_atomic
+from gpuseg.io.store import ListOf, atomic_write, read_json, write_json_atomic
 from gpuseg.model.sequence import SubscriberModel
+
+# what model.json and metrics.json must hold to be used (checked where they are read)
+MODEL_SCHEMA = dict(n_metrics=int, n_static=int, n_periods=int, model=dict, platt=ListOf(float))
+METRICS_SCHEMA = dict(
+    churn=dict(roc_auc=float, pr_auc=float, top_decile_lift=float, brier=float),
+    migration=dict(macro_f1=float),
+    history=ListOf(dict),
+)
 
 
 class EpochCheckpoint:
@@ -142,7 +150,9 @@ def load_checkpoint(
 ) -> tuple[SubscriberModel, dict]:
     """Rebuild the model from ``model.json`` and ``model.safetensors`` (no pickle involved)."""
     run_dir = Path(run_dir)
-    info = read_json(run_dir / "model.json")
+    info = read_json(run_dir / "model.json", MODEL_SCHEMA)
+    if len(info["platt"]) != 2:
+        raise RunDirError(f"{run_dir / 'model.json'}: 'platt' must hold 2 numbers")
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
         raise RunDirError(f"{weights}: missing (run gpuseg train first)")

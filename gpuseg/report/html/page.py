@@ -16,7 +16,6 @@ short "not available" note instead of failing.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 from gpuseg.backend import Backend, resolve_backend
 from gpuseg.config import RunConfig
 from gpuseg.evaluate.metrics import reliability_curve, roc_auc
-from gpuseg.io.store import write_text_atomic
+from gpuseg.io.store import read_json, write_text_atomic
 from gpuseg.report.figures import churn_on_test_split, decile_lift, embedding_map, gain_curve
 from gpuseg.report.html.charts import (
     PALETTE,
@@ -52,6 +51,8 @@ from gpuseg.report.html.charts import (
     table,
 )
 from gpuseg.report.html.plan import plan_section
+from gpuseg.segment.cluster import CLUSTER_SCHEMA
+from gpuseg.training.checkpoint import METRICS_SCHEMA
 
 MAX_HEATMAP_FEATURES = 48  # rows of the effect-size heatmap
 WEAK_RECALL = 0.5  # a segment rule that finds less of its segment is flagged
@@ -99,8 +100,9 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read_json(path: Path, schema: dict | None = None) -> Any:
+    """A JSON input of the report (None when missing); a damaged one raises RunDirError."""
+    return read_json(path, schema) if path.is_file() else None
 
 
 class _Inputs:
@@ -119,8 +121,8 @@ class _Inputs:
         self.crosstab_lifecycle = _read_csv(rep / "crosstab_lifecycle.csv")
         self.concentration = _read_json(rep / "concentration.json")
         self.quality = _read_json(rep / "quality.json")
-        self.metrics = _read_json(run_dir / "metrics.json")
-        self.cluster = _read_json(run_dir / "cluster.json")
+        self.metrics = _read_json(run_dir / "metrics.json", METRICS_SCHEMA)
+        self.cluster = _read_json(run_dir / "cluster.json", CLUSTER_SCHEMA)
 
     def names(self) -> dict[int, str]:
         if self.segments is None or "name" not in self.segments:
