@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from gpuseg.errors import DataError
+from gpuseg.io.formats import table_format
 
 MAX_HEADER_BYTES = 4 << 20  # a CSV header line longer than this is refused (wide tables: ~100 KB)
 SNIFF_BYTES = 4096
@@ -33,12 +34,11 @@ _MAGIC = {
 
 def file_kind(path: Path) -> str:
     """'parquet' or 'csv' from the file name; DataError for any other suffix."""
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return "parquet"
-    if suffix in (".csv", ".txt") or path.name.lower().endswith(".csv.gz"):
-        return "csv"
-    raise DataError(f"{path}: unknown file type '{suffix[:20]}' (use .parquet or .csv)")
+    kind = table_format(path)
+    if kind is None:
+        suffix = path.suffix.lower()
+        raise DataError(f"{path}: unknown file type '{suffix[:20]}' (use .parquet or .csv)")
+    return kind
 
 
 def check_input_file(path: Path, what: str) -> str:

@@ -101,16 +101,12 @@ def read_table(
     except DataError:
         raise
     except Exception as exc:  # parser errors differ between pandas, pyarrow and cuDF
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{p}: cannot read {what} table: {msg}") from None
+        raise _read_error(p, what, exc) from None
     if len(frame) == 0:
         raise DataError(f"{p}: {what} table has no rows")
     if id_column and id_column in frame.columns:
         frame[id_column] = ids_as_text(frame[id_column])
     return clean_missing(frame, missing_markers, (id_column, *skip), xdf)
-
-
-_file_kind = file_kind
 
 
 def _check_binary_is_text(path: Path, what: str) -> None:
@@ -172,7 +168,7 @@ def iter_chunks(
     a pandas frame (CSV, read as :func:`read_table` reads it), holding ``columns``; never the whole
     table."""
     try:
-        if _file_kind(path) == "parquet":
+        if file_kind(path) == "parquet":
             # pre_buffer=False: pre-buffered column chunks stay cached until the reader is
             # closed (measured: +400 MB per 1M subscribers), which defeats streaming
             pf = pq.ParquetFile(path, pre_buffer=False)
