@@ -455,6 +455,18 @@ def train_cmd(
             log = lambda m: err.print(m, markup=False, highlight=False)  # noqa: E731
             metrics = train_stage(cfg, backend, run_dir, on_epoch, log=log)
     out.print(_metrics_table(metrics))
+    _print_head(metrics)
+
+
+def _print_head(metrics: dict) -> None:
+    """With ``model.head`` a booster scores churn: say so, with its test ROC-AUC."""
+    head = metrics.get("head") or {}
+    if head.get("kind", "sequence") != "sequence":
+        out.print(
+            f"churn head ({head['kind']}, model.head={head['requested']}): test ROC-AUC "
+            f"{head['test_roc_auc']:.4f}, validation {head['val_auc']:.4f}; the table above is "
+            "the sequence model's"
+        )
 
 
 @app.command("embed")
@@ -647,6 +659,78 @@ def evaluate_cmd(
     )  # fmt: skip
     out.print(comparison_markdown(result), soft_wrap=True)
     out.print(f"wrote {out_path}")
+
+
+@app.command("compare")
+@handle_errors
+def compare_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    folds: Annotated[int, typer.Option("--folds", "-k", help="stratified folds", metavar="K")] = 5,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="K-fold repeats (other shuffles)", metavar="R")
+    ] = 1,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            "--candidates",
+            help="comma list of sequence, stack, xgboost_seq, blend, logistic, hist_gb, xgboost, "
+            "lightgbm, blend_baselines (default: sequence and every baseline installed)",
+            metavar="NAME,...",
+        ),
+    ] = None,
+    head: Annotated[
+        str,
+        typer.Option("--head", help="the candidate reported as gpuseg's model", metavar="NAME"),
+    ] = "sequence",
+    trials: Annotated[
+        int, typer.Option("--trials", help="Optuna trials per booster", metavar="N")
+    ] = 15,
+    seeds: Annotated[
+        int, typer.Option("--seeds", help="sequence model: seeds averaged", metavar="N")
+    ] = 1,
+    n_boot: Annotated[
+        int, typer.Option("--boot", help="paired bootstrap resamples", metavar="N")
+    ] = 200,
+    shuffle_labels: Annotated[
+        bool,
+        typer.Option(
+            "--shuffle-labels", help="control: permute the churn labels first", metavar=""
+        ),
+    ] = False,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="JSON result (default <out_dir>/compare.json)", metavar="FILE"
+        ),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """K-fold comparison of the model and tuned baselines on the same folds, paired intervals.
+
+    Example: gpuseg compare -c configs/demo.yaml --folds 5 -s synth.n_subscribers=20000
+    """
+    kw = dict(folds=folds, repeats=repeats, head=head, trials=trials, seeds=seeds)
+    if candidates:
+        kw["candidates"] = [c.strip() for c in candidates.split(",") if c.strip()]
+    if out_path is not None:
+        kw["out_path"] = out_path
+    with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
+        from gpuseg.pipeline.compare import compare_stage, comparison_markdown
+
+        result = compare_stage(
+            cfg,
+            backend,
+            run_dir,
+            n_boot=n_boot,
+            shuffle_labels=shuffle_labels,
+            on_fold=lambda r: err.print(f"[dim]fold {r['fold'] + 1} done[/dim]", markup=True),
+            **kw,
+        )
+    out.print(comparison_markdown(result), soft_wrap=True, markup=False)
+    out.print(f"wrote {out_path or run_dir / 'compare.json'}")
 
 
 @app.command("targets")
@@ -953,6 +1037,7 @@ def run_cmd(
     out.print(_profiles_table(s["profiles"]))
     truth = s.get("truth", {})
     out.print(_metrics_table(s["metrics"], truth.get("oracle_auc_test")))
+    _print_head(s["metrics"])
     out.print(f"segments: {s['cluster']['reason']} (backend {s['cluster']['backend']})")
     if truth:
         gap = truth["oracle_auc_test"] - s["metrics"]["churn"]["roc_auc"]

@@ -174,8 +174,16 @@ class ModelConfig:
     # std), signed log1p then standardised on training rows, so the heads hold what the
     # logistic baseline holds; False: not added (checkpoints before this option)
     wide_window_stats: bool = False
+    # where churn_prob comes from (gpuseg.training.heads): the sequence model, a tuned XGBoost or
+    # LightGBM head over the window aggregates (when `gpuseg compare` shows it ahead), or "auto":
+    # the best of those on validation; embeddings, migration and segments stay the sequence
+    # model's
+    head: Literal["sequence", "xgboost", "lightgbm", "auto"] = "sequence"
+    head_trials: int = 15  # Optuna trials per booster head
 
     def __post_init__(self) -> None:
+        if self.head_trials < 1:
+            raise ConfigError(f"model.head_trials: must be >= 1, got {self.head_trials}")
         for key in ("wide_bins", "last_level_periods"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"model.{key}: must be >= 0, got {getattr(self, key)}")

@@ -27,3 +27,8 @@ class RunDirError(GpusegError):
 
 class WriteError(GpusegError):
     """An output cannot be written: read-only place, disk full, missing parent, file too large."""
+
+
+class LeakageError(DataError):
+    """A model would be fitted on features learned from its own training rows (e.g. a head over
+    embeddings of the rows its encoder trained on)."""

@@ -106,6 +106,13 @@ def test_comparison_markdown(evaluation):
     auc = evaluation["rows"][0]["roc_auc"]
     assert f"{auc['value']:.3f} [{auc['lo']:.3f}, {auc['hi']:.3f}]" in text
     assert "–" in text  # the oracle's missing migration cell
+    # where the model loses, say so: the best baseline by name, ahead or behind, by how much
+    base = [r for r in evaluation["rows"] if r["model"] not in ("model", "oracle")]
+    best = max(base, key=lambda r: r["roc_auc"]["value"])["model"]
+    d = evaluation["paired"]["difference"][best]["value"]
+    last = lines[-1]
+    assert f"best baseline, {best}," in last and f"{abs(d):.4f}" in last
+    assert ("AHEAD of the model" in last) == (d < 0)
 
 
 def test_evaluate_without_truth_and_custom_output(trained, tmp_path):

@@ -74,7 +74,17 @@ def test_the_private_name_check_can_fail(tmp_path):
 # Imports that may stay inside a function: optional or heavy dependencies (anywhere), and in the
 # CLI the stage modules and torch, imported after the config is validated so that a config error
 # comes back before they load (README: Layout).
-LAZY_ANYWHERE = ("cudf", "cuml", "cupy", "dask", "distributed", "dask_cuda", "xgboost", "umap")
+LAZY_ANYWHERE = (
+    "cudf",
+    "cuml",
+    "cupy",
+    "dask",
+    "distributed",
+    "dask_cuda",
+    "xgboost",
+    "lightgbm",
+    "umap",
+)
 LAZY_IN_CLI = ("torch", "gpuseg.")
 EAGER_IN_CLI = ("gpuseg.config", "gpuseg.errors")
 

@@ -31,8 +31,10 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 from gpuseg.backend import resolve_backend  # noqa: E402
 from gpuseg.config import load_config  # noqa: E402
 from gpuseg.data.panel import load_panel  # noqa: E402
+from gpuseg.evaluate.boosting import booster_available  # noqa: E402
 from gpuseg.pipeline import dask_stages as parallel  # noqa: E402
 from gpuseg.pipeline import stages as pipeline  # noqa: E402
+from gpuseg.training.heads import fit_head  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = resolve_backend("cpu")
@@ -162,6 +164,26 @@ def test_score_equals_single_process(runs, cfg, client, tmp_path):
     num = [c for c in fa.columns if c not in ("subscriber_id", "segment")]
     np.testing.assert_allclose(fa[num].to_numpy(), fb[num].to_numpy(), atol=1e-5)
     assert (fa["segment"].to_numpy() == fb["segment"].to_numpy()).mean() >= 0.999
+
+
+@pytest.mark.skipif(not booster_available("xgboost"), reason="xgboost not installed")
+def test_score_with_a_booster_head_equals_single_process(runs, cfg, client, tmp_path):
+    """model.head: the Dask workers score churn with the run's booster head, as one process does."""
+    a, _ = runs
+    run = tmp_path / "head_run"
+    shutil.copytree(a, run)
+    panel, split = load_panel(run / "panel"), np.load(run / "split.npz")
+    fit_head("xgboost", panel, split["train"], split["val"], 0.0, trials=2).save(run)
+    data = replace(cfg.data, labels=None)
+    plain = pd.read_parquet(pipeline.score(a, data, CPU, tmp_path / "plain.parquet")["out"])
+    fa = pd.read_parquet(pipeline.score(run, data, CPU, tmp_path / "single.parquet")["out"])
+    fb = pd.read_parquet(parallel.score(run, data, CPU, tmp_path / "dask.parquet", client)["out"])
+    assert fa["subscriber_id"].equals(fb["subscriber_id"]) and fa["subscriber_id"].equals(
+        plain["subscriber_id"]
+    )
+    np.testing.assert_allclose(fa["churn_prob"], fb["churn_prob"], atol=1e-5)
+    assert np.abs(fa["churn_prob"] - plain["churn_prob"]).max() > 1e-3  # the head's, not the GRU's
+    np.testing.assert_allclose(fa["migration_up"], plain["migration_up"], atol=1e-6)
 
 
 def test_cli_prepare_on_a_scheduler_address(runs, world, client, tmp_path):

@@ -77,6 +77,7 @@ from gpuseg.pipeline.stages import (
 from gpuseg.segment.cluster import Segmenter, nearest_centre
 from gpuseg.segment.targets import segment_names
 from gpuseg.training.checkpoint import load_checkpoint, model_from_info
+from gpuseg.training.heads import load_head
 
 NPY_FILES = ("usage.npy", "mask.npy", "static.npy", "churn.npy", "migration.npy")
 IDS_PER_CHUNK = 1_000  # ids sampled per input chunk to place the partition boundaries
@@ -393,6 +394,7 @@ def prepare_stage(cfg: RunConfig, backend: Backend, run_dir: Path, client) -> di
 
 def _model_payload(run_dir: Path) -> dict:
     load_checkpoint(run_dir, "cpu")  # the same checks and errors as the single-process path
+    load_head(run_dir)  # model.head: a broken or missing booster file stops here, not on a worker
     return dict(
         weights=(run_dir / "model.safetensors").read_bytes(),
         info=read_json(run_dir / "model.json"),
@@ -419,7 +421,8 @@ def _embed_part(
     panel = panel_rows(load_panel(panel_dir), start, stop)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    n = embed_panel(model, tuple(info["platt"]), panel, device, out, amp)
+    head = load_head(Path(payload["run_dir"]))  # model.head: churn_prob from the booster
+    n = embed_panel(model, tuple(info["platt"]), panel, device, out, amp, head=head)
     if segmenter_state is not None:
         _, emb = read_embeddings(out / "embeddings.parquet")
         preds = pd.read_parquet(out / "predictions.parquet")

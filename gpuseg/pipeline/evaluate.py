@@ -1,8 +1,9 @@
 """Evaluation of a trained run against feature baselines and, on synthetic data, the oracle.
 
-``evaluate_run`` scores the run's test split (``run_dir/split.npz``) with the trained model, trains
-the baselines of :mod:`gpuseg.baselines` on the same train/val rows, and, given the synthetic
-world's ``truth.parquet``, adds the oracle (the true churn probability). Every churn metric comes
+``evaluate_run`` scores the run's test split (``run_dir/split.npz``) with the trained model
+(churn: the run's booster head when it has one, ``model.head``), trains the baselines of
+:mod:`gpuseg.evaluate.baselines` on the same train/val rows, and, given the synthetic world's
+``truth.parquet``, adds the oracle (the true churn probability). Every churn metric comes
 with a bootstrap interval over test subscribers; all rows use the same resamples, so their
 intervals are paired, and ``paired`` holds the model's ROC-AUC minus each other row's with its
 own paired interval.
@@ -30,6 +31,7 @@ from gpuseg.io.store import write_json_atomic
 from gpuseg.io.tables import read_table, table_columns
 from gpuseg.training.calibration import calibrated, migration_decision
 from gpuseg.training.checkpoint import load_checkpoint
+from gpuseg.training.heads import block_proba, load_head
 from gpuseg.training.loop import predict, to_device
 
 COLUMNS = (
@@ -86,8 +88,9 @@ def model_predictions(
     device: str | torch.device = "cpu",
     batch_size: int = 4096,
 ) -> dict[str, np.ndarray]:
-    """Calibrated churn probability (Platt from the run) and migration class of ``rows`` (the
-    run's validation-fitted class weights)."""
+    """Calibrated churn probability (Platt from the run; the booster head's when the run has one,
+    ``model.head``) and migration class of ``rows`` (the run's validation-fitted class
+    weights)."""
     device = torch.device(device)
     model, info = load_checkpoint(Path(run_dir), device)
     _check_compatible(info, panel, Path(run_dir))
@@ -95,8 +98,12 @@ def model_predictions(
     out = predict(model, tensors, None, batch_size, amp=device.type == "cuda")
     logits = out["churn_logit"].cpu().numpy().astype(np.float64)
     platt = tuple(info.get("platt", (1.0, 0.0)))
+    proba = calibrated(logits, platt)
+    head = load_head(Path(run_dir))  # model.head: the run scores churn with a booster head
+    if head is not None:
+        proba = block_proba(head, tensors["usage"], tensors["mask"], tensors["static"])
     return dict(
-        churn_proba=calibrated(logits, platt),
+        churn_proba=proba,
         churn_logit=logits,
         migration_pred=migration_decision(
             out["migration_logits"].cpu().numpy(), info.get("migration_weights", (1.0, 1.0, 1.0))
@@ -333,4 +340,33 @@ def comparison_markdown(result: dict) -> str:
     if paired:
         lines += ["", "| ROC-AUC of model minus | Difference |", "|---|---|"]
         lines += [f"| {name} | {_cell(cell)} |" for name, cell in paired.items()]
+    ahead = best_baseline_line(result)
+    if ahead:
+        lines += ["", ahead]
     return "\n".join(lines) + "\n"
+
+
+def best_baseline_line(result: dict) -> str | None:
+    """Which baseline has the highest test ROC-AUC, and how far the model is ahead or behind
+    it (the paired difference and its interval); None without baselines."""
+    rows = [
+        r
+        for r in result.get("rows", [])
+        if r["model"] not in ("model", "oracle")
+        and (r.get("roc_auc") or {}).get("value") is not None
+    ]
+    paired = result.get("paired", {}).get("difference", {})
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["roc_auc"]["value"])
+    name, cell = best["model"], paired.get(best["model"])
+    if not cell or cell.get("value") is None:
+        return None
+    d = cell["value"]
+    interval = _cell(cell, 4)
+    if d >= 0:
+        return f"The model is ahead of the best baseline, {name}, by {d:.4f} ROC-AUC ({interval})."
+    return (
+        f"The best baseline, {name}, is AHEAD of the model by {-d:.4f} ROC-AUC (model minus "
+        f"{name}: {interval}); `gpuseg compare --folds 5` tells whether that holds over folds."
+    )

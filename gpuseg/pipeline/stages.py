@@ -65,8 +65,17 @@ from gpuseg.report.tables import build_report, write_report
 from gpuseg.segment.cluster import Segmenter
 from gpuseg.segment.targets import read_aligned, segment_names
 from gpuseg.training.calibration import calibrated
-from gpuseg.training.checkpoint import load_checkpoint, save_checkpoint
+from gpuseg.training.checkpoint import TrainResult, load_checkpoint, save_checkpoint
 from gpuseg.training.ddp import DistContext, barrier
+from gpuseg.training.heads import (
+    HEAD_FILE,
+    MODEL_FILES,
+    ChurnHead,
+    block_proba,
+    fit_head,
+    head_val_auc,
+    load_head,
+)
 from gpuseg.training.loop import autocast, train_model
 
 Log = Callable[[str], None]
@@ -232,8 +241,34 @@ def train_stage(
         dist=dist,
     )
     if dist is None or dist.is_main:
-        save_checkpoint(result, panel.meta, cfg.model, run_dir)
+        result.metrics["head"] = train_head(cfg, panel, result, run_dir)
+        save_checkpoint(result, panel.meta, cfg.model, run_dir)  # metrics.json holds the head's
     return result.metrics
+
+
+def train_head(cfg: RunConfig, panel: Panel, result: TrainResult, run_dir: Path) -> dict:
+    """``model.head``: fit and save the booster head on the run's split (or remove a stale one)."""
+    for name in (HEAD_FILE, *MODEL_FILES.values()):  # no stale head of an earlier training
+        (run_dir / name).unlink(missing_ok=True)
+    split = result.split
+    head = fit_head(
+        cfg.model.head,
+        panel,
+        split.train,
+        split.val,
+        result.metrics["val_auc"],
+        cfg.model.head_trials,
+        cfg.train.seed,
+    )
+    if head is None:
+        return dict(kind="sequence", requested=cfg.model.head)
+    head.save(run_dir)
+    return dict(
+        kind=head.kind,
+        requested=cfg.model.head,
+        val_auc=head.val_auc,
+        test_roc_auc=head_val_auc(head, panel, split.test),
+    )
 
 
 class ParquetAppender:
@@ -299,6 +334,7 @@ def embed_panel(
     segmenter: Segmenter | None = None,
     embeddings: bool = True,
     segment_names: dict[int, str] | None = None,
+    head: ChurnHead | None = None,
 ) -> int:
     """Embeddings and predictions for every panel row, batch by batch, streamed to Parquet.
 
@@ -308,7 +344,8 @@ def embed_panel(
     through pinned memory and come back once per batch; a :class:`ParquetAppender` thread writes
     them while the next batch computes. With ``segmenter`` the predictions get each row's
     segment (and its name, from ``segment_names``); ``embeddings=False`` skips
-    embeddings.parquet.
+    embeddings.parquet. With ``head`` (:class:`gpuseg.training.heads.ChurnHead`,
+    ``model.head``) churn_prob comes from it.
     """
     model.eval()
     id_col = panel.meta["id_column"]
@@ -330,6 +367,8 @@ def embed_panel(
             emb = out["embedding"].float().cpu().numpy()
             mig = torch.softmax(out["migration_logits"].float(), -1).cpu().numpy()
             p = calibrated(out["churn_logit"].float().cpu().numpy(), platt)
+            if head is not None:
+                p = block_proba(head, usage, mask, static)
             ids = pa.array(panel.ids[s:e])
             preds = {id_col: ids, "churn_prob": p} | {
                 f"migration_{n}": mig[:, j] for j, n in enumerate(MIGRATION_NAMES)
@@ -368,6 +407,7 @@ def embed_stage(cfg: RunConfig, backend: Backend, run_dir: Path) -> int:
         backend.torch_device,
         run_dir,
         cfg.train.amp,
+        head=load_head(run_dir),
     )
     record_stage(cfg, run_dir, "embed")
     return n
@@ -489,6 +529,7 @@ def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
             segmenter=seg,
             embeddings=False,
             segment_names=segment_names(run_dir),
+            head=load_head(run_dir),
         )
         (tmp / "predictions.parquet").replace(out_path)
         rejects = pd.read_csv(tmp / "panel" / "rejects.csv", dtype=str, keep_default_na=False)

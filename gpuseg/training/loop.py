@@ -111,9 +111,13 @@ def train_model(
     on_epoch: Callable[[dict], None] | None = None,
     checkpoint_dir: Path | None = None,
     dist: DistContext | None = None,
+    split: Split | None = None,
 ) -> TrainResult:
     """Train the subscriber model on ``panel``; return the best model (by validation AUC) and
     metrics.
+
+    ``split`` (rows of the panel) replaces the seeded random split, e.g. one fold of
+    :mod:`gpuseg.pipeline.compare`; its rows must carry churn labels.
 
     With ``dist`` (under torchrun, see :mod:`gpuseg.ddp`) the model runs in DDP: each rank trains
     on its shard of the training rows with ``cfg.batch_size / world_size`` rows per step (the
@@ -127,8 +131,11 @@ def train_model(
         raise DataError(
             f"training needs churn labels; {len(labelled)} labelled subscribers in the panel"
         )
-    split = split_subscribers(len(labelled), cfg.val_frac, cfg.test_frac, cfg.seed)
-    split = Split(*(labelled[s] for s in (split.train, split.val, split.test)))
+    if split is None:
+        split = split_subscribers(len(labelled), cfg.val_frac, cfg.test_frac, cfg.seed)
+        split = Split(*(labelled[s] for s in (split.train, split.val, split.test)))
+    elif not all(np.isin(p, labelled).all() for p in (split.train, split.val, split.test)):
+        raise DataError("training split: every train, val and test row needs a churn label")
     churn_all = np.asarray(panel.churn)
     if len(np.unique(churn_all[split.train])) < 2:
         raise DataError("training split has only one churn class; need churners and stayers")

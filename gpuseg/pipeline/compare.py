@@ -1,0 +1,598 @@
+"""A protocol that tells models apart: K-fold comparison of gpuseg and tuned baselines (issue 15).
+
+:func:`compare` splits the churn-labelled subscribers into ``folds`` stratified folds (repeated
+``repeats`` times with other shuffles). Each fold in turn is the test set; of the other rows a
+stratified ``val_frac`` share is the validation set, the rest trains. Every candidate sees the very
+same train / validation / test rows of every fold:
+
+- ``sequence``: gpuseg's sequence model (:func:`gpuseg.training.loop.train_model` on the fold's
+  rows, Platt-calibrated on validation); ``seeds`` > 1 averages the logits of that many seeds;
+- ``stack``: a tuned XGBoost head over the window aggregates plus the sequence model's churn logit,
+  **cross-fitted**: the training rows are cut in two halves, an encoder trains on each half and
+  gives the logits of the other half, and validation / test rows get the mean of both encoders'
+  logits (:class:`CrossFit` refuses a logit from an encoder that trained on the row);
+- ``logistic``, ``hist_gb`` (the grids of :mod:`gpuseg.evaluate.baselines`) and ``xgboost``,
+  ``lightgbm`` (:class:`gpuseg.evaluate.boosting.TunedBooster`, ``trials`` Optuna trials each on
+  validation), all on the window aggregates and static attributes of
+  :func:`gpuseg.features.aggregates.window_features`.
+
+For ROC-AUC and top-decile lift, ``paired`` holds the reported candidate (``head``) minus every
+other: the mean over folds with a t interval over folds, and a paired bootstrap interval (test
+rows resampled within each fold, the same resamples for both candidates, the mean over folds
+recomputed). ``best_baseline`` names the baseline with the highest mean ROC-AUC and by how much it
+leads or trails.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import t as student_t
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from gpuseg.config import ModelConfig, TrainConfig
+from gpuseg.data.panel import Panel, load_panel
+from gpuseg.data.split import Split
+from gpuseg.errors import ConfigError, DataError, LeakageError
+from gpuseg.evaluate.baselines import GRIDS, tune
+from gpuseg.evaluate.boosting import TunedBooster, booster_available
+from gpuseg.evaluate.metrics import roc_auc, top_decile_lift
+from gpuseg.features.aggregates import window_features
+from gpuseg.features.sequence import sequence_features
+from gpuseg.io.store import write_json_atomic
+from gpuseg.pipeline.stages import (
+    check_stage,
+    prepare_stage,
+    synth_stage,
+    with_world_data,
+    world_dir,
+)
+from gpuseg.training.calibration import calibrated, fit_platt
+from gpuseg.training.loop import predict, to_device, train_model
+
+MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "blend")
+BASELINES = ("logistic", "hist_gb", "xgboost", "lightgbm")
+BLENDS = ("blend", "blend_baselines")  # fitted on the other candidates' validation predictions
+CANDIDATES = MODEL_CANDIDATES + BASELINES + ("blend_baselines",)
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "roc_auc": roc_auc,
+    "top_decile_lift": top_decile_lift,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Folds
+
+
+def stratified_folds(
+    churn: np.ndarray, folds: int = 5, repeats: int = 1, val_frac: float = 0.15, seed: int = 0
+) -> list[Split]:
+    """``folds`` x ``repeats`` splits of the churn-labelled rows (``churn >= 0``) by subscriber.
+
+    Within a repeat the test parts are disjoint and cover every labelled row once; validation is
+    a stratified ``val_frac`` share of all labelled rows, taken from the non-test rows.
+    """
+    if folds < 2:
+        raise ConfigError(f"folds must be >= 2, got {folds}")
+    if repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
+    if not 0 < val_frac < 1 - 1 / folds:
+        raise ConfigError(f"val_frac must be in (0, {1 - 1 / folds:g}), got {val_frac}")
+    churn = np.asarray(churn)
+    labelled = np.flatnonzero(churn >= 0)
+    y = churn[labelled].astype(int)
+    counts = np.bincount(y, minlength=2)
+    if counts.min() < folds:
+        raise DataError(
+            f"{folds} folds need at least {folds} churners and {folds} stayers; "
+            f"the panel has {counts[1]} and {counts[0]}"
+        )
+    out = []
+    for r in range(repeats):
+        kfold = StratifiedKFold(folds, shuffle=True, random_state=seed + 1000 * r)
+        for rest, test in kfold.split(labelled, y):
+            share = val_frac / (1 - 1 / folds)  # of the non-test rows
+            train, val = train_test_split(
+                rest, test_size=share, stratify=y[rest], random_state=seed + 1000 * r + len(out)
+            )
+            out.append(Split(*(np.sort(labelled[p]) for p in (train, val, test))))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-fitting: a head never sees a feature learned from its own row
+
+
+@dataclass
+class CrossFit:
+    """Per-row features (e.g. churn logits) from several encoders, each with its training rows.
+
+    :meth:`out_of_fold` gives each requested row the mean of the features of the encoders that
+    did **not** train on it and raises :class:`LeakageError` when a row has no such encoder, so a
+    head trained on its output never sees a leaked embedding.
+    """
+
+    n_rows: int
+    encoders: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def add(self, train_rows: np.ndarray, features: np.ndarray) -> CrossFit:
+        """An encoder trained on ``train_rows``; ``features`` (n_rows, ...) over every row."""
+        features = np.asarray(features, dtype=np.float64)
+        if len(features) != self.n_rows:
+            raise DataError(f"cross-fit: {len(features)} feature rows, expected {self.n_rows}")
+        seen = np.zeros(self.n_rows, dtype=bool)
+        seen[np.asarray(train_rows, dtype=np.int64)] = True
+        self.encoders.append((seen, features))
+        return self
+
+    def out_of_fold(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if not self.encoders:
+            raise LeakageError("cross-fit: no encoder added")
+        total = np.zeros((len(rows), *self.encoders[0][1].shape[1:]))
+        count = np.zeros(len(rows))
+        for seen, feats in self.encoders:
+            fresh = ~seen[rows]
+            total[fresh] += feats[rows[fresh]]
+            count[fresh] += 1
+        if (count == 0).any():
+            raise LeakageError(
+                f"cross-fit: {int((count == 0).sum())} rows have features only from encoders "
+                "trained on them (a head over them would learn leaked embeddings)"
+            )
+        return total / count.reshape(-1, *([1] * (total.ndim - 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates
+
+
+@dataclass
+class FoldData:
+    panel: Panel
+    tensors: dict[str, torch.Tensor]
+    features: np.ndarray  # window aggregates + static, every row
+    device: torch.device
+    seq_features: np.ndarray | None = None  # gpuseg.features.sequence, every row
+
+
+def _logits(model, fd: FoldData, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    out = predict(model, fd.tensors, torch.as_tensor(rows, device=fd.device), batch_size, False)
+    return out["churn_logit"].cpu().numpy().astype(np.float64)
+
+
+def _train_logits(
+    fd: FoldData,
+    split: Split,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    rows: np.ndarray,
+    seed: int,
+) -> np.ndarray:
+    """Train on ``split`` with ``seed``; the churn logits of ``rows``."""
+    result = train_model(fd.panel, model_cfg, replace(train_cfg, seed=seed), fd.device, split=split)
+    return _logits(result.model, fd, rows, 4 * train_cfg.batch_size)
+
+
+def sequence_candidate(
+    fd: FoldData,
+    split: Split,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seeds: int = 1,
+    seed: int = 0,
+) -> dict:
+    """gpuseg's sequence model on one fold: mean logit over ``seeds`` seeds, Platt on val."""
+    rows = np.concatenate([split.val, split.test])
+    logit = np.mean(
+        [_train_logits(fd, split, model_cfg, train_cfg, rows, seed + s) for s in range(seeds)],
+        axis=0,
+    )
+    y_val = np.asarray(fd.panel.churn)[split.val]
+    platt = fit_platt(logit[: len(split.val)], y_val)
+    p = calibrated(logit, platt)
+    return dict(proba=p[len(split.val) :], proba_val=p[: len(split.val)])
+
+
+def stack_candidate(
+    fd: FoldData,
+    split: Split,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    trials: int,
+    seed: int = 0,
+) -> dict:
+    """Tuned XGBoost over window aggregates + the cross-fitted sequence logit (two halves)."""
+    churn = np.asarray(fd.panel.churn)
+    halves = train_test_split(
+        split.train, test_size=0.5, stratify=churn[split.train], random_state=seed
+    )
+    n = len(churn)
+    rows = np.concatenate([split.train, split.val, split.test])
+    cross = CrossFit(n)
+    for h, half in enumerate(halves):
+        logits = np.zeros(n)
+        part = Split(np.sort(half), split.val, split.test)
+        logits[rows] = _train_logits(fd, part, model_cfg, train_cfg, rows, seed + 100 + h)
+        cross.add(half, logits)
+    X = {
+        name: np.column_stack([_wide(fd, r), cross.out_of_fold(r)])
+        for name, r in (("train", split.train), ("val", split.val), ("test", split.test))
+    }
+    head = TunedBooster("xgboost", n_trials=trials, random_state=seed).fit(
+        X["train"], churn[split.train], X["val"], churn[split.val]
+    )
+    return dict(
+        proba=head.predict_proba(X["test"])[:, 1],
+        proba_val=head.predict_proba(X["val"])[:, 1],
+        params=head.best_params_,
+    )
+
+
+def _wide(fd: FoldData, rows: np.ndarray) -> np.ndarray:
+    """Window aggregates, static and (when computed) the sequence features of ``rows``."""
+    if fd.seq_features is None:
+        return fd.features[rows]
+    return np.column_stack([fd.features[rows], fd.seq_features[rows]])
+
+
+def blend_candidate(fd: FoldData, split: Split, parts: dict[str, dict]) -> dict:
+    """Logistic regression over the logits of ``parts`` (candidates already run on this fold),
+    fitted on their validation predictions: rows none of them trained on (the boosters did
+    early-stop and tune on them, so their weights lean slightly optimistic)."""
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p))
+
+    names = sorted(parts)
+    V = np.column_stack([logit(parts[n]["proba_val"]) for n in names])
+    T = np.column_stack([logit(parts[n]["proba"]) for n in names])
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit(V, np.asarray(fd.panel.churn)[split.val])
+    return dict(
+        proba=lr.predict_proba(T)[:, 1],
+        proba_val=lr.predict_proba(V)[:, 1],
+        params=dict(zip(names, lr.coef_[0].round(4).tolist(), strict=True)),
+    )
+
+
+def baseline_candidate(name: str, fd: FoldData, split: Split, trials: int, seed: int = 0) -> dict:
+    """One feature baseline on one fold: grid-tuned (logistic, hist_gb) or Optuna-tuned."""
+    churn = np.asarray(fd.panel.churn)
+    feats = (lambda r: _wide(fd, r)) if name == "xgboost_seq" else (lambda r: fd.features[r])
+    X_tr, X_va, X_te = (feats(p) for p in (split.train, split.val, split.test))
+    y_tr, y_va = churn[split.train], churn[split.val]
+    if name in ("xgboost", "lightgbm", "xgboost_seq"):
+        kind = "xgboost" if name == "xgboost_seq" else name
+        model = TunedBooster(kind, n_trials=trials, random_state=seed).fit(X_tr, y_tr, X_va, y_va)
+        params = model.best_params_
+    else:
+        cls, grid, _ = GRIDS[name]
+        seeded = "random_state" in inspect.signature(cls.__init__).parameters
+
+        def make(**kw: Any) -> Any:
+            return cls(**kw, random_state=seed) if seeded else cls(**kw)
+
+        def score(model: Any, X: np.ndarray, y: np.ndarray) -> float:
+            return roc_auc(y, model.predict_proba(X)[:, 1])
+
+        model, params, _ = tune(make, grid, X_tr, y_tr, X_va, y_va, score)
+    return dict(
+        proba=model.predict_proba(X_te)[:, 1].astype(np.float64),
+        proba_val=model.predict_proba(X_va)[:, 1].astype(np.float64),
+        params=params,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals
+
+
+def _t_quantile(df: int, level: float) -> float:
+    return float(student_t.ppf(1 - (1 - level) / 2, df))
+
+
+def fold_interval(values: Sequence[float], level: float = 0.95) -> dict:
+    """Mean of per-fold values with a t interval over folds (value, lo, hi, sd)."""
+    v = np.asarray(values, dtype=float)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return dict(value=mean, lo=None, hi=None, sd=None)
+    sd = float(v.std(ddof=1))
+    half = _t_quantile(len(v) - 1, level) * sd / math.sqrt(len(v))
+    return dict(value=mean, lo=mean - half, hi=mean + half, sd=sd)
+
+
+def paired_bootstrap(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    ys: Sequence[np.ndarray],
+    pa: Sequence[np.ndarray],
+    pb: Sequence[np.ndarray],
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of mean-over-folds ``metric(a) - metric(b)``, test rows resampled
+    within each fold (the same rows for a and b)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        diffs = []
+        for y, a, b in zip(ys, pa, pb, strict=True):
+            idx = rng.integers(0, len(y), len(y))
+            try:
+                diffs.append(metric(y[idx], a[idx]) - metric(y[idx], b[idx]))
+            except ValueError:  # one class in the resample
+                break
+        else:
+            values.append(float(np.mean(diffs)))
+    if not values:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol
+
+
+def compare(
+    panel: Panel,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    *,
+    folds: int = 5,
+    repeats: int = 1,
+    candidates: Sequence[str] | None = None,
+    head: str = "sequence",
+    trials: int = 15,
+    seeds: int = 1,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    shuffle_labels: bool = False,
+    device: str | torch.device = "cpu",
+    out_path: str | Path | None = None,
+    on_fold: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run every candidate on the same folds and compare ``head`` with the others.
+
+    ``shuffle_labels`` permutes the churn labels among labelled rows first (seeded): a control
+    whose every candidate must score ROC-AUC 0.5 up to noise. Returns (and writes to
+    ``out_path`` as JSON) the per-fold metrics and seconds, the summary per candidate and the
+    paired differences; see the module docstring.
+    """
+    names = list(candidates) if candidates is not None else default_candidates()
+    for name in names:
+        if name not in CANDIDATES:
+            raise ConfigError(f"unknown candidate {name!r}; choose from {', '.join(CANDIDATES)}")
+        if name in ("xgboost", "lightgbm", "stack", "xgboost_seq"):
+            needed = "lightgbm" if name == "lightgbm" else "xgboost"
+            if not booster_available(needed):
+                raise ConfigError(f"candidate {name!r} needs the {needed} package")
+    if head not in names:
+        raise ConfigError(f"head {head!r} is not among the candidates {names}")
+    names = [head] + [n for n in names if n != head]
+    if any(b in names for b in BLENDS) and len([n for n in names if n not in BLENDS]) < 2:
+        raise ConfigError("a blend needs at least two other candidates")
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    churn = np.asarray(panel.churn).astype(np.int8)
+    if shuffle_labels:
+        labelled = np.flatnonzero(churn >= 0)
+        churn = churn.copy()
+        churn[labelled] = np.random.default_rng(seed + 7).permutation(churn[labelled])
+    panel = replace(panel, churn=churn)
+    splits = stratified_folds(churn, folds, repeats, train_cfg.val_frac, seed)
+    features = window_features(panel)
+    seq = None
+    if any(n in names for n in ("stack", "xgboost_seq")):
+        seq = sequence_features(panel)
+    fd = FoldData(panel, to_device(panel, device), features, device, seq)
+    feature_seconds = time.perf_counter() - t0
+
+    per_fold: list[dict] = []
+    ys: list[np.ndarray] = []
+    probas: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for f, split in enumerate(splits):
+        y = churn[split.test].astype(int)
+        ys.append(y)
+        record: dict[str, Any] = dict(
+            fold=f, n_train=len(split.train), n_val=len(split.val), n_test=len(split.test)
+        )
+        done: dict[str, dict] = {}
+        for name in sorted(names, key=lambda n: n in BLENDS):  # blends after their parts
+            t1, c1 = time.perf_counter(), time.process_time()
+            fold_seed = seed + f
+            if name in BLENDS:
+                parts = {
+                    n: r
+                    for n, r in done.items()
+                    if n not in BLENDS and (name == "blend" or n in BASELINES)
+                }
+                res = blend_candidate(fd, split, parts)
+            elif name == "sequence":
+                res = sequence_candidate(fd, split, model_cfg, train_cfg, seeds, fold_seed)
+            elif name == "stack":
+                res = stack_candidate(fd, split, model_cfg, train_cfg, trials, fold_seed)
+            else:
+                res = baseline_candidate(name, fd, split, trials, fold_seed)
+            done[name] = res
+            probas[name].append(res["proba"])
+            record[name] = {m: fn(y, res["proba"]) for m, fn in METRICS.items()} | dict(
+                seconds=time.perf_counter() - t1,
+                cpu_seconds=time.process_time() - c1,
+                params=res.get("params"),
+            )
+        per_fold.append(record)
+        if on_fold is not None:
+            on_fold(record)
+
+    summary = {
+        name: {m: fold_interval([r[name][m] for r in per_fold], level) for m in METRICS}
+        | {k: float(sum(r[name][k] for r in per_fold)) for k in ("seconds", "cpu_seconds")}
+        for name in names
+    }
+    paired: dict[str, dict] = {}
+    for other in names[1:]:
+        paired[other] = {}
+        for m, fn in METRICS.items():
+            cell = fold_interval(
+                [r[head][m] - r[other][m] for r in per_fold], level
+            )  # t interval over folds
+            lo, hi = paired_bootstrap(
+                fn, ys, probas[head], probas[other], n_boot=n_boot, seed=seed, level=level
+            )
+            paired[other][m] = cell | dict(boot_lo=lo, boot_hi=hi)
+    baselines = [n for n in names if n in BASELINES or n == "blend_baselines"]
+    best = None
+    if baselines:
+        b = max(baselines, key=lambda n: summary[n]["roc_auc"]["value"])
+        best = dict(name=b, roc_auc=summary[b]["roc_auc"]["value"]) | (
+            dict(head_minus_best=paired[b]["roc_auc"]) if b != head else {}
+        )
+    result = _clean(
+        dict(
+            head=head,
+            candidates=names,
+            folds=folds,
+            repeats=repeats,
+            trials=trials,
+            seeds=seeds,
+            n_boot=n_boot,
+            level=level,
+            seed=seed,
+            shuffle_labels=shuffle_labels,
+            n_labelled=int((churn >= 0).sum()),
+            churn_rate=float(churn[churn >= 0].mean()),
+            shape=dict(
+                subscribers=int(panel.usage.shape[0]),
+                periods=int(panel.usage.shape[1]),
+                metrics=int(panel.usage.shape[2]),
+                static=int(panel.static.shape[1]),
+                features=int(features.shape[1]),
+            ),
+            per_fold=per_fold,
+            summary=summary,
+            paired=dict(reference=head, difference=paired),
+            best_baseline=best,
+            seconds=dict(features=feature_seconds, total=time.perf_counter() - t0),
+        )
+    )
+    if out_path is not None:
+        write_json_atomic(Path(out_path), result)
+    return result
+
+
+def default_candidates() -> list[str]:
+    """The sequence model and every baseline that runs here (boosters when installed)."""
+    return ["sequence", "logistic", "hist_gb"] + [
+        k for k in ("xgboost", "lightgbm") if booster_available(k)
+    ]
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _ci(cell: dict, digits: int = 4, lo: str = "lo", hi: str = "hi") -> str:
+    if cell.get(lo) is None or cell.get(hi) is None:
+        return f"{cell['value']:+.{digits}f}"
+    return f"{cell['value']:+.{digits}f} [{cell[lo]:+.{digits}f}, {cell[hi]:+.{digits}f}]"
+
+
+def verdict(result: dict) -> str:
+    """One line: which baseline is ahead of the reported candidate and by how much, or not."""
+    best, head = result.get("best_baseline"), result["head"]
+    if not best:
+        return f"{head}: no baseline was run"
+    if "head_minus_best" not in best:
+        return f"the reported candidate is the baseline {head} itself"
+    d = best["head_minus_best"]
+    if d["value"] >= 0:
+        state = "a real win" if (d.get("lo") or 0) > 0 else "level within the interval"
+        return (
+            f"{head} is ahead of the best baseline {best['name']} by {d['value']:+.4f} ROC-AUC "
+            f"({state}; fold interval {_ci(d)})"
+        )
+    state = "a real loss" if (d.get("hi") or 0) < 0 else "within the interval"
+    hint = (
+        f"; a run scores churn with it under -s model.head={best['name']} (or auto)"
+        if best["name"] in ("xgboost", "lightgbm")
+        else ""
+    )
+    return (
+        f"{best['name']} is AHEAD of {head} by {-d['value']:.4f} ROC-AUC ({state}; {head} minus "
+        f"{best['name']} {_ci(d)}){hint}"
+    )
+
+
+def comparison_markdown(result: dict) -> str:
+    """Mean (t interval over folds) per candidate; paired differences; the verdict."""
+    s = result["summary"]
+    k = result["folds"] * result["repeats"]
+    lines = [
+        f"{result['folds']}-fold x {result['repeats']} stratified splits by subscriber "
+        f"({result['n_labelled']} labelled, churn rate {result['churn_rate']:.3f}); "
+        f"{result['level'] * 100:g}% intervals over the {k} folds"
+        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else ""),
+        "",
+        "| candidate | ROC-AUC | Lift@10% | wall s (all folds) | CPU s |",
+        "|---|---|---|---|---|",
+    ]
+    for name in result["candidates"]:
+        a, lift = s[name]["roc_auc"], s[name]["top_decile_lift"]
+        lo, hi = (a[b] if a[b] is not None else a["value"] for b in ("lo", "hi"))
+        lines.append(
+            f"| {name} | {a['value']:.4f} [{lo:.4f}, {hi:.4f}] | {lift['value']:.3f} "
+            f"| {s[name]['seconds']:.1f} | {s[name]['cpu_seconds']:.1f} |"
+        )
+    diff = result["paired"]["difference"]
+    if diff:
+        lines += [
+            "",
+            f"| {result['head']} minus | ROC-AUC [fold t interval] | ROC-AUC [bootstrap] | "
+            "Lift@10% [fold t interval] |",
+            "|---|---|---|---|",
+        ]
+        for other, cell in diff.items():
+            a, lift = cell["roc_auc"], cell["top_decile_lift"]
+            lines.append(
+                f"| {other} | {_ci(a)} | {_ci(a, lo='boot_lo', hi='boot_hi')} | {_ci(lift, 3)} |"
+            )
+    return "\n".join(lines + ["", verdict(result)]) + "\n"
+
+
+def compare_stage(cfg: Any, backend: Any, run_dir: Path, **kw: Any) -> dict:
+    """:func:`compare` on the run's panel, made first when missing (synthetic world, prepare).
+
+    Writes ``run_dir/compare.json`` unless ``out_path`` is given in ``kw``. A panel made from
+    input tables that have changed since is refused (run ``gpuseg prepare`` again).
+    """
+    if not (run_dir / "panel" / "meta.json").is_file():
+        synthetic = cfg.synth is not None and not cfg.data.usage
+        if synthetic and not (world_dir(cfg, run_dir) / "labels.parquet").is_file():
+            synth_stage(cfg, run_dir)
+        prepare_stage(with_world_data(cfg, run_dir), backend, run_dir)
+    check_stage(cfg, run_dir, "prepare")
+    panel = load_panel(run_dir / "panel", mmap=False)
+    kw.setdefault("out_path", run_dir / "compare.json")
+    return compare(panel, cfg.model, cfg.train, device=backend.torch_device, seed=cfg.seed, **kw)

@@ -1,0 +1,361 @@
+"""The K-fold protocol of gpuseg.compare: folds, cross-fitting (no leakage), intervals, the
+shuffled-label control and the verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gpuseg.cli import app
+from gpuseg.config import ModelConfig, TrainConfig, load_config
+from gpuseg.data.panel import Panel, load_panel
+from gpuseg.errors import ConfigError, DataError, LeakageError
+from gpuseg.evaluate.boosting import booster_available
+from gpuseg.evaluate.metrics import roc_auc
+from gpuseg.pipeline.compare import (
+    CrossFit,
+    compare,
+    comparison_markdown,
+    fold_interval,
+    paired_bootstrap,
+    stratified_folds,
+    verdict,
+)
+from gpuseg.training.heads import HEAD_FILE, head_features, load_head
+
+TINY_MODEL = ModelConfig(
+    hidden_size=8, embedding_dim=4, static_hidden=4, wide_heads=True, wide_window_stats=True
+)
+TINY_TRAIN = TrainConfig(epochs=3, batch_size=256, lr=0.01)
+xgb = pytest.mark.skipif(not booster_available("xgboost"), reason="xgboost not installed")
+
+
+def signal_panel(n: int = 6000, t: int = 6, seed: int = 0) -> Panel:
+    """A panel whose churn follows a usage drop and one static attribute (AUC well above 0.5)."""
+    rng = np.random.default_rng(seed)
+    usage = rng.gamma(2.0, 5.0, size=(n, t, 2)).astype(np.float32)
+    static = rng.normal(size=(n, 2)).astype(np.float32)
+    drop = rng.random(n) < 0.3
+    usage[drop, -2:, 0] *= 0.1
+    logit = -2.5 + 3.0 * drop + 1.5 * static[:, 0]
+    churn = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+    churn[:50] = -1  # unlabelled rows never enter a fold
+    return Panel(
+        usage=usage,
+        mask=np.ones((n, t), dtype=bool),
+        static=static,
+        churn=churn,
+        migration=np.full(n, 1, dtype=np.int8),
+        ids=np.array([f"s{i}" for i in range(n)]),
+        meta=dict(metrics=["data_mb", "revenue"], static_features=["a", "b"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Folds
+
+
+def test_folds_cover_labelled_rows_once_and_parts_are_disjoint():
+    churn = np.r_[np.zeros(700), np.ones(300), -np.ones(40)].astype(np.int8)
+    splits = stratified_folds(churn, folds=5, repeats=2, val_frac=0.15, seed=1)
+    assert len(splits) == 10
+    labelled = np.flatnonzero(churn >= 0)
+    for r in range(2):
+        tests = np.concatenate([s.test for s in splits[5 * r : 5 * r + 5]])
+        assert np.array_equal(np.sort(tests), labelled)  # each labelled row tested once
+    for s in splits:
+        parts = [set(s.train), set(s.val), set(s.test)]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert len(s.train) + len(s.val) + len(s.test) == len(labelled)
+        assert abs(len(s.val) - 0.15 * len(labelled)) <= 2
+        for p in (s.train, s.val, s.test):  # stratified: the churn rate of every part is ~0.3
+            assert abs(churn[p].mean() - 0.3) < 0.02
+    assert not np.array_equal(splits[0].test, splits[5].test)  # a repeat reshuffles
+
+
+def test_folds_refuse_bad_settings():
+    churn = np.r_[np.zeros(50), np.ones(3)].astype(np.int8)
+    with pytest.raises(DataError, match="churners"):
+        stratified_folds(churn, folds=5)
+    with pytest.raises(ConfigError, match="folds"):
+        stratified_folds(churn, folds=1)
+    with pytest.raises(ConfigError, match="val_frac"):
+        stratified_folds(np.r_[np.zeros(50), np.ones(20)], folds=5, val_frac=0.9)
+
+
+# ---------------------------------------------------------------------------------------------
+# No leakage: a head never sees features an encoder learned on the same row
+
+
+def test_crossfit_refuses_features_from_an_encoder_trained_on_the_row():
+    n = 100
+    rows = np.arange(60)
+    cross = CrossFit(n).add(rows, np.arange(n, dtype=float))
+    with pytest.raises(LeakageError, match="trained on them"):
+        cross.out_of_fold(rows)  # the head's training rows are the encoder's: refused
+    assert np.array_equal(cross.out_of_fold(np.arange(60, 100)), np.arange(60, 100))
+
+
+def test_crossfit_gives_each_row_only_other_encoders_features():
+    n = 10
+    a, b = np.arange(5), np.arange(5, 10)
+    cross = CrossFit(n).add(a, np.full(n, 1.0)).add(b, np.full(n, 3.0))
+    oof = cross.out_of_fold(np.arange(n))
+    assert np.array_equal(oof[:5], np.full(5, 3.0))  # rows of encoder a get encoder b's value
+    assert np.array_equal(oof[5:], np.full(5, 1.0))
+    both = CrossFit(n).add(a, np.full(n, 1.0)).add(b, np.full(n, 3.0))
+    assert both.out_of_fold(np.array([0]))[0] == 3.0
+    with pytest.raises(DataError, match="feature rows"):
+        CrossFit(n).add(a, np.zeros(n - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals
+
+
+def test_fold_interval_is_a_t_interval():
+    cell = fold_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert cell["value"] == 3.0
+    half = 2.7764451 * np.std([1, 2, 3, 4, 5], ddof=1) / np.sqrt(5)  # t(4) 97.5 %
+    assert cell["lo"] == pytest.approx(3.0 - half) and cell["hi"] == pytest.approx(3.0 + half)
+
+
+def test_paired_bootstrap_of_equal_predictions_is_zero_and_of_better_is_positive():
+    rng = np.random.default_rng(0)
+    ys = [rng.integers(0, 2, 500) for _ in range(3)]
+    good = [y + rng.normal(0, 0.7, len(y)) for y in ys]
+    noise = [rng.normal(size=len(y)) for y in ys]
+    assert paired_bootstrap(roc_auc, ys, good, good, n_boot=50) == (0.0, 0.0)
+    lo, hi = paired_bootstrap(roc_auc, ys, good, noise, n_boot=50)
+    assert 0.1 < lo < hi
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol end to end (the same folds for every candidate), and the shuffled-label control
+
+
+@pytest.fixture(scope="module")
+def panel() -> Panel:
+    torch.set_num_threads(1)
+    return signal_panel()
+
+
+def test_compare_same_folds_for_all_and_a_verdict(panel, tmp_path: Path):
+    out = tmp_path / "c.json"
+    res = compare(
+        panel,
+        TINY_MODEL,
+        TINY_TRAIN,
+        folds=3,
+        candidates=["sequence", "logistic", "hist_gb"],
+        n_boot=30,
+        out_path=out,
+    )
+    assert json.loads(out.read_text())["candidates"] == ["sequence", "logistic", "hist_gb"]
+    assert len(res["per_fold"]) == 3
+    assert sum(r["n_test"] for r in res["per_fold"]) == res["n_labelled"] == len(panel) - 50
+    for name in res["candidates"]:
+        auc = res["summary"][name]["roc_auc"]["value"]
+        assert auc > 0.75, (name, auc)  # the signal is learnable
+    diff = res["paired"]["difference"]["logistic"]["roc_auc"]
+    per_fold = [r["sequence"]["roc_auc"] - r["logistic"]["roc_auc"] for r in res["per_fold"]]
+    assert diff["value"] == pytest.approx(np.mean(per_fold))
+    assert diff["boot_lo"] <= diff["value"] + 0.01 and diff["boot_hi"] >= diff["value"] - 0.01
+    best = res["best_baseline"]
+    assert best["name"] in ("logistic", "hist_gb")
+    text = comparison_markdown(res)
+    assert best["name"] in text.splitlines()[-1]
+    assert ("AHEAD" in verdict(res)) == (best["head_minus_best"]["value"] < 0)
+
+
+def test_shuffled_labels_give_chance_auc(panel):
+    """The control: labels permuted before the folds -> every candidate at AUC 0.5 +- 0.02."""
+    big = signal_panel(n=12000, seed=1)
+    res = compare(
+        big,
+        TINY_MODEL,
+        TINY_TRAIN,
+        folds=5,
+        candidates=["sequence", "logistic"],
+        n_boot=10,
+        shuffle_labels=True,
+    )
+    assert res["shuffle_labels"] is True
+    for name in ("sequence", "logistic"):
+        assert abs(res["summary"][name]["roc_auc"]["value"] - 0.5) < 0.02, name
+
+
+@xgb
+def test_stack_blends_and_tuned_boosters_run(panel):
+    res = compare(
+        panel,
+        TINY_MODEL,
+        TINY_TRAIN,
+        folds=2,
+        candidates=["stack", "xgboost", "xgboost_seq", "logistic", "blend", "blend_baselines"],
+        head="stack",
+        trials=2,
+        n_boot=10,
+    )
+    assert res["candidates"][0] == "stack"
+    for name in res["candidates"]:
+        assert res["summary"][name]["roc_auc"]["value"] > 0.75, name
+    assert set(res["per_fold"][0]["xgboost"]["params"]) >= {"learning_rate", "max_depth"}
+    # the blends weigh the other candidates' validation predictions; blend_baselines only the
+    # feature baselines
+    assert set(res["per_fold"][0]["blend"]["params"]) == {
+        "stack",
+        "xgboost",
+        "xgboost_seq",
+        "logistic",
+    }
+    assert set(res["per_fold"][0]["blend_baselines"]["params"]) == {"xgboost", "logistic"}
+    assert res["best_baseline"]["name"] in ("xgboost", "logistic", "blend_baselines")
+
+
+def test_compare_refuses_unknown_candidates_and_heads(panel):
+    with pytest.raises(ConfigError, match="unknown candidate"):
+        compare(panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", "catboost"])
+    with pytest.raises(ConfigError, match="head"):
+        compare(panel, TINY_MODEL, TINY_TRAIN, candidates=["logistic"], head="sequence")
+
+
+def test_cli_compare_on_the_tiny_world(tmp_path: Path):
+    root = Path(__file__).resolve().parents[1]
+    r = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "-c",
+            str(root / "configs" / "tiny.yaml"),
+            "-s",
+            f"out_dir={tmp_path / 'run'}",
+            "--device",
+            "cpu",
+            "--folds",
+            "2",
+            "--candidates",
+            "sequence,logistic",
+            "--boot",
+            "10",
+        ],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.output
+    assert "sequence minus" in r.output and "fold t interval" in r.output
+    assert (tmp_path / "run" / "compare.json").is_file()
+    bad = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "-c",
+            str(root / "configs" / "tiny.yaml"),
+            "-s",
+            f"out_dir={tmp_path / 'r2'}",
+            "--candidates",
+            "nope",
+        ],
+    )
+    assert bad.exit_code == 1 and "unknown candidate" in bad.output
+
+
+def test_cli_compare_on_a_table_layout(tmp_path: Path):
+    """One row per subscriber (IBM Telco, Cell2Cell): compare reads it through layout: table."""
+    rng = np.random.default_rng(0)
+    n = 1200
+    minutes = rng.gamma(2.0, 100.0, n)
+    plan = rng.choice(["prepaid", "postpaid"], n)
+    logit = -1.0 - 0.01 * (minutes - 200) + 1.5 * (plan == "prepaid")
+    table = pd.DataFrame(
+        {
+            "customer": [f"C{i:05d}" for i in range(n)],
+            "revenue": rng.gamma(3.0, 10.0, n).round(2),
+            "minutes": minutes.round(1),
+            "plan": plan,
+            "Churn": np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "Yes", "No"),
+        }
+    )
+    csv = tmp_path / "table.csv"
+    table.to_csv(csv, index=False)
+    cfg = tmp_path / "table.yaml"
+    cfg.write_text(
+        f"out_dir: {tmp_path / 'run'}\n"
+        f"data: {{usage: {csv}, labels: {csv}, layout: table, id_column: customer,\n"
+        "  churn_column: Churn, revenue_metric: revenue, static_columns: [plan]}\n"
+        "model: {encoder: static, hidden_size: 8, embedding_dim: 4, static_hidden: 4}\n"
+        "train: {epochs: 3, batch_size: 256}\n"
+    )
+    r = CliRunner().invoke(
+        app,
+        ["compare", "-c", str(cfg), "--device", "cpu", "--folds", "2"]
+        + ["--candidates", "sequence,logistic", "--boot", "10"],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "run" / "compare.json").read_text())
+    assert res["n_labelled"] == n and res["shape"]["periods"] == 1
+    assert abs(res["churn_rate"] - (table["Churn"] == "Yes").mean()) < 1e-9
+    assert res["summary"]["logistic"]["roc_auc"]["value"] > 0.7
+
+
+# ---------------------------------------------------------------------------------------------
+# model.head: a run scores churn with the winner
+
+
+@xgb
+def test_model_head_scores_the_run_with_a_saved_booster(tmp_path: Path):
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    args = ["run", "-c", str(root / "configs" / "tiny.yaml"), "-s", f"out_dir={run}"]
+    r = CliRunner().invoke(
+        app, [*args, "-s", "model.head=xgboost", "-s", "model.head_trials=2", "--device", "cpu"]
+    )
+    assert r.exit_code == 0, r.output
+    info = json.loads((run / HEAD_FILE).read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert info["kind"] == metrics["head"]["kind"] == "xgboost"
+    assert (run / "head.xgb.json").is_file()  # the booster's own JSON, no pickle
+    preds = pd.read_parquet(run / "predictions.parquet")
+    assert preds["churn_prob"].between(0, 1).all()
+    # the predictions are the head's, not the sequence model's calibrated logit
+    panel = load_panel(run / "panel")
+    head = load_head(run)
+    X = head_features(panel.usage[:50], panel.mask[:50], panel.static[:50])
+    np.testing.assert_allclose(preds["churn_prob"].to_numpy()[:50], head.predict(X), rtol=1e-5)
+    # scoring new data goes through the head too
+    world = run / "world"
+    out = tmp_path / "scores.parquet"
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            str(run),
+            "--usage",
+            str(world / "usage.parquet"),
+            "--static",
+            str(world / "static.parquet"),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    scored = pd.read_parquet(out).set_index(panel.meta["id_column"])["churn_prob"]
+    ids = preds[panel.meta["id_column"]]
+    np.testing.assert_allclose(scored.loc[ids].to_numpy(), preds["churn_prob"], rtol=1e-5)
+    # back to the sequence model: the stale head is removed
+    r = CliRunner().invoke(app, [*args, "--overwrite", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert not (run / HEAD_FILE).exists() and not (run / "head.xgb.json").exists()
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ConfigError, match="model.head"):
+        load_config(None, ["model.head=catboost"])
