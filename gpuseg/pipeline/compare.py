@@ -48,7 +48,7 @@ from gpuseg.evaluate.boosting import TunedBooster, booster_available
 from gpuseg.evaluate.metrics import roc_auc, top_decile_lift
 from gpuseg.features.aggregates import window_features
 from gpuseg.features.sequence import sequence_features
-from gpuseg.io.store import write_json_atomic
+from gpuseg.io.store import json_ready, write_json_atomic
 from gpuseg.pipeline.stages import (
     check_stage,
     prepare_stage,
@@ -459,7 +459,7 @@ def compare(
         best = dict(name=b, roc_auc=summary[b]["roc_auc"]["value"]) | (
             dict(head_minus_best=paired[b]["roc_auc"]) if b != head else {}
         )
-    result = _clean(
+    result = json_ready(
         dict(
             head=head,
             candidates=names,
@@ -497,20 +497,6 @@ def default_candidates() -> list[str]:
     return ["sequence", "logistic", "hist_gb"] + [
         k for k in ("xgboost", "lightgbm") if booster_available(k)
     ]
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def _ci(cell: dict, digits: int = 4, lo: str = "lo", hi: str = "hi") -> str:

@@ -11,10 +11,8 @@ own paired interval.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +25,7 @@ from gpuseg.data.split import Split, load_split
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.evaluate.baselines import run_baselines
 from gpuseg.evaluate.metrics import churn_report, migration_report, paired_difference, roc_auc
-from gpuseg.io.store import write_json_atomic
+from gpuseg.io.store import json_ready, write_json_atomic
 from gpuseg.io.tables import read_table, table_columns
 from gpuseg.training.calibration import calibrated, migration_decision
 from gpuseg.training.checkpoint import load_checkpoint
@@ -147,21 +145,6 @@ def oracle_probabilities(
             "no true churn probability; is this the truth of the world the panel came from?"
         )
     return aligned
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-ready copy: numpy scalars and arrays to Python, NaN and inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def evaluate_run(
@@ -300,7 +283,7 @@ def evaluate_run(
         ),
         seconds=seconds,
     )
-    result = _clean(result)
+    result = json_ready(result)
     write_json_atomic(Path(out_path) if out_path is not None else run_dir / EVALUATION_FILE, result)
     return result
 
