@@ -502,25 +502,32 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_yaml_file(p: Path, what: str) -> Any:
+    """The data of the YAML file ``p`` (a ``what`` file: config, tag rule, offers), read with
+    :func:`load_yaml`; a missing, oversized, non-UTF-8 or invalid file, or one with anchors, is a
+    ConfigError naming it."""
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} file {'is a directory' if p.is_dir() else 'not found'}")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: {what} file larger than {MAX_CONFIG_BYTES >> 20} MiB")
+    try:
+        return load_yaml(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: {what} file is not UTF-8 text") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}:{where} invalid YAML") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config (or the defaults when ``path`` is None) and apply overrides."""
     data: dict = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file {'is a directory' if p.is_dir() else 'not found'}")
-        if p.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{p}: config file larger than {MAX_CONFIG_BYTES >> 20} MiB")
-        try:
-            loaded = load_yaml(p.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: config file is not UTF-8 text") from None
-        except ConfigError as exc:
-            raise ConfigError(f"{p}: {exc}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{p}:{where} invalid YAML") from None
+        loaded = read_yaml_file(p, "config")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -380,3 +380,11 @@ def test_tags_config_loads_from_dict():
     assert cfg.moments.spike_factor == 3.0 and cfg.rules == "x.yaml"
     with pytest.raises(ConfigError, match="moments.spike"):
         from_dict(TagsConfig, {"moments": {"spike": 3}})
+
+
+def test_tag_rule_file_with_yaml_aliases_is_refused(tmp_path):
+    """Rule files are read like configs: anchors/aliases (the YAML bomb's tool) are refused."""
+    path = tmp_path / "tags.yaml"
+    path.write_text("a: &x [1, 2]\nb: *x\n")
+    with pytest.raises(ConfigError, match="anchors and aliases"):
+        load_tag_rules(path)

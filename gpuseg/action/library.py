@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from gpuseg.config import SegmentsConfig, from_dict
+from gpuseg.config import SegmentsConfig, from_dict, read_yaml_file
 from gpuseg.errors import ConfigError
 from gpuseg.segment.tags import TagRules, parse_tag_rules
 
@@ -185,12 +183,5 @@ def parse_library(data: Any, source: str = "<dict>") -> Library:
 def load_library(path: str | Path | None = None) -> Library:
     """Read and validate an offers YAML (None: the shipped ``configs/offers.yaml``)."""
     p = Path(path) if path is not None else DEFAULT_OFFERS
-    if not p.is_file():
-        raise ConfigError(f"{p}: offers file not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}:{where} invalid YAML") from None
+    data = read_yaml_file(p, "offers")
     return parse_library(data, str(p))

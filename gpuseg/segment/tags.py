@@ -49,9 +49,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from gpuseg.config import KeyMomentConfig, SegmentsConfig, TagsConfig
+from gpuseg.config import KeyMomentConfig, SegmentsConfig, TagsConfig, read_yaml_file
 from gpuseg.data.panel import Panel
 from gpuseg.errors import ConfigError, DataError
 from gpuseg.segment import classic as seg
@@ -229,14 +228,7 @@ def parse_tag_rules(data: Any, source: str = "<dict>") -> TagRules:
 def load_tag_rules(path: str | Path | None = None) -> TagRules:
     """Read and validate a YAML rule file (None: the shipped ``configs/tags.yaml``)."""
     p = Path(path) if path is not None else DEFAULT_RULES
-    if not p.is_file():
-        raise ConfigError(f"{p}: tag rule file not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}:{where} invalid YAML") from None
+    data = read_yaml_file(p, "tag rule")
     return parse_tag_rules(data, str(p))
 
 
