@@ -832,6 +832,18 @@ def plan_cmd(
     learner: Annotated[
         Literal["s", "t"], typer.Option("--learner", help="uplift learner: S- or T-learner")
     ] = "s",
+    chunk_size: Annotated[
+        int,
+        typer.Option("--chunk-size", help="subscribers per chunk (bounds memory)", metavar="N"),
+    ] = 262_144,
+    fit_sample: Annotated[
+        int,
+        typer.Option(
+            "--fit-sample",
+            help="fit lifetime value and uplift on at most N subscribers (a random sample)",
+            metavar="N",
+        ),
+    ] = 200_000,
     device: DeviceOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -847,8 +859,22 @@ def plan_cmd(
     if output.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise ConfigError(f"{output}: output must end in .parquet or .csv")
     backend = resolve_backend(device or "auto")
+    if chunk_size < 1 or fit_sample < 1:
+        raise ConfigError(
+            f"--chunk-size and --fit-sample: must be >= 1, got {chunk_size}, {fit_sample}"
+        )
     a, path, skipped = plan_stage(
-        run, budget, offers, campaigns, future_revenue, not priors, learner, backend, output
+        run,
+        budget,
+        offers,
+        campaigns,
+        future_revenue,
+        not priors,
+        learner,
+        backend,
+        output,
+        chunk=chunk_size,
+        fit_sample=fit_sample,
     )
     s = a.result.summary
     for note in s["notes"]:

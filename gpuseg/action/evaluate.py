@@ -100,7 +100,7 @@ def risk_list_actions(a: ActionRun, budget: float) -> pd.DataFrame:
     )
     levels = frame["value_level"].astype(str).to_numpy()
     start, _ = plan_start(a.inputs)
-    status = contact.channel_status(a.inputs.attributes, len(pos), lib, start, a.campaigns)
+    status = contact.channel_status(a.inputs.attributes, len(pos), lib, start, a.history)
     chosen = []
     spend = 0.0
     for r in rows:
@@ -121,7 +121,8 @@ def risk_list_actions(a: ActionRun, budget: float) -> pd.DataFrame:
 def risk_list_best_option(a: ActionRun, budget: float) -> pd.DataFrame:
     """The churn x value list spending ``budget``, each subscriber with the plan's own best
     option (highest predicted net value, whatever its sign) within the channel capacities: the
-    same offers, channels and dates as the plan, only the ranking differs."""
+    same offers, channels and dates as the plan, only the ranking differs. Needs every option:
+    plan with ``plan_run(..., keep="all")`` (by default only positive ones are kept)."""
     lib, opts = a.library, a.result.options
     t = select_targets(a.inputs.run_dir, horizon_months=lib.horizon_months)
     pos = pd.Series(np.arange(len(a.inputs.ids)), index=a.inputs.ids)

@@ -2,26 +2,35 @@
 
 One float32 matrix in panel row order: the window aggregates of :func:`gpuseg.model.window_stats`
 (signed log1p), the encoded static attributes, the model's churn probability and, when the run
-has them, its embeddings. Built chunk by chunk, so memory is the matrix itself.
+has them, its embeddings. Built chunk by chunk into a temporary file beside the run (removed
+with the :class:`RunInputs`) and read back with explicit file reads (:func:`take_rows`,
+:func:`gpuseg.data.panel.read_rows`), so the matrix never has to fit in memory: at 10M
+subscribers it is about 3.6 GB. Raw attributes are held as one Arrow table and converted to
+pandas a chunk at a time (:meth:`RunInputs.attribute_rows`).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from gpuseg.config import RunConfig, load_config
-from gpuseg.data.panel import Panel, load_attributes, load_panel
+from gpuseg.data.panel import Panel, load_panel, read_rows
 from gpuseg.errors import RunDirError
 from gpuseg.features.window import window_stats
 from gpuseg.io.store import require
 
 CHUNK = 16_384
+PLAN_CHUNK = 262_144  # subscribers per chunk of the plan's chunked passes
 
 
 @dataclass
@@ -31,13 +40,56 @@ class RunInputs:
     run_dir: Path
     cfg: RunConfig
     panel: Panel
-    attributes: pd.DataFrame | None
+    attribute_table: pa.Table | None  # panel row order
     ids: np.ndarray  # (N,) str, as in the run
     id_column: str
     churn_prob: np.ndarray  # (N,)
     segment: np.ndarray  # (N,) learned segment
-    features: np.ndarray  # (N, F) float32
+    features: np.ndarray  # (N, F) float32, memory-mapped from a temporary file
     feature_names: list[str]
+
+    @property
+    def attributes(self) -> pd.DataFrame | None:
+        """Every subscriber's raw attributes as one pandas frame (whole-run code only)."""
+        return None if self.attribute_table is None else self.attribute_table.to_pandas()
+
+    def attribute_rows(self, start: int, stop: int) -> pd.DataFrame | None:
+        """Raw attributes of panel rows [start, stop), index 0..stop-start-1."""
+        if self.attribute_table is None:
+            return None
+        return self.attribute_table.slice(start, stop - start).to_pandas()
+
+    def panel_rows(self, start: int, stop: int) -> Panel:
+        """Panel rows [start, stop) as in-memory copies (explicit file reads, so the mapped
+        panel never enters the resident set)."""
+        p = self.panel
+        return Panel(
+            usage=read_rows(p.usage, start, stop),
+            mask=read_rows(p.mask, start, stop),
+            static=read_rows(p.static, start, stop),
+            churn=read_rows(p.churn, start, stop),
+            migration=read_rows(p.migration, start, stop),
+            ids=p.ids[start:stop],
+            meta=p.meta,
+        )
+
+
+def take_rows(array: np.ndarray, rows: np.ndarray, block: int = PLAN_CHUNK) -> np.ndarray:
+    """``array[rows]`` for any row indices, read block by block with
+    :func:`gpuseg.data.panel.read_rows` (a memory-mapped array stays out of the resident set)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
+    if len(rows) == 0:
+        return out
+    order = np.argsort(rows, kind="stable")
+    srt = rows[order]
+    for s in range(int(srt[0]) // block * block, int(srt[-1]) + 1, block):
+        a, b = np.searchsorted(srt, [s, s + block])
+        if a == b:
+            continue
+        part = read_rows(array, s, s + block)
+        out[order[a:b]] = part[srt[a:b] - s]
+    return out
 
 
 def aligned(path: Path, ids: np.ndarray, id_col: str, columns: list[str]) -> pd.DataFrame:
@@ -57,7 +109,7 @@ def aligned(path: Path, ids: np.ndarray, id_col: str, columns: list[str]) -> pd.
     return out
 
 
-def read_run(run_dir: str | Path, embeddings: bool = True) -> RunInputs:
+def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -> RunInputs:
     """Load a finished run (panel, predictions, segments, optionally embeddings) and features."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -69,9 +121,13 @@ def read_run(run_dir: str | Path, embeddings: bool = True) -> RunInputs:
     panel = load_panel(panel_dir)
     id_col = panel.meta.get("id_column", "subscriber_id")
     ids = np.asarray(panel.ids).astype(str)
-    attributes = (
-        load_attributes(panel_dir) if (panel_dir / "attributes.parquet").is_file() else None
-    )
+    attributes = None
+    if (panel_dir / "attributes.parquet").is_file():
+        try:
+            attributes = pq.read_table(panel_dir / "attributes.parquet")
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            raise RunDirError(f"{panel_dir / 'attributes.parquet'}: unreadable ({why})") from None
     churn = aligned(run_dir / "predictions.parquet", ids, id_col, ["churn_prob"])
     segment = aligned(run_dir / "segments.parquet", ids, id_col, ["segment"])
     n = len(ids)
@@ -79,37 +135,49 @@ def read_run(run_dir: str | Path, embeddings: bool = True) -> RunInputs:
     stats = ("mean", "last", "last_quarter", "slope", "drop", "std")
     names = [f"{m}__{s}" for s in stats for m in metrics] + ["share_present"]
     names += [f"static__{s}" for s in panel.meta.get("static_features") or []]
-    blocks = [np.empty((n, len(names)), dtype=np.float32)]
-    n_static = panel.static.shape[1]
-    for s in range(0, n, CHUNK):
-        e = min(s + CHUNK, n)
-        w = window_stats(
-            torch.as_tensor(np.array(panel.usage[s:e], dtype=np.float64)),
-            torch.as_tensor(np.array(panel.mask[s:e], dtype=bool)),
-        ).numpy()
-        w = np.sign(w) * np.log1p(np.abs(w))
-        blocks[0][s:e, : w.shape[1]] = w
-        blocks[0][s:e, w.shape[1] :] = np.asarray(panel.static[s:e], dtype=np.float32)
-    assert blocks[0].shape[1] == w.shape[1] + n_static
+    n_window = len(names)
     p = churn["churn_prob"].to_numpy(np.float64)
-    blocks.append(p.astype(np.float32)[:, None])
     names.append("churn_prob")
     emb_path = run_dir / "embeddings.parquet"
+    emb = None
     if embeddings and emb_path.is_file():
-        table = pq.read_table(emb_path)
-        cols = [c for c in table.column_names if c != id_col]
+        cols = [c for c in pq.read_schema(emb_path).names if c != id_col]
         emb = aligned(emb_path, ids, id_col, cols).to_numpy(np.float32)
-        blocks.append(emb)
         names += [f"emb__{c}" for c in cols]
-    return RunInputs(
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".gpuseg-plan-"))
+    path = tmp / "features.f32"
+    with open(path, "wb") as fh:
+        for s in range(0, n, chunk):
+            e = min(s + chunk, n)
+            block = np.empty((e - s, len(names)), dtype=np.float32)
+            w = window_stats(
+                torch.as_tensor(read_rows(panel.usage, s, e).astype(np.float64)),
+                torch.as_tensor(read_rows(panel.mask, s, e).astype(bool)),
+            ).numpy()
+            w = np.sign(w) * np.log1p(np.abs(w))
+            block[:, : w.shape[1]] = w
+            block[:, w.shape[1] : n_window] = read_rows(panel.static, s, e).astype(np.float32)
+            block[:, n_window] = p[s:e].astype(np.float32)
+            if emb is not None:
+                block[:, n_window + 1 :] = emb[s:e]
+            fh.write(block.tobytes())
+    del emb
+    features = (
+        np.memmap(path, dtype=np.float32, mode="r", shape=(n, len(names)))
+        if n
+        else np.zeros((0, len(names)), np.float32)
+    )
+    inputs = RunInputs(
         run_dir=run_dir,
         cfg=cfg,
         panel=panel,
-        attributes=attributes,
+        attribute_table=attributes,
         ids=ids,
         id_column=id_col,
         churn_prob=p,
         segment=segment["segment"].to_numpy(np.int64),
-        features=np.concatenate(blocks, axis=1),
+        features=features,
         feature_names=names,
     )
+    weakref.finalize(inputs, shutil.rmtree, tmp, True)
+    return inputs

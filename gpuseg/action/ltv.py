@@ -31,8 +31,12 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from gpuseg.errors import DataError
+from gpuseg.action.features import take_rows
+from gpuseg.data.panel import read_rows
+from gpuseg.errors import ConfigError, DataError
 from gpuseg.segment.classic import metric, periods_per_month
+
+FIT_SAMPLE = 200_000  # subscribers the ZILN head and the uplift learners are fitted on, at most
 
 
 def per_period_hazard(p_churn: np.ndarray, horizon: int) -> np.ndarray:
@@ -259,6 +263,27 @@ def unavailable_reason(panel, revenue_metric: str) -> str | None:
     return None
 
 
+def revenue_summaries(
+    inputs, revenue_metric: str, chunk: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(level over the last 4 periods, mean of the last 3, per-period growth), (N,) each, read
+    from the panel chunk by chunk; None without the revenue metric."""
+    panel = inputs.panel
+    if revenue_metric not in panel.metrics:
+        return None
+    idx = panel.metrics.index(revenue_metric)
+    n = len(panel)
+    level, last3, growth = np.empty(n), np.empty(n), np.empty(n)
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        mask = read_rows(panel.mask, s, e).astype(bool)
+        rev = np.where(mask, read_rows(panel.usage, s, e)[:, :, idx].astype(np.float64), 0.0)
+        level[s:e] = recent_revenue(rev, mask, 4)
+        last3[s:e] = recent_revenue(rev, mask, 3)
+        growth[s:e] = revenue_growth(rev, mask)
+    return level, last3, growth
+
+
 def estimate_ltv(
     inputs,
     horizon: int,
@@ -269,28 +294,37 @@ def estimate_ltv(
     folds: int = 3,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    fit_sample: int = FIT_SAMPLE,
+    chunk: int = 262_144,
 ) -> LTVResult | None:
     """Lifetime value of every subscriber of a run (see the module docstring); None when the
     panel has no revenue metric. ``future``: observed revenue over the horizon (id column of the
     run plus ``future_column``) to train and measure the ZILN head; without it the hazard x value
-    estimate is used."""
-    panel = inputs.panel
-    rev = metric(panel, inputs.cfg.data.revenue_metric)
-    if rev is None:
+    estimate is used.
+
+    Bounded memory: the panel is read ``chunk`` subscribers at a time. The ZILN head is
+    cross-fitted on at most ``fit_sample`` subscribers with observed revenue (a uniform random
+    sample when there are more; all of them otherwise, the whole-run fit); each sampled
+    subscriber's value comes from the fold model that did not see it, everyone else's from the
+    mean of the fold models, predicted chunk by chunk. Metrics are over the fitted subscribers
+    (out of fold)."""
+    if fit_sample < 1 or chunk < 1:
+        raise ConfigError(f"ltv: fit_sample and chunk must be >= 1, got {fit_sample}, {chunk}")
+    summaries = revenue_summaries(inputs, inputs.cfg.data.revenue_metric, chunk)
+    if summaries is None:
         return None
-    mask = np.asarray(panel.mask, dtype=bool)
-    rev = np.where(mask, np.asarray(rev, dtype=np.float64), 0.0)
+    panel = inputs.panel
+    level, last3, growth = summaries
     per_month, _ = periods_per_month(panel, inputs.cfg.segments)
     n_future = int(round(horizon_months * per_month))
     discount = (1.0 + discount_annual) ** (-1.0 / (12.0 * per_month))
-    level = recent_revenue(rev, mask, 4)
-    growth = revenue_growth(rev, mask)
     p = inputs.churn_prob
     est = {
-        "arpu_baseline": recent_revenue(rev, mask, 3)
+        "arpu_baseline": last3
         * survival_factor(np.full(len(p), p.mean()), horizon, n_future, discount),
         "hazard_value": level * survival_factor(p, horizon, n_future, discount, growth),
     }
+    del last3
     res = LTVResult(
         est["hazard_value"], "hazard_value", est, level, growth, n_future, discount, horizon
     )
@@ -308,24 +342,37 @@ def estimate_ltv(
     known = np.flatnonzero(np.isfinite(y))
     if len(known) < 100:
         raise DataError(f"future revenue table: only {len(known)} subscribers of the run")
-    X = np.concatenate(
-        [inputs.features, np.log1p(est["hazard_value"])[:, None].astype(np.float32)], axis=1
-    )
+    fit = known
+    if len(known) > fit_sample:
+        pick = np.random.default_rng([seed, 16]).choice(len(known), fit_sample, replace=False)
+        fit = known[np.sort(pick)]
+    log_hazard = np.log1p(est["hazard_value"]).astype(np.float32)
+
+    def design(rows: np.ndarray) -> np.ndarray:  # (R, F + 1) float32
+        return np.concatenate([take_rows(inputs.features, rows), log_hazard[rows, None]], axis=1)
+
+    def design_range(s: int, e: int) -> np.ndarray:
+        return np.concatenate([read_rows(inputs.features, s, e), log_hazard[s:e, None]], axis=1)
+
     rng = np.random.default_rng(seed)
-    fold = rng.integers(0, folds, len(known))
+    fold = rng.integers(0, folds, len(fit))
     ziln = np.zeros(len(p))
     unseen = np.ones(len(p), bool)
-    unseen[known] = False
+    unseen[fit] = False
     for k in range(folds):
-        tr, te = known[fold != k], known[fold == k]
-        m = ZILNRegressor(seed=seed + k, device=device).fit(X[tr], y[tr])
-        ziln[te] = m.predict(X[te])
-        if unseen.any():
-            ziln[unseen] += m.predict(X[unseen]) / folds
+        tr, te = fit[fold != k], fit[fold == k]
+        m = ZILNRegressor(seed=seed + k, device=device).fit(design(tr), y[tr])
+        ziln[te] = m.predict(design(te))
+        for s in range(0, len(p), chunk):
+            e = min(s + chunk, len(p))
+            sel = np.flatnonzero(unseen[s:e])
+            if len(sel):
+                ziln[s + sel] += m.predict(design_range(s, e)[sel]) / folds
     est["ziln"] = ziln
     res.value, res.model = ziln, "ziln"
+    sampled = f" (a random sample of {len(known):,})" if len(fit) < len(known) else ""
     res.notes.append(
-        f"ZILN value head cross-fitted over {folds} folds of {len(known):,} subscribers"
+        f"ZILN value head cross-fitted over {folds} folds of {len(fit):,} subscribers{sampled}"
     )
-    res.metrics = {k: ltv_metrics(y[known], v[known], seed=seed) for k, v in est.items()}
+    res.metrics = {k: ltv_metrics(y[fit], v[fit], seed=seed) for k, v in est.items()}
     return res

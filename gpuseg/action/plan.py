@@ -33,11 +33,14 @@ from scipy.optimize import linprog
 from scipy.sparse import csr_matrix, vstack
 
 from gpuseg.action import contact
-from gpuseg.action.features import RunInputs
+from gpuseg.action.features import PLAN_CHUNK, RunInputs
 from gpuseg.action.library import Library
 from gpuseg.action.ltv import LTVResult, survival_factor, unavailable_reason
+from gpuseg.action.uplift import Campaigns
+from gpuseg.data.panel import read_rows
 from gpuseg.errors import ConfigError
 from gpuseg.io.store import write_csv_atomic, write_parquet_atomic
+from gpuseg.segment import classic as seg
 from gpuseg.segment.tags import apply_tags, build_tag_frame
 
 LP_MAX_OPTIONS = 300_000
@@ -88,6 +91,54 @@ def plan_start(inputs: RunInputs) -> tuple[np.datetime64, float]:
     return days[-1] + np.timedelta64(int(round(step)), "D"), step
 
 
+def streamed_edges(inputs: RunInputs, chunk: int) -> dict[str, list[float]]:
+    """The classic segments' population cut points (ARPU deciles, value cuts, RFM quintiles),
+    exact, from per-subscriber ARPU, recency and frequency computed ``chunk`` rows at a time:
+    the same edges as :func:`gpuseg.segment.classic.segment_edges` without reading the whole
+    (N, T) revenue matrix at once."""
+    cfg = inputs.cfg.segments
+    per_month, _ = seg.periods_per_month(inputs.panel, cfg)
+    n = len(inputs.ids)
+    a, r, f = np.empty(n), np.empty(n, np.int32), np.empty(n)
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        sub = inputs.panel_rows(s, e)
+        a[s:e] = seg.arpu(seg.revenue_matrix(sub), sub.mask.astype(bool), per_month)
+        r[s:e], f[s:e] = seg.recency_frequency(seg.activity(sub))
+    return seg.segment_edges_from(a, r, f, cfg)
+
+
+def history_rows(history, start: int, stop: int, order: np.ndarray):
+    """The contact history of panel rows [start, stop), rows renumbered from 0 (``order``: the
+    history sorted by row)."""
+    if history is None:
+        return None
+    srt = history.row[order]
+    a, b = np.searchsorted(srt, [start, stop])
+    i = order[a:b]
+    return Campaigns(
+        row=history.row[i] - start,
+        offer=history.offer[i],
+        channel=history.channel[i],
+        treated=history.treated[i],
+        retained=history.retained[i],
+        date=None if history.date is None else history.date[i],
+    )
+
+
+OPTION_DTYPES = dict(
+    row=np.int32,
+    offer=np.int8,
+    channel=np.int8,
+    date="datetime64[D]",
+    p0=np.float32,
+    p1=np.float32,
+    incremental=np.float32,
+    cost=np.float32,
+    net=np.float32,
+)
+
+
 def build_options(
     inputs: RunInputs,
     library: Library,
@@ -95,104 +146,128 @@ def build_options(
     horizon: int,
     effects=None,
     history=None,
+    chunk: int = PLAN_CHUNK,
+    keep: str = "positive",
 ) -> tuple[Options, dict, np.ndarray]:
-    """All allowed options, the per-channel exclusion counts, and (N,) per-subscriber reason of
-    the first filter that left the subscriber without any option ('' when some remain)."""
+    """The allowed options, the per-channel exclusion counts, and (N,) per-subscriber reason of
+    the first filter that left the subscriber without any option ('' when some remain).
+
+    Built ``chunk`` subscribers at a time (the same rules; the cut points of value tiers and
+    RFM scores are the whole population's, :func:`streamed_edges`), keeping ``keep``:
+    ``positive``, the options with positive net value (all the selection and its bounds use),
+    or ``all``. Compact dtypes (:data:`OPTION_DTYPES`): int32 rows, int8 offer and channel,
+    float32 values."""
+    if chunk < 1:
+        raise ConfigError(f"plan: chunk size must be >= 1, got {chunk}")
+    if keep not in ("positive", "all"):
+        raise ConfigError(f"plan: keep must be 'positive' or 'all', got {keep!r}")
+    if len(library.offers) > 127 or len(library.channels) > 127:
+        raise ConfigError("offers library: at most 127 offers and 127 channels")
     n = len(inputs.ids)
     start, period_days = plan_start(inputs)
-    frame = build_tag_frame(
-        inputs.panel,
-        inputs.attributes,
-        None,
-        inputs.churn_prob,
-        inputs.cfg.segments,
-        inputs.cfg.tags,
-    )
-    eligible = apply_tags(frame, library.eligibility)
-    levels = frame["value_level"].astype(str).to_numpy()
-    attrs = inputs.attributes
-    weeks = None
-    if attrs is not None and "weeks_to_contract_end" in attrs.columns:
-        weeks = pd.to_numeric(attrs["weeks_to_contract_end"], errors="coerce").to_numpy(float)
-    dnd_from = contact.date_column(attrs, "dnd_from")
-    dnd_to = contact.date_column(attrs, "dnd_to")
-    status = {
-        s: contact.channel_status(attrs, n, library, start, history, service=s)
-        for s in (False, True)
-    }
-    exclusions = {
-        c: {r: int((status[False][c] == r).sum()) for r in contact.REASONS}
-        | {"open": int((status[False][c] == "").sum())}
-        for c in library.channels
-    }
+    edges = streamed_edges(inputs, chunk) if n else None
     channel_names = list(library.channels)
+    exclusions = {c: dict.fromkeys((*contact.REASONS, "open"), 0) for c in channel_names}
     parts: dict[str, list] = {k: [] for k in Options.__dataclass_fields__}
-    any_eligible = np.zeros(n, bool)
-    any_channel = np.zeros(n, bool)
-    any_date = np.zeros(n, bool)
-    for oi, (oname, offer) in enumerate(library.offers.items()):
-        ok = eligible[oname].to_numpy(bool).copy()
-        if offer.value_levels is not None:
-            ok &= np.isin(levels, offer.value_levels)
-        if offer.segments is not None:
-            ok &= np.isin(inputs.segment, offer.segments)
-        any_eligible |= ok
-        lo, hi = contact.moment_windows(
-            offer.moment, n, start, library.plan_days, weeks, period_days, library.special_dates
-        )
-        day = contact.first_free_day(lo, hi, dnd_from, dnd_to)
-        for cname in offer.channels:
-            ci = channel_names.index(cname)
-            open_ = ok & (status[offer.service][cname] == "")
-            any_channel |= open_
-            sel = open_ & ~np.isnat(day)
-            any_date |= sel
-            rows = np.flatnonzero(sel)
-            if len(rows) == 0:
-                continue
-            if effects is not None:
-                got = effects.effects(inputs.features, rows, oname, cname)
-                if got is None:
-                    continue
-                p0 = 1.0 - got[0]
-                p1 = 1.0 - got[1]
-            else:
-                p0 = inputs.churn_prob[rows]
-                gain = offer.prior_uplift * library.channels[cname].prior_response
-                p1 = np.clip(p0 - gain, 1e-4, 1.0)
-            p0 = np.clip(p0, 1e-4, 1 - 1e-4)
-            p1 = np.clip(p1, 1e-4, 1 - 1e-4)
-            cost = np.full(len(rows), offer.cost + library.channels[cname].cost)
-            if ltv is not None:
-                f0 = survival_factor(p0, horizon, ltv.n_future, ltv.discount, ltv.growth[rows])
-                f1 = survival_factor(p1, horizon, ltv.n_future, ltv.discount, ltv.growth[rows])
-                inc = ltv.value[rows] * (f1 / f0 - 1.0)
-                net = inc - cost
-            else:
-                inc = p0 - p1
-                net = inc
-            for k, v in dict(
-                row=rows,
-                offer=np.full(len(rows), oi),
-                channel=np.full(len(rows), ci),
-                date=day[rows],
-                p0=p0,
-                p1=p1,
-                incremental=inc,
-                cost=cost,
-                net=net,
-            ).items():
-                parts[k].append(v)
-    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
-    cat["row"] = cat["row"].astype(np.int64)
-    cat["offer"] = cat["offer"].astype(np.int64)
-    cat["channel"] = cat["channel"].astype(np.int64)
-    if not parts["date"]:
-        cat["date"] = np.zeros(0, "datetime64[D]")
     why = np.full(n, "", dtype=object)
-    why[~any_eligible] = "no eligible offer"
-    why[(why == "") & ~any_channel] = "no open channel (consent, do-not-disturb or frequency cap)"
-    why[(why == "") & ~any_date] = "do-not-disturb window covers every possible date"
+    order = None if history is None else np.argsort(history.row, kind="stable")
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        m = e - s
+        sub = inputs.panel_rows(s, e)
+        attrs = inputs.attribute_rows(s, e)
+        p_chunk = inputs.churn_prob[s:e]
+        classic = seg.classic_segments(
+            sub, attrs, inputs.cfg.segments, churn_prob=p_chunk, edges=edges
+        )
+        frame = build_tag_frame(sub, attrs, classic, p_chunk, inputs.cfg.segments, inputs.cfg.tags)
+        del classic
+        eligible = apply_tags(frame, library.eligibility)
+        levels = frame["value_level"].astype(str).to_numpy()
+        del frame
+        weeks = None
+        if attrs is not None and "weeks_to_contract_end" in attrs.columns:
+            weeks = pd.to_numeric(attrs["weeks_to_contract_end"], errors="coerce").to_numpy(float)
+        dnd_from = contact.date_column(attrs, "dnd_from")
+        dnd_to = contact.date_column(attrs, "dnd_to")
+        hist = history_rows(history, s, e, order)
+        status = {
+            sv: contact.channel_status(attrs, m, library, start, hist, service=sv)
+            for sv in (False, True)
+        }
+        for c in channel_names:
+            for r in contact.REASONS:
+                exclusions[c][r] += int((status[False][c] == r).sum())
+            exclusions[c]["open"] += int((status[False][c] == "").sum())
+        X = read_rows(inputs.features, s, e) if effects is not None else None
+        segment = inputs.segment[s:e]
+        got_parts: dict[str, list] = {k: [] for k in Options.__dataclass_fields__}
+        any_eligible = np.zeros(m, bool)
+        any_channel = np.zeros(m, bool)
+        any_date = np.zeros(m, bool)
+        for oi, (oname, offer) in enumerate(library.offers.items()):
+            ok = eligible[oname].to_numpy(bool).copy()
+            if offer.value_levels is not None:
+                ok &= np.isin(levels, offer.value_levels)
+            if offer.segments is not None:
+                ok &= np.isin(segment, offer.segments)
+            any_eligible |= ok
+            lo, hi = contact.moment_windows(
+                offer.moment, m, start, library.plan_days, weeks, period_days, library.special_dates
+            )
+            day = contact.first_free_day(lo, hi, dnd_from, dnd_to)
+            for cname in offer.channels:
+                ci = channel_names.index(cname)
+                open_ = ok & (status[offer.service][cname] == "")
+                any_channel |= open_
+                sel = open_ & ~np.isnat(day)
+                any_date |= sel
+                rows = np.flatnonzero(sel)
+                if len(rows) == 0:
+                    continue
+                g = rows + s  # panel rows
+                if effects is not None:
+                    got = effects.effects(X, rows, oname, cname, base=s)
+                    if got is None:
+                        continue
+                    p0 = 1.0 - got[0]
+                    p1 = 1.0 - got[1]
+                else:
+                    p0 = inputs.churn_prob[g]
+                    gain = offer.prior_uplift * library.channels[cname].prior_response
+                    p1 = np.clip(p0 - gain, 1e-4, 1.0)
+                p0 = np.clip(p0, 1e-4, 1 - 1e-4)
+                p1 = np.clip(p1, 1e-4, 1 - 1e-4)
+                cost = np.full(len(rows), offer.cost + library.channels[cname].cost)
+                if ltv is not None:
+                    f0 = survival_factor(p0, horizon, ltv.n_future, ltv.discount, ltv.growth[g])
+                    f1 = survival_factor(p1, horizon, ltv.n_future, ltv.discount, ltv.growth[g])
+                    inc = ltv.value[g] * (f1 / f0 - 1.0)
+                    net = inc - cost
+                else:
+                    inc = p0 - p1
+                    net = inc
+                kept = net > 0 if keep == "positive" else np.ones(len(rows), bool)
+                for k, v in dict(
+                    row=g,
+                    offer=np.full(len(rows), oi),
+                    channel=np.full(len(rows), ci),
+                    date=day[rows],
+                    p0=p0,
+                    p1=p1,
+                    incremental=inc,
+                    cost=cost,
+                    net=net,
+                ).items():
+                    got_parts[k].append(np.asarray(v)[kept].astype(OPTION_DTYPES[k]))
+        for k, v in got_parts.items():
+            if v:
+                parts[k].append(np.concatenate(v))
+        w = why[s:e]
+        w[~any_eligible] = "no eligible offer"
+        w[(w == "") & ~any_channel] = "no open channel (consent, do-not-disturb or frequency cap)"
+        w[(w == "") & ~any_date] = "do-not-disturb window covers every possible date"
+    cat = {k: (np.concatenate(v) if v else np.zeros(0, OPTION_DTYPES[k])) for k, v in parts.items()}
     return Options(**cat), exclusions, why
 
 
@@ -207,8 +282,14 @@ def greedy(opts: Options, budget: float, capacity: np.ndarray, n: int) -> np.nda
     left = capacity.astype(float).copy()
     spend = 0.0
     chosen = []
-    for j in order:
-        r, c, cost = opts.row[j], opts.channel[j], opts.cost[j]
+    # no option cheaper than this is left: once the budget cannot pay it, nothing more fits
+    cheapest = float(opts.cost[cand].min()) if len(cand) else 0.0
+    rows, chans, costs = (
+        a.tolist() for a in (opts.row[order], opts.channel[order], opts.cost[order])
+    )
+    for j, r, c, cost in zip(order.tolist(), rows, chans, costs, strict=True):
+        if spend + cheapest > budget + 1e-9:
+            break
         if taken[r] or left[c] < 1 or spend + cost > budget + 1e-9:
             continue
         taken[r] = True
@@ -222,15 +303,21 @@ def lagrangian_bound(opts: Options, budget: float, capacity: np.ndarray, n: int)
     """Upper bound on any plan's total net value: min over a grid of budget multipliers of
     lam * budget + sum_c mu_c * cap_c + sum_i max(0, max_j net_ij - lam cost_ij - mu_c(j)),
     with mu from a few subgradient steps (every lam, mu >= 0 gives a valid bound)."""
-    pos = opts.net > 0
-    row, c, net, cost = opts.row[pos], opts.channel[pos], opts.net[pos], opts.cost[pos]
+    pos = np.flatnonzero(opts.net > 0)
+    pos = pos[np.argsort(opts.row[pos], kind="stable")]  # grouped by subscriber
+    row, c = opts.row[pos], opts.channel[pos]
+    net, cost = opts.net[pos].astype(np.float64), opts.cost[pos].astype(np.float64)
     cap = np.where(np.isfinite(capacity), capacity, 0.0)
     finite = np.isfinite(capacity)
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else np.zeros(0, int)
+    group = np.cumsum(np.r_[False, row[1:] != row[:-1]]) if len(row) else np.zeros(0, int)
+
+    def best_of(red: np.ndarray) -> np.ndarray:  # each subscriber's best reduced value
+        return np.maximum.reduceat(red, starts)
 
     def value(lam: float, mu: np.ndarray) -> tuple[float, np.ndarray]:
         red = net - lam * cost - mu[c]
-        best = np.full(n, 0.0)
-        np.maximum.at(best, row, red)
+        best = np.maximum(best_of(red), 0.0)
         return lam * budget + float((mu * cap).sum()) + float(best.sum()), red
 
     if len(net) == 0:
@@ -246,10 +333,9 @@ def lagrangian_bound(opts: Options, budget: float, capacity: np.ndarray, n: int)
         lam = grid[i]
         _, red = value(lam, mu)
         # subgradient on mu: capacity minus the channel use of each row's best option
-        top = np.full(n, -np.inf)
-        np.maximum.at(top, row, red)
+        top = best_of(red)
         use = np.zeros(len(capacity))
-        hit = (red >= top[row]) & (red > 0)
+        hit = (red >= top[group]) & (red > 0)
         np.add.at(use, c[hit], 1.0)
         step = np.where(finite, (use - cap), 0.0)
         if not np.any(step > 0):
@@ -298,9 +384,13 @@ def make_plan(
     effects=None,
     history=None,
     effects_source: str = "",
+    chunk: int = PLAN_CHUNK,
+    keep: str = "positive",
 ) -> PlanResult:
     """The plan (see the module docstring). ``effects``: a :class:`gpuseg.action.uplift.CrossFit`
-    or None for the library's priors; ``history``: the campaign table, for frequency caps."""
+    or None for the library's priors; ``history``: the campaign table, for frequency caps;
+    ``chunk`` and ``keep``: see :func:`build_options` (``result.options`` holds what ``keep``
+    kept)."""
     if not (np.isfinite(budget) and budget >= 0):
         raise ConfigError(f"budget: must be a number >= 0, got {budget}")
     n = len(inputs.ids)
@@ -321,7 +411,9 @@ def make_plan(
             "frequency caps not checked: no contact history with dates (a campaign table with "
             f"a date column); channels with caps: {', '.join(capped)}"
         )
-    opts, exclusions, why = build_options(inputs, library, ltv, horizon, effects, history)
+    opts, exclusions, why = build_options(
+        inputs, library, ltv, horizon, effects, history, chunk, keep
+    )
     channel_names = list(library.channels)
     offer_names = list(library.offers)
     capacity = np.array(
@@ -331,7 +423,7 @@ def make_plan(
         ]
     )
     chosen = greedy(opts, budget, capacity, n)
-    total = float(opts.net[chosen].sum())
+    total = float(opts.net[chosen].astype(np.float64).sum())
     bound = lp_bound(opts, budget, capacity, n)
     bound_kind = "LP relaxation (HiGHS)"
     if bound is None:
@@ -360,12 +452,12 @@ def make_plan(
             "channel": c,
             "date": opts.date[chosen].astype("datetime64[ms]"),
             "hours": hours,
-            "churn_prob": opts.p0[chosen],
-            "churn_prob_treated": opts.p1[chosen],
-            "uplift": opts.p0[chosen] - opts.p1[chosen],
+            "churn_prob": opts.p0[chosen].astype(np.float64),
+            "churn_prob_treated": opts.p1[chosen].astype(np.float64),
+            "uplift": opts.p0[chosen].astype(np.float64) - opts.p1[chosen],
             "ltv": ltv_vals,
-            "cost": opts.cost[chosen],
-            "expected_incremental_value": opts.net[chosen],
+            "cost": opts.cost[chosen].astype(np.float64),
+            "expected_incremental_value": opts.net[chosen].astype(np.float64),
         }
     )
     src = "learned from campaigns" if effects is not None else "offer prior"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from gpuseg.action.features import RunInputs, read_run
+from gpuseg.action.features import PLAN_CHUNK, RunInputs, read_run
 from gpuseg.action.library import Library, load_library
-from gpuseg.action.ltv import LTVResult, estimate_ltv, unavailable_reason
+from gpuseg.action.ltv import FIT_SAMPLE, LTVResult, estimate_ltv, unavailable_reason
 from gpuseg.action.plan import PlanResult, make_plan
-from gpuseg.action.uplift import Campaigns, CrossFit, crossfit, read_campaigns
-from gpuseg.errors import DataError
+from gpuseg.action.uplift import Campaigns, CrossFit, crossfit, read_campaigns, sample_campaigns
+from gpuseg.errors import ConfigError, DataError
 
 
 @dataclass
@@ -25,11 +25,12 @@ class ActionRun:
     inputs: RunInputs
     library: Library
     ltv: LTVResult | None
-    campaigns: Campaigns | None
+    campaigns: Campaigns | None  # the tests the effects were learned from, else the table
     effects: CrossFit | None
     result: PlanResult
     horizon: int
     world: Path | None
+    history: Campaigns | None = None  # the whole campaign table: the contact history
 
 
 def world_of(inputs: RunInputs) -> Path | None:
@@ -58,8 +59,19 @@ def plan_run(
     learner: str = "s",
     seed: int = 0,
     device: str = "cpu",
+    chunk: int = PLAN_CHUNK,
+    fit_sample: int = FIT_SAMPLE,
+    keep: str = "positive",
 ) -> ActionRun:
-    """Everything ``gpuseg plan`` does, returned for printing, writing and measuring."""
+    """Everything ``gpuseg plan`` does, returned for printing, writing and measuring.
+
+    Memory stays bounded at any number of subscribers: features, lifetime values, effects and
+    options are computed ``chunk`` subscribers at a time, and the ZILN value head and the
+    uplift learners are fitted on at most ``fit_sample`` subscribers (all of them below it, so
+    a smaller run is planned exactly as a whole-run fit would). ``keep``: the options kept in
+    ``result.options`` (``positive``: what the selection needs; ``all`` for evaluation)."""
+    if fit_sample < 1:
+        raise ConfigError(f"plan: fit sample must be >= 1 subscriber, got {fit_sample}")
     library = load_library(offers)
     inputs = read_run(run_dir)
     world = world_of(inputs)
@@ -84,20 +96,31 @@ def plan_run(
             future,
             seed=seed,
             device=device,
+            fit_sample=fit_sample,
+            chunk=chunk,
         )
-    camp = effects = None
+    camp = fitted = effects = None
     source = ""
     if campaigns is not None:
         camp = read_campaigns(campaigns, inputs.ids, inputs.id_column)
         if use_campaigns:
+            fitted = sample_campaigns(camp, fit_sample, seed)
             effects = crossfit(
-                inputs.features, camp, list(library.channels), seed=seed, learner=learner
+                inputs.features, fitted, list(library.channels), seed=seed, learner=learner
             )
             source = f"{Path(campaigns).name}, {camp.counts['used']:,} tests, {learner}-learner"
-    result = make_plan(inputs, library, budget, ltv, horizon, effects, camp, source)
+            if fitted is not camp:
+                source += (
+                    f", fitted on the {len(fitted.row):,} tests of a random sample of "
+                    f"{fit_sample:,} subscribers"
+                )
+    result = make_plan(
+        inputs, library, budget, ltv, horizon, effects, camp, source, chunk=chunk, keep=keep
+    )
     if camp is not None and camp.counts["unknown_subscriber"]:
         result.summary["notes"].append(
             f"campaign table: {camp.counts['unknown_subscriber']:,} rows of subscribers not in "
             "the run left out"
         )
-    return ActionRun(inputs, library, ltv, camp, effects, result, horizon, world)
+    learned_from = fitted if fitted is not None else camp
+    return ActionRun(inputs, library, ltv, learned_from, effects, result, horizon, world, camp)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from gpuseg.action.features import take_rows
 from gpuseg.errors import DataError
 
 REQUIRED = ("offer", "channel", "treated", "retained")
@@ -181,10 +182,12 @@ class CrossFit:
     offers: list[str]
     learner: str = "s"
 
-    def effects(self, X: np.ndarray, rows: np.ndarray, offer: str, channel: str):
-        """(P(retained | control), P(retained | treated)) for panel ``rows``, each row from the
-        model that did not see it (table subscribers) or the mean of all folds (others)."""
-        folds = self.fold_of_row[rows]
+    def effects(self, X: np.ndarray, rows: np.ndarray, offer: str, channel: str, base: int = 0):
+        """(P(retained | control), P(retained | treated)) for panel rows ``rows + base``, whose
+        features are ``X[rows]`` (``base``: the first panel row of a chunk ``X``), each row
+        from the model that did not see it (table subscribers) or the mean of all folds
+        (others)."""
+        folds = self.fold_of_row[rows + base]
         p0 = np.zeros(len(rows))
         p1 = np.zeros(len(rows))
         k = len(self.learners)
@@ -195,12 +198,34 @@ class CrossFit:
             if not sel.any():
                 continue
             w = np.where(own[sel], 1.0, 1.0 / k)
-            pt = m.predict_treated(X[rows[sel]], offer, channel)
+            x = X[rows[sel]]
+            pt = m.predict_treated(x, offer, channel)
             if pt is None:
                 return None
-            p0[sel] += w * m.predict_control(X[rows[sel]])
+            p0[sel] += w * m.predict_control(x)
             p1[sel] += w * pt
         return p0, p1
+
+
+def sample_campaigns(camp: Campaigns, max_subscribers: int, seed: int = 0) -> Campaigns:
+    """The tests of at most ``max_subscribers`` of the table's subscribers (a uniform random
+    sample, every test of each kept; the table itself when it has no more): what the learners
+    are fitted on, so that fitting memory and time stay bounded at any table size."""
+    subs = np.unique(camp.row)
+    if len(subs) <= max_subscribers:
+        return camp
+    keep = np.sort(np.random.default_rng([seed, 17]).choice(subs, max_subscribers, replace=False))
+    sel = np.isin(camp.row, keep)
+    counts = dict(camp.counts) | dict(fitted=int(sel.sum()), fitted_subscribers=int(len(keep)))
+    return Campaigns(
+        row=camp.row[sel],
+        offer=camp.offer[sel],
+        channel=camp.channel[sel],
+        treated=camp.treated[sel],
+        retained=camp.retained[sel],
+        date=None if camp.date is None else camp.date[sel],
+        counts=counts,
+    )
 
 
 def crossfit(
@@ -220,10 +245,11 @@ def crossfit(
     fold = fold_of_row[camp.row]
     oof = np.full(len(camp.row), np.nan)
     learners = []
+    x_all = take_rows(X, camp.row)  # (R, F): read once, the table's rows only
     for k in range(folds):
         tr = fold != k
         m = LEARNERS[learner](channels, seed + k).fit(
-            X[camp.row[tr]], camp.offer[tr], camp.channel[tr], camp.treated[tr], camp.retained[tr]
+            x_all[tr], camp.offer[tr], camp.channel[tr], camp.treated[tr], camp.retained[tr]
         )
         learners.append(m)
         te = np.flatnonzero(~tr)
@@ -232,9 +258,9 @@ def crossfit(
                 sel = te[(camp.offer[te] == o) & (camp.channel[te] == c)]
                 if len(sel) == 0:
                     continue
-                pt = m.predict_treated(X[camp.row[sel]], o, c)
+                pt = m.predict_treated(x_all[sel], o, c)
                 if pt is not None:
-                    oof[sel] = pt - m.predict_control(X[camp.row[sel]])
+                    oof[sel] = pt - m.predict_control(x_all[sel])
     return CrossFit(learners, fold_of_row, oof, sorted(set(camp.offer.tolist())), learner)
 
 

@@ -30,6 +30,8 @@ import pyarrow.parquet as pq
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from gpuseg.action.features import PLAN_CHUNK
+from gpuseg.action.ltv import FIT_SAMPLE
 from gpuseg.action.plan import write_plan
 from gpuseg.action.stage import ActionRun, plan_run
 from gpuseg.backend import Backend
@@ -618,6 +620,8 @@ def plan_stage(
     learner: str,
     backend: Backend,
     output: Path,
+    chunk: int = PLAN_CHUNK,
+    fit_sample: int = FIT_SAMPLE,
 ) -> tuple[ActionRun, Path, Path]:
     """``gpuseg plan``: the contact plan of a trained run, written to ``output`` (with its
     skipped subscribers beside it) and to ``RUN/report/plan.json``; the report page is rendered
@@ -631,6 +635,8 @@ def plan_stage(
         use_campaigns,
         learner,
         device=backend.torch_device,
+        chunk=chunk,
+        fit_sample=fit_sample,
     )
     path, skipped = write_plan(a.result, output)
     write_plan_json(a)
