@@ -93,11 +93,28 @@ def take_rows(array: np.ndarray, rows: np.ndarray, block: int = PLAN_CHUNK) -> n
 
 
 def aligned(path: Path, ids: np.ndarray, id_col: str, columns: list[str]) -> pd.DataFrame:
-    """``columns`` of the parquet at ``path`` in the order of ``ids`` (RunDirError on gaps)."""
-    frame = pd.read_parquet(require(path, "run `gpuseg run` (or its stages) first"))
+    """``columns`` of the parquet at ``path`` in the order of ``ids`` (RunDirError on gaps).
+
+    A file already in ``ids`` order (what the run's own stages write) is taken column by column
+    from Arrow, without a pandas index of the ids."""
+    try:
+        table = pq.read_table(require(path, "run `gpuseg run` (or its stages) first"))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: unreadable Parquet file ({why})") from None
     for col in [id_col, *columns]:
-        if col not in frame.columns:
+        if col not in table.column_names:
             raise RunDirError(f"{path}: no '{col}' column")
+    keys = table.column(id_col)
+    if (
+        len(keys) == len(ids)
+        and (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type))
+        and all(table.column(c).null_count == 0 for c in columns)
+        and keys.cast(pa.string()).equals(pa.chunked_array([pa.array(ids, pa.string())]))
+    ):
+        return pd.DataFrame({c: table.column(c).to_numpy() for c in columns})
+    frame = table.select([id_col, *columns]).to_pandas()
+    del table
     keys = frame[id_col].astype(str)
     if keys.duplicated().any():
         raise RunDirError(f"{path}: duplicate {id_col} values")
@@ -121,6 +138,7 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
     panel = load_panel(panel_dir)
     id_col = panel.meta.get("id_column", "subscriber_id")
     ids = np.asarray(panel.ids).astype(str)
+    panel.ids = ids  # one copy of the ids (fixed-width), not a Python string each
     attributes = None
     if (panel_dir / "attributes.parquet").is_file():
         try:

@@ -134,7 +134,7 @@ OPTION_DTYPES = dict(
     p0=np.float32,
     p1=np.float32,
     incremental=np.float32,
-    cost=np.float32,
+    cost=np.float64,  # exact: the budget is a hard limit
     net=np.float32,
 )
 
@@ -156,7 +156,7 @@ def build_options(
     RFM scores are the whole population's, :func:`streamed_edges`), keeping ``keep``:
     ``positive``, the options with positive net value (all the selection and its bounds use),
     or ``all``. Compact dtypes (:data:`OPTION_DTYPES`): int32 rows, int8 offer and channel,
-    float32 values."""
+    float32 values (cost stays float64: the budget is a hard limit)."""
     if chunk < 1:
         raise ConfigError(f"plan: chunk size must be >= 1, got {chunk}")
     if keep not in ("positive", "all"):

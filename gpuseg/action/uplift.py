@@ -46,6 +46,13 @@ class Campaigns:
     counts: dict = field(default_factory=dict)
 
 
+def shared_strings(values: pd.Series) -> np.ndarray:
+    """``values`` as a numpy object array of str in which equal values are one object: 8 bytes
+    a row, not a Python string each (16M campaign rows at 10M subscribers)."""
+    cat = pd.Categorical(values.astype(str))
+    return np.asarray(cat.categories, dtype=object)[cat.codes]
+
+
 def read_campaigns(path: str | Path, ids: np.ndarray, id_col: str) -> Campaigns:
     """Read and check a campaign table (Parquet or CSV); rows of subscribers that are not in the
     run are counted and left out."""
@@ -74,8 +81,8 @@ def read_campaigns(path: str | Path, ids: np.ndarray, id_col: str) -> Campaigns:
     )
     return Campaigns(
         row=rows[known].astype(np.int64),
-        offer=frame["offer"].astype(str).to_numpy(),
-        channel=frame["channel"].astype(str).to_numpy(),
+        offer=shared_strings(frame["offer"]),
+        channel=shared_strings(frame["channel"]),
         treated=frame["treated"].to_numpy(np.int8),
         retained=frame["retained"].to_numpy(np.int8),
         date=date,
