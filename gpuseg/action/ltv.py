@@ -34,7 +34,7 @@ from torch import nn
 from gpuseg.action.features import take_rows
 from gpuseg.data.panel import read_rows
 from gpuseg.errors import ConfigError, DataError
-from gpuseg.segment.classic import metric, periods_per_month
+from gpuseg.segment.classic import periods_per_month
 
 FIT_SAMPLE = 200_000  # subscribers the ZILN head and the uplift learners are fitted on, at most
 
@@ -255,7 +255,7 @@ class LTVResult:
 
 
 def unavailable_reason(panel, revenue_metric: str) -> str | None:
-    if metric(panel, revenue_metric) is None:
+    if revenue_metric not in panel.metrics:  # (never reads the values: they may be 10 GB)
         return (
             f"lifetime value unavailable: the panel has no revenue metric '{revenue_metric}' "
             "(data.revenue_metric); the plan counts expected subscribers retained instead of money"
