@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from gpuseg.action.features import take_rows
@@ -46,45 +49,56 @@ class Campaigns:
     counts: dict = field(default_factory=dict)
 
 
-def shared_strings(values: pd.Series) -> np.ndarray:
+def shared_strings(values: pa.ChunkedArray) -> np.ndarray:
     """``values`` as a numpy object array of str in which equal values are one object: 8 bytes
     a row, not a Python string each (16M campaign rows at 10M subscribers)."""
-    cat = pd.Categorical(values.astype(str))
-    return np.asarray(cat.categories, dtype=object)[cat.codes]
+    enc = pc.cast(values, pa.string()).combine_chunks().dictionary_encode()
+    names = np.asarray([str(x) for x in enc.dictionary.to_pylist()], dtype=object)
+    return names[enc.indices.to_numpy(zero_copy_only=False)]
 
 
 def read_campaigns(path: str | Path, ids: np.ndarray, id_col: str) -> Campaigns:
     """Read and check a campaign table (Parquet or CSV); rows of subscribers that are not in the
-    run are counted and left out."""
+    run are counted and left out. Ids are matched in Arrow (no pandas index of the run's ids),
+    so a table of tens of millions of tests stays within a few bytes a row beyond its columns."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: campaign table not found")
-    frame = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    if p.suffix.lower() in (".parquet", ".pq"):
+        table = pq.read_table(p)
+    else:
+        table = pa.Table.from_pandas(pd.read_csv(p), preserve_index=False)
     for col in (id_col, *REQUIRED):
-        if col not in frame.columns:
+        if col not in table.column_names:
             raise DataError(f"{p}: no '{col}' column")
+    flags = {}
     for col in ("treated", "retained"):
-        v = pd.to_numeric(frame[col], errors="coerce")
+        v = pd.to_numeric(table.column(col).to_pandas(), errors="coerce")
         bad = ~v.isin([0, 1])
         if bad.any():
             raise DataError(f"{p}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 2}: not 0/1")
-        frame[col] = v.astype(np.int8)
-    pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids))
-    rows = pos.reindex(frame[id_col].astype(str).to_numpy()).to_numpy()
-    known = np.isfinite(rows)
-    frame = frame[known]
+        flags[col] = v.to_numpy(np.int8)
+    keys = pc.cast(table.column(id_col), pa.string())
+    found = pc.index_in(keys, value_set=pa.array(ids, pa.string()))
+    known = found.is_valid().to_numpy(zero_copy_only=False)
+    rows = found.drop_null().to_numpy().astype(np.int64)
+    del keys, found
     date = None
-    if "date" in frame.columns:
-        date = pd.to_datetime(frame["date"], errors="coerce").to_numpy().astype("datetime64[D]")
+    if "date" in table.column_names:
+        date = (
+            pd.to_datetime(table.column("date").filter(known).to_pandas(), errors="coerce")
+            .to_numpy()
+            .astype("datetime64[D]")
+        )
     counts = dict(
         rows=int(len(known)), unknown_subscriber=int((~known).sum()), used=int(known.sum())
     )
     return Campaigns(
-        row=rows[known].astype(np.int64),
-        offer=shared_strings(frame["offer"]),
-        channel=shared_strings(frame["channel"]),
-        treated=frame["treated"].to_numpy(np.int8),
-        retained=frame["retained"].to_numpy(np.int8),
+        row=rows,
+        offer=shared_strings(table.column("offer").filter(known)),
+        channel=shared_strings(table.column("channel").filter(known)),
+        treated=flags["treated"][known],
+        retained=flags["retained"][known],
         date=date,
         counts=counts,
     )
