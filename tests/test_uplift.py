@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from gpuseg.action.uplift import Campaigns, crossfit, qini_coefficient, qini_curve, qini_report
 
@@ -51,3 +53,34 @@ def test_learners_recover_planted_effect():
         p0, p1 = cf.effects(X, np.arange(100), "gift", "sms")
         assert np.all((p0 >= 0) & (p0 <= 1)) and np.all((p1 >= 0) & (p1 <= 1))
         assert cf.effects(X, np.arange(5), "no_such_offer", "sms") is None
+
+
+def test_read_campaigns_csv_unknown_ids_and_bad_flags(tmp_path):
+    from gpuseg.action.uplift import read_campaigns
+    from gpuseg.errors import DataError
+
+    ids = np.array(["7", "12", "30"])
+    table = pd.DataFrame(
+        {
+            "msisdn": [12, 99, 7, 12],  # read back as integers from CSV; 99 is not in the run
+            "offer": ["a", "b", "a", "b"],
+            "channel": ["sms", "sms", "call", "sms"],
+            "treated": [1, 0, 1, 0],
+            "retained": [1, 1, 0, 1],
+            "date": ["2026-01-05", "2026-01-06", "bad", "2026-01-07"],
+        }
+    )
+    table.to_csv(tmp_path / "c.csv", index=False)
+    c = read_campaigns(tmp_path / "c.csv", ids, "msisdn")
+    assert c.row.tolist() == [1, 0, 1] and c.offer.tolist() == ["a", "a", "b"]
+    assert c.channel.tolist() == ["sms", "call", "sms"] and c.treated.tolist() == [1, 1, 0]
+    assert c.counts == dict(rows=4, unknown_subscriber=1, used=3)
+    assert c.date[0] == np.datetime64("2026-01-05") and np.isnat(c.date[1])
+    table["msisdn"] = table["msisdn"].astype(str)
+    table.to_parquet(tmp_path / "c.parquet")
+    p = read_campaigns(tmp_path / "c.parquet", ids, "msisdn")
+    assert p.row.tolist() == c.row.tolist() and p.offer.tolist() == c.offer.tolist()
+    table.loc[2, "retained"] = 2
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'retained' row 4: not 0/1"):
+        read_campaigns(tmp_path / "bad.csv", ids, "msisdn")
