@@ -482,7 +482,10 @@ def make_plan(
     ]
     plan = plan.sort_values("expected_incremental_value", ascending=False, kind="stable")
     plan = plan.reset_index(drop=True)
-    skipped = pd.DataFrame({inputs.id_column: inputs.ids[~planned], "reason": why[~planned]})
+    # reasons as a categorical: one byte a subscriber, not a string each (N rows at 10M)
+    skipped = pd.DataFrame(
+        {inputs.id_column: inputs.ids[~planned], "reason": pd.Categorical(why[~planned])}
+    )
 
     def by(col: str) -> dict:
         g = plan.groupby(col)
