@@ -95,26 +95,37 @@ def take_rows(array: np.ndarray, rows: np.ndarray, block: int = PLAN_CHUNK) -> n
 def aligned(path: Path, ids: np.ndarray, id_col: str, columns: list[str]) -> pd.DataFrame:
     """``columns`` of the parquet at ``path`` in the order of ``ids`` (RunDirError on gaps).
 
-    A file already in ``ids`` order (what the run's own stages write) is taken column by column
-    from Arrow, without a pandas index of the ids."""
+    A file already in ``ids`` order (what the run's own stages write) is read one column at a
+    time from Arrow, without a pandas index of the ids."""
+    path = require(path, "run `gpuseg run` (or its stages) first")
     try:
-        table = pq.read_table(require(path, "run `gpuseg run` (or its stages) first"))
+        names = pq.read_schema(path).names
+        for col in [id_col, *columns]:
+            if col not in names:
+                raise RunDirError(f"{path}: no '{col}' column")
+        keys = pq.read_table(path, columns=[id_col]).column(id_col)
+        in_order = (
+            len(keys) == len(ids)
+            and (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type))
+            and keys.cast(pa.string()).equals(pa.chunked_array([pa.array(ids, pa.string())]))
+        )
+        del keys
+        if in_order:
+            out = {}
+            for c in columns:
+                col = pq.read_table(path, columns=[c]).column(c)
+                if col.null_count:
+                    in_order = False
+                    break
+                out[c] = col.to_numpy()
+            if in_order:
+                return pd.DataFrame(out, copy=False)
+        frame = pq.read_table(path, columns=[id_col, *columns]).to_pandas()
+    except RunDirError:
+        raise
     except (OSError, ValueError, pa.ArrowException) as exc:
         why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise RunDirError(f"{path}: unreadable Parquet file ({why})") from None
-    for col in [id_col, *columns]:
-        if col not in table.column_names:
-            raise RunDirError(f"{path}: no '{col}' column")
-    keys = table.column(id_col)
-    if (
-        len(keys) == len(ids)
-        and (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type))
-        and all(table.column(c).null_count == 0 for c in columns)
-        and keys.cast(pa.string()).equals(pa.chunked_array([pa.array(ids, pa.string())]))
-    ):
-        return pd.DataFrame({c: table.column(c).to_numpy() for c in columns})
-    frame = table.select([id_col, *columns]).to_pandas()
-    del table
     keys = frame[id_col].astype(str)
     if keys.duplicated().any():
         raise RunDirError(f"{path}: duplicate {id_col} values")
@@ -160,7 +171,7 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
     emb = None
     if embeddings and emb_path.is_file():
         cols = [c for c in pq.read_schema(emb_path).names if c != id_col]
-        emb = aligned(emb_path, ids, id_col, cols).to_numpy(np.float32)
+        emb = aligned(emb_path, ids, id_col, cols)  # (N, E), copied a chunk at a time below
         names += [f"emb__{c}" for c in cols]
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".gpuseg-plan-"))
     path = tmp / "features.f32"
@@ -177,7 +188,7 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
             block[:, w.shape[1] : n_window] = read_rows(panel.static, s, e).astype(np.float32)
             block[:, n_window] = p[s:e].astype(np.float32)
             if emb is not None:
-                block[:, n_window + 1 :] = emb[s:e]
+                block[:, n_window + 1 :] = emb.iloc[s:e].to_numpy(np.float32)
             fh.write(block.tobytes())
     del emb
     features = (
