@@ -835,7 +835,7 @@ def plan_cmd(
     chunk_size: Annotated[
         int,
         typer.Option("--chunk-size", help="subscribers per chunk (bounds memory)", metavar="N"),
-    ] = 262_144,
+    ] = 65_536,
     fit_sample: Annotated[
         int,
         typer.Option(

@@ -30,7 +30,7 @@ from gpuseg.features.window import window_stats
 from gpuseg.io.store import require
 
 CHUNK = 16_384
-PLAN_CHUNK = 262_144  # subscribers per chunk of the plan's chunked passes
+PLAN_CHUNK = 65_536  # subscribers per chunk of the plan's chunked passes (~4 KB each)
 
 
 @dataclass

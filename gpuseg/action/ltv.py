@@ -295,7 +295,7 @@ def estimate_ltv(
     seed: int = 0,
     device: str | torch.device = "cpu",
     fit_sample: int = FIT_SAMPLE,
-    chunk: int = 262_144,
+    chunk: int = 65_536,
 ) -> LTVResult | None:
     """Lifetime value of every subscriber of a run (see the module docstring); None when the
     panel has no revenue metric. ``future``: observed revenue over the horizon (id column of the
