@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -150,6 +151,7 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
     id_col = panel.meta.get("id_column", "subscriber_id")
     ids = np.asarray(panel.ids).astype(str)
     panel.ids = ids  # one copy of the ids (fixed-width), not a Python string each
+    n_ids = len(ids)
     attributes = None
     if (panel_dir / "attributes.parquet").is_file():
         try:
@@ -157,6 +159,16 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
         except (OSError, ValueError, pa.ArrowException) as exc:
             why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
             raise RunDirError(f"{panel_dir / 'attributes.parquet'}: unreadable ({why})") from None
+        if id_col in attributes.column_names:  # checked once here, then not held twice
+            keys = pc.cast(attributes.column(id_col), pa.string())
+            if len(keys) != n_ids or not keys.equals(
+                pa.chunked_array([pa.array(ids, pa.string())])
+            ):
+                raise RunDirError(
+                    f"{panel_dir / 'attributes.parquet'}: ids differ from the panel's "
+                    "(prepare the panel again)"
+                )
+            attributes = attributes.drop_columns([id_col])
     churn = aligned(run_dir / "predictions.parquet", ids, id_col, ["churn_prob"])
     segment = aligned(run_dir / "segments.parquet", ids, id_col, ["segment"])
     n = len(ids)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from scipy.stats import spearmanr
 from torch import nn
@@ -335,8 +337,15 @@ def estimate_ltv(
     for col in (id_col, future_column):
         if col not in future.columns:
             raise DataError(f"future revenue table: no '{col}' column")
-    y = pd.Series(future[future_column].to_numpy(float), index=future[id_col].astype(str))
-    y = y[~y.index.duplicated()].reindex(inputs.ids).to_numpy()
+    # each run id's first row in the table, matched in Arrow (no pandas index of 10M ids)
+    keys = pa.array(future[id_col].astype(str), pa.string())
+    at = pc.index_in(pa.array(inputs.ids, pa.string()), value_set=keys)
+    del keys
+    values = future[future_column].to_numpy(float)
+    y = np.full(len(inputs.ids), np.nan)
+    ok = at.is_valid().to_numpy(zero_copy_only=False)
+    y[ok] = values[at.drop_null().to_numpy()]
+    del at, values
     if np.any(y[np.isfinite(y)] < 0):
         raise DataError(f"future revenue table: negative '{future_column}'")
     known = np.flatnonzero(np.isfinite(y))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from gpuseg.action.features import PLAN_CHUNK, RunInputs, read_run
 from gpuseg.action.library import Library, load_library
@@ -85,7 +86,12 @@ def plan_run(
         p = Path(future_revenue)
         if not p.is_file():
             raise DataError(f"{p}: future revenue table not found")
-        future = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+        if p.suffix.lower() in (".parquet", ".pq"):  # only the columns the value head reads
+            names = pq.read_schema(p).names
+            cols = [c for c in (inputs.id_column, "future_revenue_disc") if c in names]
+            future = pd.read_parquet(p, columns=cols)
+        else:
+            future = pd.read_csv(p)
     ltv = None
     if unavailable_reason(inputs.panel, inputs.cfg.data.revenue_metric) is None:
         ltv = estimate_ltv(
@@ -99,6 +105,7 @@ def plan_run(
             fit_sample=fit_sample,
             chunk=chunk,
         )
+    del future
     camp = fitted = effects = None
     source = ""
     if campaigns is not None:

@@ -64,8 +64,9 @@ def read_campaigns(path: str | Path, ids: np.ndarray, id_col: str) -> Campaigns:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: campaign table not found")
-    if p.suffix.lower() in (".parquet", ".pq"):
-        table = pq.read_table(p)
+    if p.suffix.lower() in (".parquet", ".pq"):  # only the columns used
+        names = pq.read_schema(p).names
+        table = pq.read_table(p, columns=[c for c in (id_col, *REQUIRED, "date") if c in names])
     else:
         table = pa.Table.from_pandas(pd.read_csv(p), preserve_index=False)
     for col in (id_col, *REQUIRED):
