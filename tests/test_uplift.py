@@ -20,6 +20,19 @@ def planted(n: int = 6000, seed: int = 0):
     return X, t, y, gain
 
 
+def one_offer_table(t: np.ndarray, y: np.ndarray) -> Campaigns:
+    """A campaign table of one offer through one channel, row i = panel row i."""
+    n = len(t)
+    return Campaigns(
+        row=np.arange(n),
+        offer=np.full(n, "gift"),
+        channel=np.full(n, "sms"),
+        treated=t,
+        retained=y,
+        date=None,
+    )
+
+
 def test_qini_orders_scores():
     X, t, y, gain = planted()
     oracle = qini_coefficient(y, t, gain + 1e-9 * X[:, 2])[0]
@@ -36,15 +49,7 @@ def test_qini_orders_scores():
 
 def test_learners_recover_planted_effect():
     X, t, y, gain = planted(8000)
-    n = len(X)
-    camp = Campaigns(
-        row=np.arange(n),
-        offer=np.full(n, "gift"),
-        channel=np.full(n, "sms"),
-        treated=t,
-        retained=y,
-        date=None,
-    )
+    camp = one_offer_table(t, y)
     for learner in ("s", "t"):
         cf = crossfit(X, camp, ["sms"], folds=3, learner=learner)
         assert np.isfinite(cf.oof_uplift).all()
@@ -96,14 +101,7 @@ def test_s_learner_finds_an_effect_that_needs_an_interaction():
     base = 1 / (1 + np.exp(-(0.5 + 1.5 * X[:, 2])))
     gain = np.where((X[:, 0] > 0.3) & (X[:, 1] > 0.3), 0.25, 0.0)
     y = (rng.random(n) < np.clip(base + t * gain, 0, 1)).astype(np.int8)
-    camp = Campaigns(
-        row=np.arange(n),
-        offer=np.full(n, "gift"),
-        channel=np.full(n, "sms"),
-        treated=t,
-        retained=y,
-        date=None,
-    )
+    camp = one_offer_table(t, y)
     cf = crossfit(X, camp, ["sms"], folds=3, learner="s")
     hi, lo = cf.oof_uplift[gain > 0].mean(), cf.oof_uplift[gain == 0].mean()
     assert hi - lo > 0.1, (hi, lo)
