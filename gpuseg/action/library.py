@@ -77,6 +77,17 @@ def _section(data: Any, name: str, source: str) -> dict:
     return block
 
 
+def _entry(cls, section: str, name, spec, source, drop: str | None = None):
+    """One named entry of a library section as ``cls`` (``drop``: a key read separately)."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{source}: {section}.{name}: expected a mapping")
+    fields = {k: v for k, v in spec.items() if k != drop}
+    try:
+        return from_dict(cls, {**fields, "name": str(name)}, prefix=f"{section}.{name}.")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
 def parse_library(data: Any, source: str = "<dict>") -> Library:
     """Validate a parsed offers YAML into a :class:`Library`."""
     if not isinstance(data, dict):
@@ -86,12 +97,7 @@ def parse_library(data: Any, source: str = "<dict>") -> Library:
         raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(TOP_KEYS)})")
     channels: dict[str, Channel] = {}
     for name, spec in _section(data, "channels", source).items():
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{source}: channels.{name}: expected a mapping")
-        try:
-            ch = from_dict(Channel, {**spec, "name": str(name)}, prefix=f"channels.{name}.")
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        ch = _entry(Channel, "channels", name, spec, source)
         where = f"{source}: channels.{name}"
         if ch.cost < 0:
             raise ConfigError(f"{where}.cost: must be >= 0, got {ch.cost}")
@@ -112,14 +118,8 @@ def parse_library(data: Any, source: str = "<dict>") -> Library:
     rules: dict[str, dict] = {}
     levels = SegmentsConfig().value_levels
     for name, spec in _section(data, "offers", source).items():
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{source}: offers.{name}: expected a mapping")
-        spec = dict(spec)
-        eligible = spec.pop("eligible", None)
-        try:
-            offer = from_dict(Offer, {**spec, "name": str(name)}, prefix=f"offers.{name}.")
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        eligible = spec.get("eligible") if isinstance(spec, dict) else None
+        offer = _entry(Offer, "offers", name, spec, source, drop="eligible")
         where = f"{source}: offers.{name}"
         if offer.cost < 0:
             raise ConfigError(f"{where}.cost: must be >= 0, got {offer.cost}")

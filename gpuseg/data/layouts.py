@@ -110,6 +110,21 @@ def negative_ok(cfg: DataConfig, metric: str) -> bool:
     return re.search(cfg.negative_pattern, metric, flags=re.IGNORECASE) is not None
 
 
+def metric_matrix(frame, metrics: dict, cfg: DataConfig, path, xdf) -> np.ndarray:
+    """(rows, metrics) float32 of the ``metrics`` columns (name -> column), each checked by
+    :func:`numeric_column` under its fill and negative-value policies."""
+    return np.stack(
+        [
+            numeric_column(
+                frame, col, path, xdf, nan_ok=fill_policy(cfg, name) != "error",
+                negative_ok=negative_ok(cfg, name),
+            )
+            for name, col in metrics.items()
+        ],
+        axis=1,
+    ).astype(np.float32)  # fmt: skip
+
+
 def negative_cells(usage: np.ndarray, mask: np.ndarray, metrics: list[str]) -> dict[str, int]:
     """Cells below zero per metric (present periods only; metrics without any left out)."""
     neg = (np.asarray(usage) < 0) & np.asarray(mask, dtype=bool)[:, :, None]  # (B, T, M)
@@ -189,16 +204,7 @@ def load_long(cfg: DataConfig, backend: Backend) -> Loaded:
         if col not in columns:
             raise DataError(f"{path}: column '{col}' ({key}) not found; {show_columns(columns)}")
     metrics = metric_columns(cfg, columns, {cfg.id_column, cfg.period_column}, path, xdf, frame)
-    values = np.stack(
-        [
-            numeric_column(
-                frame, col, path, xdf, nan_ok=fill_policy(cfg, name) != "error",
-                negative_ok=negative_ok(cfg, name),
-            )
-            for name, col in metrics.items()
-        ],
-        axis=1,
-    ).astype(np.float32)  # fmt: skip
+    values = metric_matrix(frame, metrics, cfg, path, xdf)
 
     ids_col = _required_ids(frame, cfg, path)
     raw_periods = _host(frame[cfg.period_column])
@@ -411,16 +417,7 @@ def load_table(cfg: DataConfig, backend: Backend) -> Loaded:
         if c not in columns:
             raise DataError(f"{path}: column '{c}' (data.static_columns) not found")
     xdf = pd
-    values = np.stack(
-        [
-            numeric_column(
-                frame, col, path, xdf, nan_ok=fill_policy(cfg, name) != "error",
-                negative_ok=negative_ok(cfg, name),
-            )
-            for name, col in metrics.items()
-        ],
-        axis=1,
-    ).astype(np.float32)  # fmt: skip
+    values = metric_matrix(frame, metrics, cfg, path, xdf)
     order = np.argsort(ids, kind="stable")
     usage = values[order][:, None, :]  # (N, 1, M)
     mask = np.ones((len(ids), 1), dtype=bool)
