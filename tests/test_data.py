@@ -563,3 +563,18 @@ def test_prepared_world_is_reproducible(tiny_world, tiny_panel_dir, tmp_path):
     a, b = load_panel(tmp_path / "copy"), load_panel(tmp_path / "again")
     for name in ("usage", "mask", "static", "churn", "migration"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_read_ids_fixed_width_by_blocks(tmp_path):
+    """The panel's ids come back as one fixed-width str array, block by block, equal to the
+    text pandas reads (any lengths, non-ASCII); a numeric id column as its text."""
+    from gpuseg.data.panel import read_ids
+
+    ids = [f"id{'x' * (i % 4)}{i}" + ("ü" if i % 5 == 0 else "") for i in range(50)]
+    pd.DataFrame({"subscriber_id": ids}).to_parquet(tmp_path / "a.parquet", index=False)
+    for block in (1, 3, 50, 1000):
+        got = read_ids(tmp_path / "a.parquet", block=block)
+        assert got.dtype.kind == "U" and got.tolist() == ids
+    pd.DataFrame({"n": [3, 10, 200]}).to_parquet(tmp_path / "b.parquet", index=False)
+    got = read_ids(tmp_path / "b.parquet")
+    assert got.dtype.kind == "U" and got.tolist() == ["3", "10", "200"]

@@ -317,3 +317,35 @@ def test_ltv_and_uplift_fit_on_a_sample_above_its_size(action_run):
     assert len(few.row) == int(np.isin(camp.row, few.row).sum())
     rows = np.array([n - 1, 0, 5, 5, 700])
     np.testing.assert_array_equal(take_rows(inputs.features, rows, block=64), inputs.features[rows])
+
+
+def test_skipped_frame_is_the_pandas_frame_and_file(tmp_path):
+    """The skipped table built block by block from reason codes is the frame (and the Parquet
+    file) that ``pd.DataFrame({id: ids[~planned], "reason": pd.Categorical(reasons)})`` gives."""
+    import pyarrow.parquet as pq
+
+    from gpuseg.action.plan import SKIP_REASONS, skipped_frame
+
+    rng = np.random.default_rng(3)
+    n = 1_000
+    ids = np.array([f"S{i:0{1 + i % 5}d}" + ("é" if i % 7 == 0 else "") for i in range(n)])
+    planned = rng.random(n) < 0.3
+    why = np.where(planned, 0, rng.choice([1, 2, 4, 5], n)).astype(np.int8)  # 3 never occurs
+    old = pd.DataFrame(
+        {
+            "subscriber_id": ids[~planned],
+            "reason": pd.Categorical(np.array(SKIP_REASONS, dtype=object)[why[~planned]]),
+        }
+    )
+    for block in (1, 7, 64, n, 10 * n):
+        new = skipped_frame(ids, planned, why, "subscriber_id", block=block)
+        pd.testing.assert_frame_equal(new, old)
+    assert list(new["reason"].cat.categories) == sorted(SKIP_REASONS[i] for i in (1, 2, 4, 5))
+    old.to_parquet(tmp_path / "old.parquet", index=False)
+    new.to_parquet(tmp_path / "new.parquet", index=False)
+    a, b = pq.read_table(tmp_path / "old.parquet"), pq.read_table(tmp_path / "new.parquet")
+    assert a.equals(b, check_metadata=True)
+    none = skipped_frame(ids, np.ones(n, bool), np.zeros(n, np.int8), "subscriber_id")
+    assert len(none) == 0 and list(none.columns) == ["subscriber_id", "reason"]
+    with pytest.raises(ConfigError, match="block size"):
+        skipped_frame(ids, planned, why, "subscriber_id", block=0)

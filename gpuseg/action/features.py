@@ -11,6 +11,9 @@ pandas a chunk at a time (:meth:`RunInputs.attribute_rows`).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import shutil
 import tempfile
 import weakref
@@ -32,6 +35,26 @@ from gpuseg.io.store import require
 
 CHUNK = 16_384
 PLAN_CHUNK = 65_536  # subscribers per chunk of the plan's chunked passes (~4 KB each)
+
+
+def release_memory() -> None:
+    """Hand memory freed after a phase back to the system: Arrow's pool keeps freed blocks for
+    reuse (hundreds of MB after a hash lookup over 10M ids), and glibc keeps freed heap pages
+    (chunk-sized arrays below its mmap threshold). Only the resident set changes, no value."""
+    pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where there is none (other C libraries, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
 
 
 @dataclass
@@ -149,7 +172,9 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
     require(panel_dir / "meta.json", "run `gpuseg prepare` first")
     panel = load_panel(panel_dir)
     id_col = panel.meta.get("id_column", "subscriber_id")
-    ids = np.asarray(panel.ids).astype(str)
+    ids = np.asarray(panel.ids)
+    if ids.dtype.kind != "U":
+        ids = ids.astype(str)
     panel.ids = ids  # one copy of the ids (fixed-width), not a Python string each
     n_ids = len(ids)
     attributes = None
@@ -221,4 +246,5 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
         feature_names=names,
     )
     weakref.finalize(inputs, shutil.rmtree, tmp, True)
+    release_memory()
     return inputs

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy.optimize import linprog
 from scipy.sparse import csr_matrix, vstack
 
 from gpuseg.action import contact
-from gpuseg.action.features import PLAN_CHUNK, RunInputs
+from gpuseg.action.features import PLAN_CHUNK, RunInputs, release_memory
 from gpuseg.action.library import Library
 from gpuseg.action.ltv import LTVResult, survival_factor, unavailable_reason
 from gpuseg.action.uplift import Campaigns
@@ -51,6 +52,16 @@ MOMENT_TEXT = {
     "special": "special date",
     "any": "no key moment needed",
 }
+# why a subscriber has no action: codes of the (N,) int8 array the plan keeps (0: has one)
+SKIP_REASONS = (
+    "",
+    "no eligible offer",
+    "no open channel (consent, do-not-disturb or frequency cap)",
+    "do-not-disturb window covers every possible date",
+    "no action with positive expected value",
+    "budget or channel capacity reached",
+)
+SKIP_BLOCK = 1 << 20  # subscribers per block of the skipped table (Parquet's default row group)
 
 
 @dataclass
@@ -108,12 +119,11 @@ def streamed_edges(inputs: RunInputs, chunk: int) -> dict[str, list[float]]:
     return seg.segment_edges_from(a, r, f, cfg)
 
 
-def history_rows(history, start: int, stop: int, order: np.ndarray):
+def history_rows(history, start: int, stop: int, order: np.ndarray, srt: np.ndarray):
     """The contact history of panel rows [start, stop), rows renumbered from 0 (``order``: the
-    history sorted by row)."""
+    history sorted by row, ``srt``: ``history.row[order]``, computed once for all chunks)."""
     if history is None:
         return None
-    srt = history.row[order]
     a, b = np.searchsorted(srt, [start, stop])
     i = order[a:b]
     return Campaigns(
@@ -149,8 +159,9 @@ def build_options(
     chunk: int = PLAN_CHUNK,
     keep: str = "positive",
 ) -> tuple[Options, dict, np.ndarray]:
-    """The allowed options, the per-channel exclusion counts, and (N,) per-subscriber reason of
-    the first filter that left the subscriber without any option ('' when some remain).
+    """The allowed options, the per-channel exclusion counts, and (N,) int8 per-subscriber code
+    (:data:`SKIP_REASONS`) of the first filter that left the subscriber without any option (0
+    when some remain).
 
     Built ``chunk`` subscribers at a time (the same rules; the cut points of value tiers and
     RFM scores are the whole population's, :func:`streamed_edges`), keeping ``keep``:
@@ -169,8 +180,12 @@ def build_options(
     channel_names = list(library.channels)
     exclusions = {c: dict.fromkeys((*contact.REASONS, "open"), 0) for c in channel_names}
     parts: dict[str, list] = {k: [] for k in Options.__dataclass_fields__}
-    why = np.full(n, "", dtype=object)
-    order = None if history is None else np.argsort(history.row, kind="stable")
+    why = np.zeros(n, np.int8)
+    order = srt = None
+    if history is not None:  # int32 where the history fits: 16M tests at 10M subscribers
+        itype = np.int32 if len(history.row) < 2**31 and n < 2**31 else np.int64
+        order = np.argsort(history.row, kind="stable").astype(itype)
+        srt = history.row[order].astype(itype)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         m = e - s
@@ -190,7 +205,7 @@ def build_options(
             weeks = pd.to_numeric(attrs["weeks_to_contract_end"], errors="coerce").to_numpy(float)
         dnd_from = contact.date_column(attrs, "dnd_from")
         dnd_to = contact.date_column(attrs, "dnd_to")
-        hist = history_rows(history, s, e, order)
+        hist = history_rows(history, s, e, order, srt)
         status = {
             sv: contact.channel_status(attrs, m, library, start, hist, service=sv)
             for sv in (False, True)
@@ -264,9 +279,9 @@ def build_options(
             if v:
                 parts[k].append(np.concatenate(v))
         w = why[s:e]
-        w[~any_eligible] = "no eligible offer"
-        w[(w == "") & ~any_channel] = "no open channel (consent, do-not-disturb or frequency cap)"
-        w[(w == "") & ~any_date] = "do-not-disturb window covers every possible date"
+        w[~any_eligible] = 1
+        w[(w == 0) & ~any_channel] = 2
+        w[(w == 0) & ~any_date] = 3
     cat = {k: (np.concatenate(v) if v else np.zeros(0, OPTION_DTYPES[k])) for k, v in parts.items()}
     return Options(**cat), exclusions, why
 
@@ -375,6 +390,33 @@ def lp_bound(opts: Options, budget: float, capacity: np.ndarray, n: int) -> floa
     return float(-res.fun) if res.status == 0 else None
 
 
+def skipped_frame(
+    ids: np.ndarray, planned: np.ndarray, why: np.ndarray, id_column: str, block: int = SKIP_BLOCK
+) -> pd.DataFrame:
+    """The subscribers without an action (``~planned``) and the reason (``why``: codes of
+    :data:`SKIP_REASONS`), in panel order: the frame ``pd.DataFrame({id_column:
+    ids[~planned], "reason": pd.Categorical(reasons)})`` would be, built without a Python string
+    per subscriber: the ids go to Arrow ``block`` rows at a time (the pandas column is that
+    Arrow data where pandas stores strings in Arrow, as pandas 3 does), the reasons are one
+    byte each, categories sorted as ``pd.Categorical`` sorts them."""
+    if block < 1:
+        raise ConfigError(f"plan: block size must be >= 1, got {block}")
+    left = ~planned
+    parts = [
+        pa.array(ids[s : s + block][left[s : s + block]], pa.large_string())
+        for s in range(0, len(ids), block)
+    ]
+    id_col = pa.chunked_array(parts, pa.large_string()).to_pandas()
+    del parts
+    code = why[left]
+    present = np.flatnonzero(np.bincount(code, minlength=len(SKIP_REASONS)))
+    categories = sorted(SKIP_REASONS[i] for i in present)
+    remap = np.full(len(SKIP_REASONS), -1, np.int8)  # reason code -> category code
+    remap[present] = [categories.index(SKIP_REASONS[i]) for i in present]
+    reason = pd.Categorical.from_codes(remap[code], categories=pd.Index(categories))
+    return pd.DataFrame({id_column: id_col, "reason": reason})
+
+
 def make_plan(
     inputs: RunInputs,
     library: Library,
@@ -414,6 +456,7 @@ def make_plan(
     opts, exclusions, why = build_options(
         inputs, library, ltv, horizon, effects, history, chunk, keep
     )
+    release_memory()
     channel_names = list(library.channels)
     offer_names = list(library.offers)
     capacity = np.array(
@@ -432,8 +475,8 @@ def make_plan(
     has_positive[opts.row[opts.net > 0]] = True
     planned = np.zeros(n, bool)
     planned[opts.row[chosen]] = True
-    why[(why == "") & ~has_positive] = "no action with positive expected value"
-    why[(why == "") & ~planned] = "budget or channel capacity reached"
+    why[(why == 0) & ~has_positive] = 4
+    why[(why == 0) & ~planned] = 5
     start, _ = plan_start(inputs)
 
     rows = opts.row[chosen]
@@ -482,10 +525,8 @@ def make_plan(
     ]
     plan = plan.sort_values("expected_incremental_value", ascending=False, kind="stable")
     plan = plan.reset_index(drop=True)
-    # reasons as a categorical: one byte a subscriber, not a string each (N rows at 10M)
-    skipped = pd.DataFrame(
-        {inputs.id_column: inputs.ids[~planned], "reason": pd.Categorical(why[~planned])}
-    )
+    skipped = skipped_frame(inputs.ids, planned, why, inputs.id_column)
+    del why, has_positive
 
     def by(col: str) -> dict:
         g = plan.groupby(col)

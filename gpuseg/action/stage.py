@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from gpuseg.action.features import PLAN_CHUNK, RunInputs, read_run
+from gpuseg.action.features import PLAN_CHUNK, RunInputs, read_run, release_memory
 from gpuseg.action.library import Library, load_library
 from gpuseg.action.ltv import FIT_SAMPLE, LTVResult, estimate_ltv, unavailable_reason
 from gpuseg.action.plan import PlanResult, make_plan
@@ -106,6 +106,7 @@ def plan_run(
             chunk=chunk,
         )
     del future
+    release_memory()
     camp = fitted = effects = None
     source = ""
     if campaigns is not None:

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from gpuseg.action.features import take_rows
+from gpuseg.action.features import release_memory, take_rows
 from gpuseg.errors import DataError
 
 REQUIRED = ("offer", "channel", "treated", "retained")
@@ -51,58 +51,80 @@ class Campaigns:
 
 def shared_strings(values: pa.ChunkedArray) -> np.ndarray:
     """``values`` as a numpy object array of str in which equal values are one object: 8 bytes
-    a row, not a Python string each (16M campaign rows at 10M subscribers)."""
-    enc = pc.cast(values, pa.string()).combine_chunks().dictionary_encode()
-    names = np.asarray([str(x) for x in enc.dictionary.to_pylist()], dtype=object)
-    return names[enc.indices.to_numpy(zero_copy_only=False)]
+    a row, not a Python string each (16M campaign rows at 10M subscribers). Encoded a chunk at
+    a time (no whole-column copy)."""
+    values = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+    out = np.empty(len(values), dtype=object)
+    names: dict[str, str] = {}
+    at = 0
+    for chunk in values.chunks:
+        enc = pc.cast(chunk, pa.string()).dictionary_encode()
+        lut = np.asarray(
+            [names.setdefault(str(x), str(x)) for x in enc.dictionary.to_pylist()], dtype=object
+        )
+        out[at : at + len(chunk)] = lut[enc.indices.to_numpy(zero_copy_only=False)]
+        at += len(chunk)
+    return out
 
 
 def read_campaigns(path: str | Path, ids: np.ndarray, id_col: str) -> Campaigns:
     """Read and check a campaign table (Parquet or CSV); rows of subscribers that are not in the
     run are counted and left out. Ids are matched in Arrow (no pandas index of the run's ids),
-    so a table of tens of millions of tests stays within a few bytes a row beyond its columns."""
+    and a Parquet table is read one column at a time, so a table of tens of millions of tests
+    stays within a few bytes a row beyond the largest column."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: campaign table not found")
-    if p.suffix.lower() in (".parquet", ".pq"):  # only the columns used
-        names = pq.read_schema(p).names
-        table = pq.read_table(p, columns=[c for c in (id_col, *REQUIRED, "date") if c in names])
+    if p.suffix.lower() in (".parquet", ".pq"):  # only the columns used, one at a time
+        present = set(pq.read_schema(p).names)
+
+        def column(name: str) -> pa.ChunkedArray:
+            return pq.read_table(p, columns=[name]).column(name)
+
     else:
         table = pa.Table.from_pandas(pd.read_csv(p), preserve_index=False)
+        present = set(table.column_names)
+        column = table.column
     for col in (id_col, *REQUIRED):
-        if col not in table.column_names:
+        if col not in present:
             raise DataError(f"{p}: no '{col}' column")
     flags = {}
     for col in ("treated", "retained"):
-        v = pd.to_numeric(table.column(col).to_pandas(), errors="coerce")
+        v = pd.to_numeric(column(col).to_pandas(), errors="coerce")
         bad = ~v.isin([0, 1])
         if bad.any():
             raise DataError(f"{p}: column '{col}' row {int(np.flatnonzero(bad)[0]) + 2}: not 0/1")
         flags[col] = v.to_numpy(np.int8)
-    keys = pc.cast(table.column(id_col), pa.string())
-    found = pc.index_in(keys, value_set=pa.array(ids, pa.string()))
+        del v, bad
+    keys = column(id_col)
+    if not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
+        keys = pc.cast(keys, pa.string())
+    found = pc.index_in(keys, value_set=pa.array(ids, keys.type))
+    del keys
     known = found.is_valid().to_numpy(zero_copy_only=False)
     rows = found.drop_null().to_numpy().astype(np.int64)
-    del keys, found
+    del found
     date = None
-    if "date" in table.column_names:
+    if "date" in present:
         date = (
-            pd.to_datetime(table.column("date").filter(known).to_pandas(), errors="coerce")
+            pd.to_datetime(column("date").filter(known).to_pandas(), errors="coerce")
             .to_numpy()
             .astype("datetime64[D]")
         )
     counts = dict(
         rows=int(len(known)), unknown_subscriber=int((~known).sum()), used=int(known.sum())
     )
-    return Campaigns(
+    out = Campaigns(
         row=rows,
-        offer=shared_strings(table.column("offer").filter(known)),
-        channel=shared_strings(table.column("channel").filter(known)),
+        offer=shared_strings(column("offer").filter(known)),
+        channel=shared_strings(column("channel").filter(known)),
         treated=flags["treated"][known],
         retained=flags["retained"][known],
         date=date,
         counts=counts,
     )
+    release_memory()
+    return out
 
 
 def _gbm(seed: int) -> HistGradientBoostingClassifier:
