@@ -578,3 +578,24 @@ def test_read_ids_fixed_width_by_blocks(tmp_path):
     pd.DataFrame({"n": [3, 10, 200]}).to_parquet(tmp_path / "b.parquet", index=False)
     got = read_ids(tmp_path / "b.parquet")
     assert got.dtype.kind == "U" and got.tolist() == ["3", "10", "200"]
+
+
+def test_index_in_blocks_equals_one_lookup():
+    """Hashing the value set a block at a time finds what one ``pc.index_in`` finds: the first
+    occurrence of each value (duplicates across blocks), -1 for absent ones and nulls."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from gpuseg.data.ids import index_in_blocks
+
+    rng = np.random.default_rng(0)
+    table = np.array([f"k{i}" for i in rng.integers(0, 40, 60)])  # with duplicates
+    values = pa.chunked_array(
+        [pa.array([f"k{i}" for i in rng.integers(0, 50, 30)]), pa.array(["k1", None, "zz"])]
+    )
+    want = pc.index_in(values, value_set=pa.array(table)).fill_null(-1).to_numpy()
+    for block in (1, 7, 60, 1000):
+        np.testing.assert_array_equal(index_in_blocks(values, table, block), want)
+        arrow_table = pa.array(table, pa.large_string())  # cast to the values' type
+        np.testing.assert_array_equal(index_in_blocks(values, arrow_table, block), want)
+    assert (want == -1).any() and (want >= 0).any()

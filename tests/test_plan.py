@@ -200,6 +200,19 @@ def test_greedy_feasible_and_below_bounds(seed):
     assert total <= best + 1e-9 <= lp + 1e-6 <= lag + 1e-6
 
 
+def test_greedy_by_blocks_chooses_the_same(monkeypatch):
+    """The greedy walks its sorted options a block at a time: any block size, the same plan."""
+    import gpuseg.action.plan as plan_mod
+
+    opts = random_options(5, n=400, per=3)
+    cap = np.array([60.0, np.inf])
+    want = greedy(opts, 300.0, cap, 400)
+    assert 10 < len(want) < 400
+    for block in (1, 7, 64):
+        monkeypatch.setattr(plan_mod, "GREEDY_BLOCK", block)
+        np.testing.assert_array_equal(greedy(opts, 300.0, cap, 400), want)
+
+
 def test_plan_respects_every_rule(action_run):
     a = plan_run(action_run, budget=1500.0)
     plan, skipped, s = a.result.plan, a.result.skipped, a.result.summary
@@ -349,3 +362,32 @@ def test_skipped_frame_is_the_pandas_frame_and_file(tmp_path):
     assert len(none) == 0 and list(none.columns) == ["subscriber_id", "reason"]
     with pytest.raises(ConfigError, match="block size"):
         skipped_frame(ids, planned, why, "subscriber_id", block=0)
+
+
+def test_compact_attributes_decode_to_the_same_frame():
+    """Text attributes held as int8 dictionaries read back as the table and pandas frame they
+    were (nulls, several chunks); a column with many distinct values stays as it is."""
+    import pyarrow as pa
+
+    from gpuseg.action.features import compact_attributes, decoded
+
+    part = pa.table(
+        {
+            "plan_type": pa.array(["prepaid", "postpaid", None, "prepaid"], pa.large_string()),
+            "region": pa.array(["n", "s", "e", "w"], pa.string()),
+            "note": pa.array([f"x{i}" for i in range(4)], pa.large_string()),
+            "tenure": [1.0, 2.0, None, 4.0],
+        }
+    )
+    table = pa.concat_tables([part, part.slice(1, 2)])
+    wide = pa.table({"note": [f"n{i}" for i in range(300)]})
+    small, types = compact_attributes(table)
+    assert set(types) == {"plan_type", "region", "note"}
+    assert pa.types.is_dictionary(small.schema.field("plan_type").type)
+    assert small.schema.field("plan_type").type.index_type == pa.int8()
+    assert decoded(small, types).equals(table)
+    pd.testing.assert_frame_equal(
+        decoded(small.slice(2, 3), types).to_pandas(), table.slice(2, 3).to_pandas()
+    )
+    kept, none = compact_attributes(wide)
+    assert none == {} and kept.equals(wide)

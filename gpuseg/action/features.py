@@ -17,7 +17,7 @@ import functools
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,17 +71,47 @@ class RunInputs:
     segment: np.ndarray  # (N,) learned segment
     features: np.ndarray  # (N, F) float32, memory-mapped from a temporary file
     feature_names: list[str]
+    # text columns held dictionary-encoded (compact_attributes): name -> the type they had
+    attribute_types: dict[str, pa.DataType] = field(default_factory=dict)
 
     @property
     def attributes(self) -> pd.DataFrame | None:
         """Every subscriber's raw attributes as one pandas frame (whole-run code only)."""
-        return None if self.attribute_table is None else self.attribute_table.to_pandas()
+        if self.attribute_table is None:
+            return None
+        return decoded(self.attribute_table, self.attribute_types).to_pandas()
 
     def attribute_rows(self, start: int, stop: int) -> pd.DataFrame | None:
         """Raw attributes of panel rows [start, stop), index 0..stop-start-1."""
         if self.attribute_table is None:
             return None
-        return self.attribute_table.slice(start, stop - start).to_pandas()
+        part = self.attribute_table.slice(start, stop - start)
+        return decoded(part, self.attribute_types).to_pandas()
+
+
+def compact_attributes(table: pa.Table) -> tuple[pa.Table, dict[str, pa.DataType]]:
+    """``table`` with each text column of at most 127 distinct values per chunk held as a
+    dictionary with int8 codes (one byte a row instead of an offset and the text: plan type,
+    region, ... at 10M rows), and the original type of each such column, for :func:`decoded`."""
+    types = {}
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        enc = col.dictionary_encode()
+        if any(len(c.dictionary) > 127 for c in enc.chunks):
+            continue
+        table = table.set_column(i, name, pc.cast(enc, pa.dictionary(pa.int8(), col.type)))
+        types[name] = col.type
+    return table, types
+
+
+def decoded(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """The columns :func:`compact_attributes` encoded, back in their original type."""
+    for name, typ in types.items():
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pc.cast(table.column(i), typ))
+    return table
 
     def panel_rows(self, start: int, stop: int) -> Panel:
         """Panel rows [start, stop) as in-memory copies (explicit file reads, so the mapped
@@ -177,7 +207,7 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
         ids = ids.astype(str)
     panel.ids = ids  # one copy of the ids (fixed-width), not a Python string each
     n_ids = len(ids)
-    attributes = None
+    attributes, attribute_types = None, {}
     if (panel_dir / "attributes.parquet").is_file():
         try:
             attributes = pq.read_table(panel_dir / "attributes.parquet")
@@ -194,6 +224,7 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
                     "(prepare the panel again)"
                 )
             attributes = attributes.drop_columns([id_col])
+        attributes, attribute_types = compact_attributes(attributes)
     churn = aligned(run_dir / "predictions.parquet", ids, id_col, ["churn_prob"])
     segment = aligned(run_dir / "segments.parquet", ids, id_col, ["segment"])
     n = len(ids)
@@ -238,6 +269,7 @@ def read_run(run_dir: str | Path, embeddings: bool = True, chunk: int = CHUNK) -
         cfg=cfg,
         panel=panel,
         attribute_table=attributes,
+        attribute_types=attribute_types,
         ids=ids,
         id_column=id_col,
         churn_prob=p,

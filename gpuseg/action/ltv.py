@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from scipy.stats import spearmanr
 from torch import nn
 
 from gpuseg.action.features import take_rows
+from gpuseg.data.ids import index_in_blocks
 from gpuseg.data.panel import read_rows
 from gpuseg.errors import ConfigError, DataError
 from gpuseg.segment.classic import periods_per_month
@@ -339,13 +339,13 @@ def estimate_ltv(
             raise DataError(f"future revenue table: no '{col}' column")
     # each run id's first row in the table, matched in Arrow (no pandas index of 10M ids)
     keys = pa.array(future[id_col].astype(str), pa.string())
-    at = pc.index_in(pa.array(inputs.ids, pa.string()), value_set=keys)
+    at = index_in_blocks(pa.array(inputs.ids, pa.string()), keys)  # hashed a block at a time
     del keys
     values = future[future_column].to_numpy(float)
     y = np.full(len(inputs.ids), np.nan)
-    ok = at.is_valid().to_numpy(zero_copy_only=False)
-    y[ok] = values[at.drop_null().to_numpy()]
-    del at, values
+    ok = at >= 0
+    y[ok] = values[at[ok]]
+    del at, ok, values
     if np.any(y[np.isfinite(y)] < 0):
         raise DataError(f"future revenue table: negative '{future_column}'")
     known = np.flatnonzero(np.isfinite(y))

@@ -62,6 +62,7 @@ SKIP_REASONS = (
     "budget or channel capacity reached",
 )
 SKIP_BLOCK = 1 << 20  # subscribers per block of the skipped table (Parquet's default row group)
+GREEDY_BLOCK = 1 << 16  # options the greedy turns into Python values at a time
 
 
 @dataclass
@@ -282,7 +283,11 @@ def build_options(
         w[~any_eligible] = 1
         w[(w == 0) & ~any_channel] = 2
         w[(w == 0) & ~any_date] = 3
-    cat = {k: (np.concatenate(v) if v else np.zeros(0, OPTION_DTYPES[k])) for k, v in parts.items()}
+    cat = {}
+    for k in list(parts):  # one field's chunks at a time: never all the options twice
+        v = parts.pop(k)
+        cat[k] = np.concatenate(v) if v else np.zeros(0, OPTION_DTYPES[k])
+        del v
     return Options(**cat), exclusions, why
 
 
@@ -299,18 +304,20 @@ def greedy(opts: Options, budget: float, capacity: np.ndarray, n: int) -> np.nda
     chosen = []
     # no option cheaper than this is left: once the budget cannot pay it, nothing more fits
     cheapest = float(opts.cost[cand].min()) if len(cand) else 0.0
-    rows, chans, costs = (
-        a.tolist() for a in (opts.row[order], opts.channel[order], opts.cost[order])
-    )
-    for j, r, c, cost in zip(order.tolist(), rows, chans, costs, strict=True):
+    for b in range(0, len(order), GREEDY_BLOCK):  # Python values for one block at a time
         if spend + cheapest > budget + 1e-9:
             break
-        if taken[r] or left[c] < 1 or spend + cost > budget + 1e-9:
-            continue
-        taken[r] = True
-        left[c] -= 1
-        spend += cost
-        chosen.append(j)
+        blk = order[b : b + GREEDY_BLOCK]
+        rows, chans, costs = (a[blk].tolist() for a in (opts.row, opts.channel, opts.cost))
+        for j, r, c, cost in zip(blk.tolist(), rows, chans, costs, strict=True):
+            if spend + cheapest > budget + 1e-9:
+                break
+            if taken[r] or left[c] < 1 or spend + cost > budget + 1e-9:
+                continue
+            taken[r] = True
+            left[c] -= 1
+            spend += cost
+            chosen.append(j)
     return np.asarray(chosen, dtype=np.int64)
 
 
@@ -322,16 +329,25 @@ def lagrangian_bound(opts: Options, budget: float, capacity: np.ndarray, n: int)
     pos = pos[np.argsort(opts.row[pos], kind="stable")]  # grouped by subscriber
     row, c = opts.row[pos], opts.channel[pos]
     net, cost = opts.net[pos].astype(np.float64), opts.cost[pos].astype(np.float64)
+    del pos
     cap = np.where(np.isfinite(capacity), capacity, 0.0)
     finite = np.isfinite(capacity)
     starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else np.zeros(0, int)
-    group = np.cumsum(np.r_[False, row[1:] != row[:-1]]) if len(row) else np.zeros(0, int)
+    group = (
+        np.cumsum(np.r_[False, row[1:] != row[:-1]], dtype=np.int32)
+        if len(row)
+        else np.zeros(0, int)
+    )
 
     def best_of(red: np.ndarray) -> np.ndarray:  # each subscriber's best reduced value
         return np.maximum.reduceat(red, starts)
 
     def value(lam: float, mu: np.ndarray) -> tuple[float, np.ndarray]:
-        red = net - lam * cost - mu[c]
+        # net - lam * cost - mu[c] in one array (the same operations: the same floats)
+        red = np.multiply(cost, lam)
+        np.subtract(net, red, out=red)
+        if mu.any():  # x - 0.0 is x
+            red -= mu[c]
         best = np.maximum(best_of(red), 0.0)
         return lam * budget + float((mu * cap).sum()) + float(best.sum()), red
 

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from gpuseg.action.features import release_memory, take_rows
+from gpuseg.data.ids import index_in_blocks
 from gpuseg.errors import DataError
 
 REQUIRED = ("offer", "channel", "treated", "retained")
@@ -99,10 +100,10 @@ def read_campaigns(path: str | Path, ids: np.ndarray, id_col: str) -> Campaigns:
     keys = column(id_col)
     if not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
         keys = pc.cast(keys, pa.string())
-    found = pc.index_in(keys, value_set=pa.array(ids, keys.type))
+    found = index_in_blocks(keys, ids)
     del keys
-    known = found.is_valid().to_numpy(zero_copy_only=False)
-    rows = found.drop_null().to_numpy().astype(np.int64)
+    known = found >= 0
+    rows = found[known]
     del found
     date = None
     if "date" in present:
