@@ -88,6 +88,20 @@ class RunInputs:
         part = self.attribute_table.slice(start, stop - start)
         return decoded(part, self.attribute_types).to_pandas()
 
+    def panel_rows(self, start: int, stop: int) -> Panel:
+        """Panel rows [start, stop) as in-memory copies (explicit file reads, so the mapped
+        panel never enters the resident set)."""
+        p = self.panel
+        return Panel(
+            usage=read_rows(p.usage, start, stop),
+            mask=read_rows(p.mask, start, stop),
+            static=read_rows(p.static, start, stop),
+            churn=read_rows(p.churn, start, stop),
+            migration=read_rows(p.migration, start, stop),
+            ids=p.ids[start:stop],
+            meta=p.meta,
+        )
+
 
 def compact_attributes(table: pa.Table) -> tuple[pa.Table, dict[str, pa.DataType]]:
     """``table`` with each text column of at most 127 distinct values per chunk held as a
@@ -112,20 +126,6 @@ def decoded(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
         i = table.schema.get_field_index(name)
         table = table.set_column(i, name, pc.cast(table.column(i), typ))
     return table
-
-    def panel_rows(self, start: int, stop: int) -> Panel:
-        """Panel rows [start, stop) as in-memory copies (explicit file reads, so the mapped
-        panel never enters the resident set)."""
-        p = self.panel
-        return Panel(
-            usage=read_rows(p.usage, start, stop),
-            mask=read_rows(p.mask, start, stop),
-            static=read_rows(p.static, start, stop),
-            churn=read_rows(p.churn, start, stop),
-            migration=read_rows(p.migration, start, stop),
-            ids=p.ids[start:stop],
-            meta=p.meta,
-        )
 
 
 def take_rows(array: np.ndarray, rows: np.ndarray, block: int = PLAN_CHUNK) -> np.ndarray:
