@@ -283,6 +283,7 @@ def build_options(
         w[~any_eligible] = 1
         w[(w == 0) & ~any_channel] = 2
         w[(w == 0) & ~any_date] = 3
+    del order, srt
     cat = {}
     for k in list(parts):  # one field's chunks at a time: never all the options twice
         v = parts.pop(k)
@@ -328,7 +329,8 @@ def lagrangian_bound(opts: Options, budget: float, capacity: np.ndarray, n: int)
     pos = np.flatnonzero(opts.net > 0)
     pos = pos[np.argsort(opts.row[pos], kind="stable")]  # grouped by subscriber
     row, c = opts.row[pos], opts.channel[pos]
-    net, cost = opts.net[pos].astype(np.float64), opts.cost[pos].astype(np.float64)
+    # net stays float32: numpy widens it exactly wherever it meets the float64 cost
+    net, cost = opts.net[pos], opts.cost[pos].astype(np.float64)
     del pos
     cap = np.where(np.isfinite(capacity), capacity, 0.0)
     finite = np.isfinite(capacity)
@@ -357,6 +359,7 @@ def lagrangian_bound(opts: Options, budget: float, capacity: np.ndarray, n: int)
     best_bound = np.inf
     dens = np.sort(net / np.maximum(cost, 1e-12))
     grid = np.unique(np.concatenate([[0.0], np.quantile(dens, np.linspace(0, 1, 60))]))
+    del dens
     for _ in range(8):
         vals = [value(lam, mu)[0] for lam in grid]
         i = int(np.argmin(vals))
@@ -368,6 +371,7 @@ def lagrangian_bound(opts: Options, budget: float, capacity: np.ndarray, n: int)
         use = np.zeros(len(capacity))
         hit = (red >= top[group]) & (red > 0)
         np.add.at(use, c[hit], 1.0)
+        del red, top, hit  # not held through the next grid pass
         step = np.where(finite, (use - cap), 0.0)
         if not np.any(step > 0):
             break
