@@ -41,6 +41,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.optimize import minimize
 from scipy.special import betaincinv, betaln, gammaln, roots_legendre
 
@@ -318,34 +320,37 @@ class TransactionSummaries:
         self.present[start:stop] = mask.sum(1)
 
 
-def _attribute(inputs, names) -> np.ndarray | None:
+def _attribute(inputs, name: str, kind: pa.DataType) -> pa.ChunkedArray | None:
+    """The raw attribute ``name`` cast to ``kind`` in Arrow (no Python object per subscriber);
+    None when the run has no such attribute or its values are not of that kind."""
     table = inputs.attribute_table
-    if table is None:
+    if table is None or name not in table.column_names:
         return None
-    for name in names:
-        if name in table.column_names:
-            return table.column(name).to_numpy(zero_copy_only=False)
-    return None
+    try:
+        return pc.cast(table.column(name), kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def transactional(inputs, summ: TransactionSummaries) -> np.ndarray:
     """(N,) bool: subscribers the BG/NBD describes (see the module docstring)."""
-    out = summ.gap.copy()
-    plan = _attribute(inputs, ("plan_type",))
-    if plan is not None:
-        out |= np.char.lower(np.asarray(plan, dtype=str)) == "prepaid"
-    return out
+    plan = _attribute(inputs, "plan_type", pa.string())
+    if plan is None:
+        return summ.gap
+    return summ.gap | pc.fill_null(pc.equal(pc.utf8_lower(plan), "prepaid"), False).to_numpy()
 
 
 def tenure_periods(inputs, summ: TransactionSummaries, per_month: float) -> np.ndarray:
-    """Tenure at the end of the window in periods: the tenure attribute (months) where present
-    and finite, else the periods present in the window."""
+    """Tenure at the end of the window in periods: the first numeric tenure attribute (months)
+    where finite and >= 0, else the periods present in the window."""
     out = summ.present.astype(np.float64)
-    months = _attribute(inputs, TENURE_COLUMNS)
-    if months is not None:
-        m = np.asarray(months, dtype=np.float64)
-        ok = np.isfinite(m) & (m >= 0)
-        out[ok] = m[ok] * per_month
+    for name in TENURE_COLUMNS:
+        months = _attribute(inputs, name, pa.float64())
+        if months is not None:
+            months = pc.fill_null(months, np.nan).to_numpy()
+            ok = np.isfinite(months) & (months >= 0)
+            out[ok] = months[ok] * per_month
+            break
     return out
 
 
