@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow as pa
 import pytest
-from scipy.special import hyp2f1
+from scipy.special import betaln, hyp2f1
 
 from gpuseg.action.customer_base import (
     BGNBD,
@@ -120,6 +120,11 @@ def test_sbg_recovers_gamma_and_delta_on_simulated_cohorts():
         m.discounted_periods(np.array([0.0, 10.0]), 1, 1.0),
         1 - m.gamma_ / (m.gamma_ + m.delta_ + np.array([0.0, 10.0])),
     )
+    # and over 12 periods the sum of B(gamma, delta + n + k) / B(gamma, delta + n) x 0.99^k
+    k = np.arange(1, 13)
+    ratio = np.exp(betaln(m.gamma_, m.delta_ + 7.5 + k) - betaln(m.gamma_, m.delta_ + 7.5))
+    got = m.discounted_periods(np.array([7.5, 7.5, 7.5]), 12, 0.99, chunk=2)
+    np.testing.assert_allclose(got, (ratio * 0.99**k).sum())
 
 
 def test_gamma_gamma_shrinks_few_transactions_towards_the_mean():

@@ -8,11 +8,12 @@ no features), each for the kind of subscriber it describes:
   top-ups). A *transaction* is a period with revenue > 0; per subscriber x = active periods
   after the first, t_x = periods from the first to the last active one, T = periods from the
   first active one to the last period of the window. While alive a subscriber transacts at rate
-  lambda ~ Gamma(r, alpha) and after each transaction drops out with probability p ~ Beta(a, b).
-  The model is in continuous time and counts rather than active periods; on period data it is an
-  approximation (its discrete sibling is the BG/BB) that holds while rates stay below about one
-  transaction per period. Expected active periods in future period k are E[Y(k)] - E[Y(k-1)]
-  of the conditional expectation E[Y(t) | x, t_x, T], times the spend per active period.
+  lambda ~ Gamma(r, alpha), and after each repeat transaction drops out with probability
+  p ~ Beta(a, b). The model is in continuous time and counts rather than active periods; on
+  period data it is an approximation (its discrete sibling is the BG/BB) that holds while rates
+  stay below about one transaction per period. Expected active periods in future period k are
+  E[Y(k)] - E[Y(k-1)] of the conditional expectation E[Y(t) | x, t_x, T], times the spend per
+  active period.
 - Spend per active period: :class:`GammaGamma` (Fader, Hardie & Lee 2005, "RFM and CLV"), the
   subscriber's mean revenue over its active periods shrunk towards the population's, the more
   the fewer active periods it has.
@@ -31,9 +32,10 @@ its first positive one (activity with gaps); sBG otherwise. A subscriber without
 revenue in the window is valued 0.
 
 Bounded memory: :class:`TransactionSummaries` is filled chunk by chunk from the panel pass of
-:func:`gpuseg.action.ltv.revenue_summaries` and holds a few O(N) arrays (int16/int32/float64);
+:func:`gpuseg.action.ltv.revenue_summaries` and holds a few O(N) arrays (int32, float64, bool);
 the BG/NBD is fitted and evaluated on the distinct (x, t_x, T) triples, which are few (at most
-T^3 / 6 for a window of T periods), the Gamma-Gamma on a random sample of at most ``fit_sample``.
+T^3 / 6 for a window of T periods), the Gamma-Gamma and the sBG on random samples of at most
+50,000 subscribers (:data:`PARAM_SAMPLE`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from gpuseg.errors import DataError, GpusegError
 
 TENURE_COLUMNS = ("tenure_months", "tenure")  # months
 MIN_LABELS = 100  # known training labels the sBG needs (with churners and stayers among them)
+PARAM_SAMPLE = 50_000  # subscribers the Gamma-Gamma and the sBG are fitted on, at most
 
 
 def _check_rfm(x, t_x, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -263,18 +266,19 @@ class ShiftedBetaGeometric:
         return 1.0 - np.exp(self._log_survival(self.gamma_, self.delta_ + n, horizon))
 
     def discounted_periods(
-        self, n, n_future: int, discount: float, chunk: int = 65_536
+        self, n, n_future: int, discount: float, chunk: int = 262_144
     ) -> np.ndarray:
-        """sum_k S(n + k) / S(n) discount^k over k = 1..n_future, per subscriber."""
+        """sum_k S(n + k) / S(n) discount^k over k = 1..n_future, per subscriber, by the
+        recursion S(t + 1) / S(t) = (delta + t) / (gamma + delta + t), ``chunk`` at a time."""
         n = np.asarray(n, np.float64)
-        k = np.arange(1, n_future + 1, dtype=np.float64)[None, :]
-        out = np.empty(len(n))
+        out = np.zeros(len(n))
         for s in range(0, len(n), chunk):
-            nn = n[s : s + chunk, None]
-            log_s = betaln(self.gamma_, self.delta_ + nn + k) - betaln(
-                self.gamma_, self.delta_ + nn
-            )
-            out[s : s + chunk] = (np.exp(log_s) * discount**k).sum(1)
+            d = self.delta_ + n[s : s + chunk]
+            keep = np.ones(len(d))
+            for k in range(1, n_future + 1):
+                keep *= d / (self.gamma_ + d)
+                out[s : s + chunk] += keep * discount**k
+                d = d + 1.0
         return out
 
 
@@ -377,8 +381,11 @@ def customer_base_value(
 ) -> CustomerBaseFit:
     """The customer-base lifetime value of every subscriber (BG/NBD x Gamma-Gamma for the
     transactional ones, sBG x last-3-periods ARPU for the others); ``value`` None, with the
-    reason in ``notes``, when the run has too few churn labels for the sBG."""
+    reason in ``notes``, when the run has too few churn labels for the sBG. The Gamma-Gamma and
+    the sBG (2-3 parameters each) are fitted on random samples of at most
+    min(``fit_sample``, :data:`PARAM_SAMPLE`) subscribers; the BG/NBD on every one."""
     n = summ.n
+    fit_sample = min(fit_sample, PARAM_SAMPLE)
     trans = transactional(inputs, summ)
     value = np.zeros(n)
     notes: list[str] = []
@@ -432,6 +439,11 @@ def customer_base_value(
                 f"{MIN_LABELS:,} known {where} churn labels with churners and stayers among them"
             )
             return CustomerBaseFit(None, trans, bg, gg, None, notes)
+        sampled = ""
+        if len(fit_rows) > fit_sample:
+            sampled = f", a random sample of their {len(fit_rows):,}"
+            pick = np.random.default_rng([seed, 18]).choice(len(fit_rows), fit_sample, False)
+            fit_rows = fit_rows[np.sort(pick)]
         sbg = ShiftedBetaGeometric().fit(tenure[fit_rows], labels[fit_rows], horizon)
         value[contract] = last3[contract] * sbg.discounted_periods(
             tenure[contract], n_future, discount
@@ -439,7 +451,7 @@ def customer_base_value(
         notes.append(
             f"customer_base: shifted-beta-geometric for {len(contract):,} contract subscribers "
             f"(gamma {sbg.gamma_:.3g}, delta {sbg.delta_:.3g}, fitted on {len(fit_rows):,} "
-            f"{where} churn labels)"
+            f"{where} churn labels{sampled})"
         )
     return CustomerBaseFit(value, trans, bg, gg, sbg, notes)
 
