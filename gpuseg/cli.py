@@ -710,8 +710,9 @@ def compare_cmd(
         str | None,
         typer.Option(
             "--candidates",
-            help="comma list of sequence, stack, xgboost_seq, blend, logistic, hist_gb, xgboost, "
-            "lightgbm, blend_baselines (default: sequence and every baseline installed)",
+            help="comma list of sequence, stack, xgboost_seq, blend, auto (model.head: auto), "
+            "logistic, hist_gb, xgboost, lightgbm, blend_baselines (default: sequence and every "
+            "baseline installed)",
             metavar="NAME,...",
         ),
     ] = None,
