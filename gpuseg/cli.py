@@ -25,7 +25,42 @@ from rich.table import Column, Table
 from gpuseg.config import SynthConfig, apply_overrides, from_dict, load_config
 from gpuseg.errors import ConfigError, GpusegError
 
+# click's UsageError and ClickException, whichever click typer runs on (typer >= 0.22 vendors it)
+UsageError = typer.BadParameter.__mro__[1]
+ClickException = UsageError.__mro__[1]
+
+
+class _Commands(typer.core.TyperGroup):
+    """The command group: a usage error (unknown option, missing argument, bad value) is bad
+    input like any other, so one line naming the command and exit code 1, not click's usage
+    block and exit 2 (which gpuseg keeps for internal errors)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `gpuseg`: the help
+                exc.show()
+                sys.exit(0)
+            where = exc.ctx.command_path if exc.ctx is not None else "gpuseg"
+            line = " ".join(exc.format_message().split())
+            err.print(
+                f"error: {where}: {line} (see '{where} --help')", markup=False, soft_wrap=True
+            )
+            sys.exit(1)
+        except ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err.print("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     rich_markup_mode=None,  # plain help: KEY=VALUE, [auto|cpu|cuda], FILE... (not <list[str]>)
     no_args_is_help=True,
@@ -675,8 +710,9 @@ def compare_cmd(
         str | None,
         typer.Option(
             "--candidates",
-            help="comma list of sequence, stack, xgboost_seq, blend, logistic, hist_gb, xgboost, "
-            "lightgbm, blend_baselines (default: sequence and every baseline installed)",
+            help="comma list of sequence, stack, xgboost_seq, blend, auto (model.head: auto), "
+            "logistic, hist_gb, xgboost, lightgbm, blend_baselines (default: sequence and every "
+            "baseline installed)",
             metavar="NAME,...",
         ),
     ] = None,

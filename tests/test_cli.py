@@ -140,6 +140,29 @@ def test_unknown_config_key_is_one_line_exit_1(tmp_path: Path):
     assert "train.epoch" in line and "bad.yaml" in line
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["plan", "RUN", "--offers", "o.yaml", "--budgt", "5"], "No such option: --budgt"),
+        (["plan"], "Missing argument 'RUN'"),
+        (["plan", "RUN", "--offers", "o.yaml", "--budget", "abc"], "'--budget'"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_1(args, expected):
+    """A mistyped option, a missing argument or a bad value is bad input: one line naming the
+    command, exit 1 (exit 2 stays for internal errors)."""
+    r = invoke(*args)
+    assert r.exit_code == 1, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("error: ")
+
+
+def test_bare_command_prints_the_help():
+    r = invoke()
+    assert r.exit_code == 0 and "Commands" in r.output and "plan" in r.output
+
+
 def test_missing_usage_file_is_one_line_exit_1(tmp_path: Path):
     line = one_line_error(
         invoke(

@@ -219,6 +219,30 @@ def test_stack_blends_and_tuned_boosters_run(panel):
     assert res["best_baseline"]["name"] in ("xgboost", "logistic", "blend_baselines")
 
 
+def test_auto_scores_with_the_part_best_on_validation(panel):
+    """``auto`` is model.head: auto in K-fold: per fold, the proba of whichever of sequence and
+    the boosters has the best validation ROC-AUC (the tie goes to the sequence model)."""
+    res = compare(
+        panel,
+        TINY_MODEL,
+        TINY_TRAIN,
+        folds=2,
+        candidates=["auto", "sequence", "xgboost", "logistic"],
+        head="auto",
+        trials=2,
+        n_boot=10,
+    )
+    for rec in res["per_fold"]:
+        p = rec["auto"]["params"]
+        assert set(p) == {"chose", "sequence", "xgboost"}  # logistic is not a head
+        assert p[p["chose"]] == max(p["sequence"], p["xgboost"])
+        assert rec["auto"]["roc_auc"] == rec[p["chose"]]["roc_auc"]
+    with pytest.raises(ConfigError, match="add sequence"):
+        compare(
+            panel, TINY_MODEL, TINY_TRAIN, candidates=["auto", "xgboost", "logistic"], head="auto"
+        )
+
+
 def test_compare_refuses_unknown_candidates_and_heads(panel):
     with pytest.raises(ConfigError, match="unknown candidate"):
         compare(panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", "catboost"])

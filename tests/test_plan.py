@@ -4,6 +4,7 @@ campaign table, no lifetime value without revenue, and the CLI."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -280,6 +281,10 @@ def test_cli_plan(action_run, tmp_path):
     summary = (action_run / "report" / "plan.json").read_text()
     ids = pd.read_parquet(action_run / "predictions.parquet").iloc[:, 0].astype(str)
     assert [i for i in ids if i in html or i in summary] == []
+    # the four lifetime-value estimates' metrics, the customer-base baseline among them
+    assert "customer_base:" in r.output
+    lm = json.loads(summary)["ltv_metrics"]
+    assert set(lm) == {"arpu_baseline", "hazard_value", "customer_base", "ziln"}
     r = CliRunner().invoke(app, ["plan", str(action_run), "-o", str(tmp_path / "p.txt")])
     assert r.exit_code == 1 and "must end in .parquet or .csv" in r.output
 
@@ -293,6 +298,8 @@ def test_chunked_plan_equals_whole(action_run):
     pd.testing.assert_frame_equal(whole.result.plan, parts.result.plan)
     pd.testing.assert_frame_equal(whole.result.skipped, parts.result.skipped)
     np.testing.assert_array_equal(whole.ltv.value, parts.ltv.value)
+    for name in ("customer_base", "arpu_baseline"):
+        np.testing.assert_array_equal(whole.ltv.estimates[name], parts.ltv.estimates[name])
     sw, sp = whole.result.summary, parts.result.summary
     for key in ("per_offer", "per_channel", "per_segment", "skipped", "channel_exclusions"):
         assert sw[key] == sp[key], key
@@ -322,6 +329,10 @@ def test_ltv_and_uplift_fit_on_a_sample_above_its_size(action_run):
     assert not np.array_equal(part.value, full.value)
     # the ZILN value still ranks revenue: Gini well above zero on its out-of-fold sample
     assert part.metrics["ziln"]["gini"] > 0.3
+    base = full.estimates["customer_base"]
+    assert (
+        np.isfinite(base).all() and (base >= 0).all() and full.metrics["customer_base"]["gini"] > 0
+    )
     camp = read_campaigns(world / "campaigns.parquet", inputs.ids, inputs.id_column)
     assert sample_campaigns(camp, n) is camp
     few = sample_campaigns(camp, 300, seed=1)

@@ -1,9 +1,13 @@
 """Lifetime value: expected revenue over a horizon (12 months by default) and its discounted sum.
 
-Three estimates, all in the run's money units:
+Four estimates, all in the run's money units:
 
 - ``arpu_baseline``: the last 3 periods' ARPU times the expected number of (discounted) periods
   a subscriber stays at the population's average churn rate ("ARPU x retention");
+- ``customer_base``: a probabilistic customer-base model fitted on the run's own revenue series
+  and churn labels (:mod:`gpuseg.action.customer_base`): BG/NBD x Gamma-Gamma spend for
+  transactional (prepaid, or gaps in the revenue series) subscribers, shifted-beta-geometric
+  retention x last-3-periods ARPU for contract ones;
 - ``hazard_value``: each subscriber's own churn hazard (the model's churn probability over the
   label horizon, held constant per period) times a revenue path (level over the last 4 periods,
   growth from the window, held within [0.3, 3] of today's level);
@@ -32,6 +36,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
+from gpuseg.action.customer_base import TransactionSummaries, customer_base_value
 from gpuseg.action.features import take_rows
 from gpuseg.data.ids import index_in_blocks
 from gpuseg.data.panel import read_rows
@@ -266,10 +271,11 @@ def unavailable_reason(panel, revenue_metric: str) -> str | None:
 
 
 def revenue_summaries(
-    inputs, revenue_metric: str, chunk: int
+    inputs, revenue_metric: str, chunk: int, activity: TransactionSummaries | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(level over the last 4 periods, mean of the last 3, per-period growth), (N,) each, read
-    from the panel chunk by chunk; None without the revenue metric."""
+    from the panel chunk by chunk; None without the revenue metric. ``activity``, when given,
+    is filled in the same pass."""
     panel = inputs.panel
     if revenue_metric not in panel.metrics:
         return None
@@ -283,6 +289,8 @@ def revenue_summaries(
         level[s:e] = recent_revenue(rev, mask, 4)
         last3[s:e] = recent_revenue(rev, mask, 3)
         growth[s:e] = revenue_growth(rev, mask)
+        if activity is not None:
+            activity.add(s, rev, mask)
     return level, last3, growth
 
 
@@ -312,10 +320,11 @@ def estimate_ltv(
     (out of fold)."""
     if fit_sample < 1 or chunk < 1:
         raise ConfigError(f"ltv: fit_sample and chunk must be >= 1, got {fit_sample}, {chunk}")
-    summaries = revenue_summaries(inputs, inputs.cfg.data.revenue_metric, chunk)
+    panel = inputs.panel
+    activity = TransactionSummaries(len(panel))
+    summaries = revenue_summaries(inputs, inputs.cfg.data.revenue_metric, chunk, activity)
     if summaries is None:
         return None
-    panel = inputs.panel
     level, last3, growth = summaries
     per_month, _ = periods_per_month(panel, inputs.cfg.segments)
     n_future = int(round(horizon_months * per_month))
@@ -326,10 +335,16 @@ def estimate_ltv(
         * survival_factor(np.full(len(p), p.mean()), horizon, n_future, discount),
         "hazard_value": level * survival_factor(p, horizon, n_future, discount, growth),
     }
-    del last3
+    base = customer_base_value(
+        inputs, activity, last3, horizon, n_future, discount, per_month, fit_sample, seed
+    )
+    if base.value is not None:
+        est["customer_base"] = base.value
+    del last3, activity
     res = LTVResult(
         est["hazard_value"], "hazard_value", est, level, growth, n_future, discount, horizon
     )
+    res.notes.extend(base.notes)
     if future is None:
         res.notes.append("no future revenue table: lifetime value from churn hazard x value")
         return res

@@ -11,6 +11,9 @@ same train / validation / test rows of every fold:
   **cross-fitted**: the training rows are cut in two halves, an encoder trains on each half and
   gives the logits of the other half, and validation / test rows get the mean of both encoders'
   logits (:class:`CrossFit` refuses a logit from an encoder that trained on the row);
+- ``auto``: what ``model.head: auto`` scores with (:mod:`gpuseg.training.heads`): on each fold,
+  whichever of ``sequence``, ``xgboost`` and ``lightgbm`` (those among the candidates) has the
+  best validation ROC-AUC; the boosters were tuned on those rows, so the choice leans to them;
 - ``logistic``, ``hist_gb`` (the grids of :mod:`gpuseg.evaluate.baselines`) and ``xgboost``,
   ``lightgbm`` (:class:`gpuseg.evaluate.boosting.TunedBooster`, ``trials`` Optuna trials each on
   validation), all on the window aggregates and static attributes of
@@ -59,9 +62,11 @@ from gpuseg.pipeline.stages import (
 from gpuseg.training.calibration import calibrated, fit_platt
 from gpuseg.training.loop import predict, to_device, train_model
 
-MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "blend")
+MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "blend", "auto")
 BASELINES = ("logistic", "hist_gb", "xgboost", "lightgbm")
 BLENDS = ("blend", "blend_baselines")  # fitted on the other candidates' validation predictions
+AUTO_PARTS = ("sequence", "xgboost", "lightgbm")  # what model.head: auto chooses from
+DERIVED = BLENDS + ("auto",)  # candidates run after (and from) the others on each fold
 CANDIDATES = MODEL_CANDIDATES + BASELINES + ("blend_baselines",)
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "roc_auc": roc_auc,
@@ -264,6 +269,17 @@ def blend_candidate(fd: FoldData, split: Split, parts: dict[str, dict]) -> dict:
     )
 
 
+def auto_candidate(fd: FoldData, split: Split, parts: dict[str, dict]) -> dict:
+    """The candidate of ``parts`` (run on this fold) with the best validation ROC-AUC, as
+    ``model.head: auto`` chooses a run's churn head; the sequence model wins ties."""
+    y_val = np.asarray(fd.panel.churn)[split.val]
+    aucs = {n: roc_auc(y_val, parts[n]["proba_val"]) for n in AUTO_PARTS if n in parts}
+    chosen = max(aucs, key=lambda n: (aucs[n], n == "sequence"))
+    return dict(parts[chosen]) | dict(
+        params=dict(chose=chosen) | {n: round(a, 4) for n, a in aucs.items()}
+    )
+
+
 def baseline_candidate(name: str, fd: FoldData, split: Split, trials: int, seed: int = 0) -> dict:
     """One feature baseline on one fold: grid-tuned (logistic, hist_gb) or Optuna-tuned."""
     churn = np.asarray(fd.panel.churn)
@@ -381,8 +397,12 @@ def compare(
     if head not in names:
         raise ConfigError(f"head {head!r} is not among the candidates {names}")
     names = [head] + [n for n in names if n != head]
-    if any(b in names for b in BLENDS) and len([n for n in names if n not in BLENDS]) < 2:
+    if any(b in names for b in BLENDS) and len([n for n in names if n not in DERIVED]) < 2:
         raise ConfigError("a blend needs at least two other candidates")
+    if "auto" in names and "sequence" not in names:
+        raise ConfigError(
+            "candidate 'auto' chooses among sequence, xgboost and lightgbm: add sequence"
+        )
     device = torch.device(device)
     t0 = time.perf_counter()
     churn = np.asarray(panel.churn).astype(np.int8)
@@ -409,16 +429,18 @@ def compare(
             fold=f, n_train=len(split.train), n_val=len(split.val), n_test=len(split.test)
         )
         done: dict[str, dict] = {}
-        for name in sorted(names, key=lambda n: n in BLENDS):  # blends after their parts
+        for name in sorted(names, key=lambda n: n in DERIVED):  # blends, auto after their parts
             t1, c1 = time.perf_counter(), time.process_time()
             fold_seed = seed + f
             if name in BLENDS:
                 parts = {
                     n: r
                     for n, r in done.items()
-                    if n not in BLENDS and (name == "blend" or n in BASELINES)
+                    if n not in DERIVED and (name == "blend" or n in BASELINES)
                 }
                 res = blend_candidate(fd, split, parts)
+            elif name == "auto":
+                res = auto_candidate(fd, split, done)
             elif name == "sequence":
                 res = sequence_candidate(fd, split, model_cfg, train_cfg, seeds, fold_seed)
             elif name == "stack":
