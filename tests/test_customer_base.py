@@ -209,6 +209,17 @@ def test_customer_base_value_routes_each_subscriber_to_its_model(tmp_path):
     # sBG: a longer tenure, the same fee, a higher value
     old, young = steady[np.argmax(tenure[steady])], steady[np.argmin(tenure[steady])]
     assert fit.value[old] > fit.value[young] and fit.value[old] < 12 * 10.0
+    # text attributes held as dictionaries (as read_run holds them): the same routing and values
+    from gpuseg.action.features import compact_attributes
+
+    inputs.attribute_table = pa.table(
+        {"plan_type": pa.array(plan), "tenure_months": pa.array(tenure.astype(str))}
+    )
+    inputs.attribute_table, types = compact_attributes(inputs.attribute_table)
+    assert "plan_type" in types and pa.types.is_dictionary(inputs.attribute_table["plan_type"].type)
+    again = customer_base_value(inputs, summ, last3, 4, 12, 0.99, 4.0)
+    np.testing.assert_array_equal(again.transactional, fit.transactional)
+    np.testing.assert_allclose(again.value, fit.value)
     # without enough labels it says so instead of guessing
     few = run_like(tmp_path, np.full(n, -1), plan, tenure)
     none = customer_base_value(few, summ, last3, 4, 12, 0.99, 4.0)

@@ -330,8 +330,11 @@ def _attribute(inputs, name: str, kind: pa.DataType) -> pa.ChunkedArray | None:
     table = inputs.attribute_table
     if table is None or name not in table.column_names:
         return None
+    col = table.column(name)
+    if pa.types.is_dictionary(col.type):  # text held compact (features.compact_attributes)
+        col = pc.cast(col, col.type.value_type)
     try:
-        return pc.cast(table.column(name), kind)
+        return pc.cast(col, kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
 
