@@ -5,8 +5,9 @@ One float32 matrix in panel row order: the window aggregates of :func:`gpuseg.mo
 has them, its embeddings. Built chunk by chunk into a temporary file beside the run (removed
 with the :class:`RunInputs`) and read back with explicit file reads (:func:`take_rows`,
 :func:`gpuseg.data.panel.read_rows`), so the matrix never has to fit in memory: at 10M
-subscribers it is about 3.6 GB. Raw attributes are held as one Arrow table and converted to
-pandas a chunk at a time (:meth:`RunInputs.attribute_rows`).
+subscribers it is about 3.6 GB. Raw attributes are held as one Arrow table (text columns of few
+values as int8 dictionaries, :func:`compact_attributes`) and converted to pandas, in their
+original types, a chunk at a time (:meth:`RunInputs.attribute_rows`).
 """
 
 from __future__ import annotations
