@@ -710,7 +710,8 @@ def compare_cmd(
         str | None,
         typer.Option(
             "--candidates",
-            help="comma list of sequence, stack, xgboost_seq, blend, auto (model.head: auto), "
+            help="comma list of sequence, stack, xgboost_seq, blend, auto and head_blend "
+            "(what model.head: auto / blend score with), "
             "logistic, hist_gb, xgboost, lightgbm, blend_baselines (default: sequence and every "
             "baseline installed)",
             metavar="NAME,...",
