@@ -25,7 +25,7 @@ from rich.table import Column, Table
 from gpuseg.config import SynthConfig, apply_overrides, from_dict, load_config
 from gpuseg.errors import ConfigError, GpusegError
 
-# click's UsageError and ClickException, whichever click typer runs on (typer >= 0.22 vendors it)
+# click's UsageError and ClickException, whichever click typer runs on (newer typer vendors it)
 UsageError = typer.BadParameter.__mro__[1]
 ClickException = UsageError.__mro__[1]
 
