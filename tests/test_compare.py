@@ -35,6 +35,10 @@ TINY_MODEL = ModelConfig(
 )
 TINY_TRAIN = TrainConfig(epochs=3, batch_size=256, lr=0.01)
 xgb = pytest.mark.skipif(not booster_available("xgboost"), reason="xgboost not installed")
+both_boosters = pytest.mark.skipif(
+    not (booster_available("xgboost") and booster_available("lightgbm")),
+    reason="xgboost or lightgbm not installed",
+)
 
 
 def signal_panel(n: int = 6000, t: int = 6, seed: int = 0) -> Panel:
@@ -338,17 +342,23 @@ def test_cli_compare_on_a_table_layout(tmp_path: Path):
 
 
 @xgb
-def test_model_head_scores_the_run_with_a_saved_booster(tmp_path: Path):
+def run_with_head(tmp_path: Path, head: str) -> tuple[Path, list[str], dict, dict]:
+    """The tiny world run with ``model.head=head``: (run dir, its run args, head.json, metrics)."""
     root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
     args = ["run", "-c", str(root / "configs" / "tiny.yaml"), "-s", f"out_dir={run}"]
     r = CliRunner().invoke(
-        app, [*args, "-s", "model.head=xgboost", "-s", "model.head_trials=2", "--device", "cpu"]
+        app, [*args, "-s", f"model.head={head}", "-s", "model.head_trials=2", "--device", "cpu"]
     )
     assert r.exit_code == 0, r.output
     info = json.loads((run / HEAD_FILE).read_text())
     metrics = json.loads((run / "metrics.json").read_text())
-    assert info["kind"] == metrics["head"]["kind"] == "xgboost"
+    assert info["kind"] == metrics["head"]["kind"] == head
+    return run, args, info, metrics
+
+
+def test_model_head_scores_the_run_with_a_saved_booster(tmp_path: Path):
+    run, args, _, _ = run_with_head(tmp_path, "xgboost")
     assert (run / "head.xgb.json").is_file()  # the booster's own JSON, no pickle
     preds = pd.read_parquet(run / "predictions.parquet")
     assert preds["churn_prob"].between(0, 1).all()
@@ -385,20 +395,12 @@ def test_model_head_scores_the_run_with_a_saved_booster(tmp_path: Path):
     assert not (run / HEAD_FILE).exists() and not (run / "head.xgb.json").exists()
 
 
+@both_boosters
 def test_blend_head_scores_the_blend_of_its_saved_parts(tmp_path: Path):
     """model.head=blend: the logistic baseline and the boosters saved as JSON / their own
     formats, the weights in head.json; predictions are the blend of the parts' logits and the
     sequence model's, and a damaged head file is a one-line error."""
-    root = Path(__file__).resolve().parents[1]
-    run = tmp_path / "run"
-    args = ["run", "-c", str(root / "configs" / "tiny.yaml"), "-s", f"out_dir={run}"]
-    r = CliRunner().invoke(
-        app, [*args, "-s", "model.head=blend", "-s", "model.head_trials=2", "--device", "cpu"]
-    )
-    assert r.exit_code == 0, r.output
-    info = json.loads((run / HEAD_FILE).read_text())
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert info["kind"] == metrics["head"]["kind"] == "blend"
+    run, _, info, metrics = run_with_head(tmp_path, "blend")
     assert info["parts"] == ["logistic", "xgboost", "lightgbm"]
     assert set(info["weights"]) == {"sequence", "logistic", "xgboost", "lightgbm"}
     assert (run / "head.logistic.json").is_file() and (run / "head.lgb.txt").is_file()
