@@ -21,7 +21,7 @@ PY=${PY:-.venv/bin/python}
 N=${N:-20000}
 TRIALS=${TRIALS:-8}
 BOOT=${BOOT:-200}
-CANDS=${CANDS:-sequence,stack,xgboost_seq,blend,blend_baselines,logistic,xgboost,lightgbm}
+CANDS=${CANDS:-head_blend,sequence,stack,xgboost_seq,blend,blend_baselines,logistic,xgboost,lightgbm}
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 

@@ -25,7 +25,7 @@ from rich.table import Column, Table
 from gpuseg.config import SynthConfig, apply_overrides, from_dict, load_config
 from gpuseg.errors import ConfigError, GpusegError
 
-# click's UsageError and ClickException, whichever click typer runs on (typer >= 0.22 vendors it)
+# click's UsageError and ClickException, whichever click typer runs on (newer typer vendors it)
 UsageError = typer.BadParameter.__mro__[1]
 ClickException = UsageError.__mro__[1]
 
@@ -710,7 +710,8 @@ def compare_cmd(
         str | None,
         typer.Option(
             "--candidates",
-            help="comma list of sequence, stack, xgboost_seq, blend, auto (model.head: auto), "
+            help="comma list of sequence, stack, xgboost_seq, blend, auto and head_blend "
+            "(what model.head: auto / blend score with), "
             "logistic, hist_gb, xgboost, lightgbm, blend_baselines (default: sequence and every "
             "baseline installed)",
             metavar="NAME,...",

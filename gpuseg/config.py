@@ -175,10 +175,11 @@ class ModelConfig:
     # logistic baseline holds; False: not added (checkpoints before this option)
     wide_window_stats: bool = False
     # where churn_prob comes from (gpuseg.training.heads): the sequence model, a tuned XGBoost or
-    # LightGBM head over the window aggregates (when `gpuseg compare` shows it ahead), or "auto":
-    # the best of those on validation; embeddings, migration and segments stay the sequence
-    # model's
-    head: Literal["sequence", "xgboost", "lightgbm", "auto"] = "sequence"
+    # LightGBM head over the window aggregates (when `gpuseg compare` shows it ahead), "auto":
+    # the best of those on validation, or "blend": a logistic regression over the logits of the
+    # sequence model, the logistic baseline and the boosters, fitted on validation; embeddings,
+    # migration and segments stay the sequence model's
+    head: Literal["sequence", "xgboost", "lightgbm", "auto", "blend"] = "sequence"
     head_trials: int = 15  # Optuna trials per booster head
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from gpuseg.cli import app
 from gpuseg.config import ModelConfig, TrainConfig, load_config
 from gpuseg.data.panel import Panel, load_panel
-from gpuseg.errors import ConfigError, DataError, LeakageError
+from gpuseg.errors import ConfigError, DataError, LeakageError, RunDirError
 from gpuseg.evaluate.boosting import booster_available
 from gpuseg.evaluate.metrics import roc_auc
 from gpuseg.pipeline.compare import (
@@ -27,13 +27,18 @@ from gpuseg.pipeline.compare import (
     stratified_folds,
     verdict,
 )
-from gpuseg.training.heads import HEAD_FILE, head_features, load_head
+from gpuseg.training.checkpoint import load_checkpoint
+from gpuseg.training.heads import HEAD_FILE, head_features, load_head, sequence_proba
 
 TINY_MODEL = ModelConfig(
     hidden_size=8, embedding_dim=4, static_hidden=4, wide_heads=True, wide_window_stats=True
 )
 TINY_TRAIN = TrainConfig(epochs=3, batch_size=256, lr=0.01)
 xgb = pytest.mark.skipif(not booster_available("xgboost"), reason="xgboost not installed")
+both_boosters = pytest.mark.skipif(
+    not (booster_available("xgboost") and booster_available("lightgbm")),
+    reason="xgboost or lightgbm not installed",
+)
 
 
 def signal_panel(n: int = 6000, t: int = 6, seed: int = 0) -> Panel:
@@ -239,6 +244,10 @@ def test_auto_scores_with_the_part_best_on_validation(panel):
         assert rec["auto"]["roc_auc"] == rec[p["chose"]]["roc_auc"]
     with pytest.raises(ConfigError, match="add sequence"):
         compare(
+            panel, TINY_MODEL, TINY_TRAIN, candidates=["head_blend", "logistic"], head="head_blend"
+        )
+    with pytest.raises(ConfigError, match="add sequence"):
+        compare(
             panel, TINY_MODEL, TINY_TRAIN, candidates=["auto", "xgboost", "logistic"], head="auto"
         )
 
@@ -333,17 +342,23 @@ def test_cli_compare_on_a_table_layout(tmp_path: Path):
 
 
 @xgb
-def test_model_head_scores_the_run_with_a_saved_booster(tmp_path: Path):
+def run_with_head(tmp_path: Path, head: str) -> tuple[Path, list[str], dict, dict]:
+    """The tiny world run with ``model.head=head``: (run dir, its run args, head.json, metrics)."""
     root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
     args = ["run", "-c", str(root / "configs" / "tiny.yaml"), "-s", f"out_dir={run}"]
     r = CliRunner().invoke(
-        app, [*args, "-s", "model.head=xgboost", "-s", "model.head_trials=2", "--device", "cpu"]
+        app, [*args, "-s", f"model.head={head}", "-s", "model.head_trials=2", "--device", "cpu"]
     )
     assert r.exit_code == 0, r.output
     info = json.loads((run / HEAD_FILE).read_text())
     metrics = json.loads((run / "metrics.json").read_text())
-    assert info["kind"] == metrics["head"]["kind"] == "xgboost"
+    assert info["kind"] == metrics["head"]["kind"] == head
+    return run, args, info, metrics
+
+
+def test_model_head_scores_the_run_with_a_saved_booster(tmp_path: Path):
+    run, args, _, _ = run_with_head(tmp_path, "xgboost")
     assert (run / "head.xgb.json").is_file()  # the booster's own JSON, no pickle
     preds = pd.read_parquet(run / "predictions.parquet")
     assert preds["churn_prob"].between(0, 1).all()
@@ -378,6 +393,37 @@ def test_model_head_scores_the_run_with_a_saved_booster(tmp_path: Path):
     r = CliRunner().invoke(app, [*args, "--overwrite", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert not (run / HEAD_FILE).exists() and not (run / "head.xgb.json").exists()
+
+
+@both_boosters
+def test_blend_head_scores_the_blend_of_its_saved_parts(tmp_path: Path):
+    """model.head=blend: the logistic baseline and the boosters saved as JSON / their own
+    formats, the weights in head.json; predictions are the blend of the parts' logits and the
+    sequence model's, and a damaged head file is a one-line error."""
+    run, _, info, metrics = run_with_head(tmp_path, "blend")
+    assert info["parts"] == ["logistic", "xgboost", "lightgbm"]
+    assert set(info["weights"]) == {"sequence", "logistic", "xgboost", "lightgbm"}
+    assert (run / "head.logistic.json").is_file() and (run / "head.lgb.txt").is_file()
+    head = load_head(run)
+    panel = load_panel(run / "panel")
+    X = head_features(panel.usage[:50], panel.mask[:50], panel.static[:50])
+    preds = pd.read_parquet(run / "predictions.parquet")
+    model, ckpt = load_checkpoint(run, torch.device("cpu"))
+    seq = sequence_proba(model, tuple(ckpt["platt"]), panel, np.arange(50))
+
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    z = info["intercept"] + info["weights"]["sequence"] * logit(seq)
+    for name in info["parts"]:
+        z = z + info["weights"][name] * logit(head.parts[name].predict(X))
+    expected = 1 / (1 + np.exp(-z))
+    np.testing.assert_allclose(preds["churn_prob"].to_numpy()[:50], expected, rtol=1e-4)
+    assert abs(metrics["head"]["val_auc"] - 0.5) > 0.1  # a real score, not a constant
+    # a blend head whose weights do not match its parts is refused in one line
+    (run / HEAD_FILE).write_text(json.dumps(info | dict(weights={"sequence": 1.0})))
+    with pytest.raises(RunDirError, match="one weight per part"):
+        load_head(run)
 
 
 def test_unknown_head_is_refused():

@@ -113,7 +113,7 @@ def test_table_without_a_time_series_and_without_ids():
     assert "static" not in d  # the table layout reads its attributes from the table itself
     assert d["revenue_metric"] == "MonthlyRevenue"
     assert "allow_negative" not in d  # a table's metrics may be negative (percent changes)
-    assert guess.model == {"encoder": "static"}
+    assert guess.model == {"encoder": "static", "head": "blend"}  # README: Scoring with the winner
     assert "row number" in guess.notes["id_column"]
 
 

@@ -14,6 +14,8 @@ same train / validation / test rows of every fold:
 - ``auto``: what ``model.head: auto`` scores with (:mod:`gpuseg.training.heads`): on each fold,
   whichever of ``sequence``, ``xgboost`` and ``lightgbm`` (those among the candidates) has the
   best validation ROC-AUC; the boosters were tuned on those rows, so the choice leans to them;
+- ``head_blend``: what ``model.head: blend`` scores with: the blend (as ``blend``) of only
+  ``sequence``, ``logistic``, ``xgboost`` and ``lightgbm`` (those among the candidates);
 - ``logistic``, ``hist_gb`` (the grids of :mod:`gpuseg.evaluate.baselines`) and ``xgboost``,
   ``lightgbm`` (:class:`gpuseg.evaluate.boosting.TunedBooster`, ``trials`` Optuna trials each on
   validation), all on the window aggregates and static attributes of
@@ -62,11 +64,12 @@ from gpuseg.pipeline.stages import (
 from gpuseg.training.calibration import calibrated, fit_platt
 from gpuseg.training.loop import predict, to_device, train_model
 
-MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "blend", "auto")
+MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "blend", "auto", "head_blend")
 BASELINES = ("logistic", "hist_gb", "xgboost", "lightgbm")
 BLENDS = ("blend", "blend_baselines")  # fitted on the other candidates' validation predictions
 AUTO_PARTS = ("sequence", "xgboost", "lightgbm")  # what model.head: auto chooses from
-DERIVED = BLENDS + ("auto",)  # candidates run after (and from) the others on each fold
+HEAD_BLEND_PARTS = ("sequence", "logistic", "xgboost", "lightgbm")  # model.head: blend's parts
+DERIVED = BLENDS + ("auto", "head_blend")  # candidates run after (and from) the others
 CANDIDATES = MODEL_CANDIDATES + BASELINES + ("blend_baselines",)
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "roc_auc": roc_auc,
@@ -399,10 +402,9 @@ def compare(
     names = [head] + [n for n in names if n != head]
     if any(b in names for b in BLENDS) and len([n for n in names if n not in DERIVED]) < 2:
         raise ConfigError("a blend needs at least two other candidates")
-    if "auto" in names and "sequence" not in names:
-        raise ConfigError(
-            "candidate 'auto' chooses among sequence, xgboost and lightgbm: add sequence"
-        )
+    for derived in ("auto", "head_blend"):
+        if derived in names and "sequence" not in names:
+            raise ConfigError(f"candidate {derived!r} is built on the sequence model: add sequence")
     device = torch.device(device)
     t0 = time.perf_counter()
     churn = np.asarray(panel.churn).astype(np.int8)
@@ -441,6 +443,9 @@ def compare(
                 res = blend_candidate(fd, split, parts)
             elif name == "auto":
                 res = auto_candidate(fd, split, done)
+            elif name == "head_blend":
+                parts = {n: done[n] for n in HEAD_BLEND_PARTS if n in done}
+                res = blend_candidate(fd, split, parts)
             elif name == "sequence":
                 res = sequence_candidate(fd, split, model_cfg, train_cfg, seeds, fold_seed)
             elif name == "stack":

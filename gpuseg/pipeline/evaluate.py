@@ -99,7 +99,7 @@ def model_predictions(
     proba = calibrated(logits, platt)
     head = load_head(Path(run_dir))  # model.head: the run scores churn with a booster head
     if head is not None:
-        proba = block_proba(head, tensors["usage"], tensors["mask"], tensors["static"])
+        proba = block_proba(head, tensors["usage"], tensors["mask"], tensors["static"], proba)
     return dict(
         churn_proba=proba,
         churn_logit=logits,

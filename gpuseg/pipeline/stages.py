@@ -71,12 +71,15 @@ from gpuseg.training.checkpoint import TrainResult, load_checkpoint, save_checkp
 from gpuseg.training.ddp import DistContext, barrier
 from gpuseg.training.heads import (
     HEAD_FILE,
+    LOGISTIC_FILE,
     MODEL_FILES,
+    BlendHead,
     ChurnHead,
     block_proba,
     fit_head,
     head_val_auc,
     load_head,
+    sequence_proba,
 )
 from gpuseg.training.loop import autocast, train_model
 
@@ -250,9 +253,15 @@ def train_stage(
 
 def train_head(cfg: RunConfig, panel: Panel, result: TrainResult, run_dir: Path) -> dict:
     """``model.head``: fit and save the booster head on the run's split (or remove a stale one)."""
-    for name in (HEAD_FILE, *MODEL_FILES.values()):  # no stale head of an earlier training
+    for name in (HEAD_FILE, LOGISTIC_FILE, *MODEL_FILES.values()):  # no stale earlier head
         (run_dir / name).unlink(missing_ok=True)
     split = result.split
+    if cfg.model.head == "sequence":
+        return dict(kind="sequence", requested="sequence")
+    seq = {
+        name: sequence_proba(result.model, result.platt, panel, rows)
+        for name, rows in (("val", split.val), ("test", split.test))
+    }
     head = fit_head(
         cfg.model.head,
         panel,
@@ -261,16 +270,20 @@ def train_head(cfg: RunConfig, panel: Panel, result: TrainResult, run_dir: Path)
         result.metrics["val_auc"],
         cfg.model.head_trials,
         cfg.train.seed,
+        sequence_val_proba=seq["val"],
     )
     if head is None:
         return dict(kind="sequence", requested=cfg.model.head)
     head.save(run_dir)
-    return dict(
+    info = dict(
         kind=head.kind,
         requested=cfg.model.head,
         val_auc=head.val_auc,
-        test_roc_auc=head_val_auc(head, panel, split.test),
+        test_roc_auc=head_val_auc(head, panel, split.test, seq["test"]),
     )
+    if isinstance(head, BlendHead):
+        info["weights"] = head.weights
+    return info
 
 
 class ParquetAppender:
@@ -336,7 +349,7 @@ def embed_panel(
     segmenter: Segmenter | None = None,
     embeddings: bool = True,
     segment_names: dict[int, str] | None = None,
-    head: ChurnHead | None = None,
+    head: ChurnHead | BlendHead | None = None,
 ) -> int:
     """Embeddings and predictions for every panel row, batch by batch, streamed to Parquet.
 
@@ -370,7 +383,7 @@ def embed_panel(
             mig = torch.softmax(out["migration_logits"].float(), -1).cpu().numpy()
             p = calibrated(out["churn_logit"].float().cpu().numpy(), platt)
             if head is not None:
-                p = block_proba(head, usage, mask, static)
+                p = block_proba(head, usage, mask, static, p)
             ids = pa.array(panel.ids[s:e])
             preds = {id_col: ids, "churn_prob": p} | {
                 f"migration_{n}": mig[:, j] for j, n in enumerate(MIGRATION_NAMES)
