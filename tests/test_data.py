@@ -578,6 +578,11 @@ def test_read_ids_fixed_width_by_blocks(tmp_path):
     pd.DataFrame({"n": [3, 10, 200]}).to_parquet(tmp_path / "b.parquet", index=False)
     got = read_ids(tmp_path / "b.parquet")
     assert got.dtype.kind == "U" and got.tolist() == ["3", "10", "200"]
+    # one very long id would make every row that wide: Python strings then, values exact
+    ids = ["a ", " b", "x" * 5000]
+    pd.DataFrame({"subscriber_id": ids}).to_parquet(tmp_path / "c.parquet", index=False)
+    got = read_ids(tmp_path / "c.parquet")
+    assert got.dtype == object and got.tolist() == ids
 
 
 def test_index_in_blocks_equals_one_lookup():

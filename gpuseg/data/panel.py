@@ -153,11 +153,13 @@ def save_panel(
 
 
 ID_BLOCK = 1 << 20  # ids converted to numpy at a time
+ID_FIXED_WIDTH = 64  # longest id held fixed-width; one longer id makes every row that wide
 
 
 def read_ids(path: Path, block: int = ID_BLOCK) -> np.ndarray:
     """The first column of ``path`` (the panel's ``index.parquet``) as one fixed-width str
-    array. A string column without nulls is converted ``block`` ids at a time, so there is
+    array when no id is longer than ``ID_FIXED_WIDTH`` characters (an array of Python strings
+    otherwise). A string column without nulls is converted ``block`` ids at a time, so there is
     never a Python string for every id (10M ids: 0.4 GB fixed-width; as Python strings 0.7 GB
     more, which the allocator may keep after they are freed); any other column as text, as
     pandas writes it."""
@@ -166,6 +168,8 @@ def read_ids(path: Path, block: int = ID_BLOCK) -> np.ndarray:
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or col.null_count:
         return np.asarray(col.to_pandas().astype(str).to_numpy()).astype(str)
     width = pc.max(pc.utf8_length(col)).as_py() if len(col) else 1
+    if (width or 1) > ID_FIXED_WIDTH:  # Python strings: N x width x 4 bytes could not fit
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
     ids = np.empty(len(col), dtype=f"<U{max(int(width or 1), 1)}")
     for s in range(0, len(col), block):
         ids[s : s + block] = col.slice(s, block).to_numpy(zero_copy_only=False)
