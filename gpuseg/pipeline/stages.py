@@ -258,8 +258,9 @@ def train_head(cfg: RunConfig, panel: Panel, result: TrainResult, run_dir: Path)
     split = result.split
     if cfg.model.head == "sequence":
         return dict(kind="sequence", requested="sequence")
+    blend = cfg.model.head == "blend"  # only the blend reads the sequence model's scores
     seq = {
-        name: sequence_proba(result.model, result.platt, panel, rows)
+        name: sequence_proba(result.model, result.platt, panel, rows) if blend else None
         for name, rows in (("val", split.val), ("test", split.test))
     }
     head = fit_head(

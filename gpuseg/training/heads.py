@@ -328,16 +328,19 @@ def load_head(run_dir: Path) -> ChurnHead | BlendHead | None:
 
 
 def head_proba(
-    head: ChurnHead | BlendHead, features: np.ndarray, sequence_proba: np.ndarray
+    head: ChurnHead | BlendHead, features: np.ndarray, sequence_proba: np.ndarray | None
 ) -> np.ndarray:
-    """The head's churn probability given the baselines' features and the sequence model's."""
+    """The head's churn probability given the baselines' features and the sequence model's
+    (only a blend reads the latter)."""
     if isinstance(head, BlendHead):
+        if sequence_proba is None:
+            raise ConfigError("a blend head needs the sequence model's churn probability")
         return head.predict(features, sequence_proba)
     return head.predict(features)
 
 
 def head_val_auc(
-    head: ChurnHead | BlendHead, panel: Panel, rows: np.ndarray, sequence: np.ndarray
+    head: ChurnHead | BlendHead, panel: Panel, rows: np.ndarray, sequence: np.ndarray | None
 ) -> float:
     """ROC-AUC of the head on ``rows`` of the panel (``sequence``: the sequence model's
     calibrated probability of those rows)."""
