@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.stats import t as student_t
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from gpuseg.config import ModelConfig, TrainConfig
@@ -62,6 +61,7 @@ from gpuseg.pipeline.stages import (
     world_dir,
 )
 from gpuseg.training.calibration import calibrated, fit_platt
+from gpuseg.training.heads import fit_logit_blend, logit
 from gpuseg.training.loop import predict, to_device, train_model
 
 MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "blend", "auto", "head_blend")
@@ -256,15 +256,10 @@ def blend_candidate(fd: FoldData, split: Split, parts: dict[str, dict]) -> dict:
     """Logistic regression over the logits of ``parts`` (candidates already run on this fold),
     fitted on their validation predictions: rows none of them trained on (the boosters did
     early-stop and tune on them, so their weights lean slightly optimistic)."""
-
-    def logit(p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, 1e-6, 1 - 1e-6)
-        return np.log(p / (1 - p))
-
     names = sorted(parts)
     V = np.column_stack([logit(parts[n]["proba_val"]) for n in names])
     T = np.column_stack([logit(parts[n]["proba"]) for n in names])
-    lr = LogisticRegression(C=1.0, max_iter=1000).fit(V, np.asarray(fd.panel.churn)[split.val])
+    lr = fit_logit_blend(V, np.asarray(fd.panel.churn)[split.val])
     return dict(
         proba=lr.predict_proba(T)[:, 1],
         proba_val=lr.predict_proba(V)[:, 1],

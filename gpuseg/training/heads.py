@@ -41,9 +41,16 @@ LOGISTIC_FILE = "head.logistic.json"
 HEADS = ("sequence", "xgboost", "lightgbm", "auto", "blend")
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), p clipped to [1e-6, 1 - 1e-6]."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
+
+
+def fit_logit_blend(logits_val: np.ndarray, y_val: np.ndarray) -> LogisticRegression:
+    """The blend of ``model.head: blend`` and of ``gpuseg compare``'s blends: a logistic
+    regression (C = 1) over the parts' validation logits (V, P)."""
+    return LogisticRegression(C=1.0, max_iter=1000).fit(logits_val, y_val)
 
 
 def head_features(usage: np.ndarray, mask: np.ndarray, static: np.ndarray) -> np.ndarray:
@@ -128,9 +135,9 @@ class BlendHead:
                 f"churn head: {features.shape[1]} features, the head was fitted on "
                 f"{self.n_features}"
             )
-        z = self.intercept + self.weights["sequence"] * _logit(sequence_proba)
+        z = self.intercept + self.weights["sequence"] * logit(sequence_proba)
         for name, part in self.parts.items():
-            z = z + self.weights[name] * _logit(part.predict(features))
+            z = z + self.weights[name] * logit(part.predict(features))
         return 1.0 / (1.0 + np.exp(-z))
 
     def save(self, run_dir: Path) -> None:
@@ -242,9 +249,9 @@ def fit_blend(
         parts[k] = _fit_booster(k, X, y, trials, seed)
     names = ["sequence", *parts]
     V = np.column_stack(
-        [_logit(sequence_val_proba)] + [_logit(parts[n].predict(X["val"])) for n in parts]
+        [logit(sequence_val_proba)] + [logit(parts[n].predict(X["val"])) for n in parts]
     )
-    lr = LogisticRegression(C=1.0, max_iter=1000).fit(V, y["val"])
+    lr = fit_logit_blend(V, y["val"])
     head = BlendHead(
         parts,
         dict(zip(names, lr.coef_[0].astype(float).tolist(), strict=True)),
