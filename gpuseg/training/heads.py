@@ -531,10 +531,8 @@ def _load_booster(
     if target == "migration":  # a churn booster (or a truncated file) predicts the wrong shape
         try:
             head.predict(np.zeros((1, n_features), dtype=np.float32))
-        except RunDirError:
-            raise
-        except Exception as exc:
-            raise RunDirError(f"{model_path}: the {kind} model does not predict ({exc})") from None
+        except Exception as exc:  # RunDirError (a wrong shape) or the library's own
+            raise RunDirError(f"{model_path}: {exc}") from None
     return head
 
 
