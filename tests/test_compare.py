@@ -38,6 +38,7 @@ from gpuseg.training.heads import (
     BlendHead,
     ClassBlend,
     block_scores,
+    cross_fitted_blend,
     fit_head,
     fit_logit_blend,
     head_features,
@@ -591,6 +592,11 @@ def test_class_blend_is_sklearns_multinomial_regression_and_refuses_bad_states(t
     p2 = two.predict(parts)
     assert p2.shape == (400, 3) and np.all(p2[:, 2] == 0)
     np.testing.assert_allclose(p2.sum(1), 1.0)
+    # the decision weights' probabilities: out of fold, so not the in-sample blend's
+    oof = cross_fitted_blend(parts, y, folds=4)
+    assert oof.shape == (400, 3) and np.abs(oof - blend.predict(parts)).max() > 1e-4
+    np.testing.assert_allclose(oof.sum(1), 1.0)
+    assert macro_roc_auc(y, oof) <= macro_roc_auc(y, blend.predict(parts)) + 0.01
     for bad in (dict(coef=[[0.0]]), dict(names=["b", "a"]), dict(classes=[0, 5, 1])):
         with pytest.raises(RunDirError, match="migration blend"):
             ClassBlend.from_state(blend.state() | bad, tmp_path)
