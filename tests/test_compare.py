@@ -18,6 +18,7 @@ from gpuseg.data.panel import Panel, load_panel
 from gpuseg.errors import ConfigError, DataError, LeakageError, RunDirError
 from gpuseg.evaluate.boosting import booster_available
 from gpuseg.evaluate.metrics import roc_auc
+from gpuseg.model.tabular import TabMSpec
 from gpuseg.pipeline.compare import (
     CrossFit,
     compare,
@@ -28,7 +29,8 @@ from gpuseg.pipeline.compare import (
     verdict,
 )
 from gpuseg.training.checkpoint import load_checkpoint
-from gpuseg.training.heads import HEAD_FILE, head_features, load_head, sequence_proba
+from gpuseg.training.heads import BLEND_TABM, HEAD_FILE, head_features, load_head, sequence_proba
+from gpuseg.training.tabular import TabMFit
 
 TINY_MODEL = ModelConfig(
     hidden_size=8, embedding_dim=4, static_hidden=4, wide_heads=True, wide_window_stats=True
@@ -252,6 +254,28 @@ def test_auto_scores_with_the_part_best_on_validation(panel):
         )
 
 
+def test_tabm_is_a_candidate_and_a_part_of_head_blend(panel):
+    """``tabm`` runs on the boosters' features; ``head_blend`` (model.head: blend) weighs it
+    next to the sequence model and the logistic baseline; ``blend_baselines`` does not."""
+    res = compare(
+        panel,
+        TINY_MODEL,
+        TINY_TRAIN,
+        folds=2,
+        candidates=["head_blend", "sequence", "tabm", "logistic", "blend_baselines", "hist_gb"],
+        head="head_blend",
+        n_boot=10,
+        tabm_spec=TabMSpec(k=4, d_block=32, d_embedding=4, n_bins=8),
+        tabm_fit=TabMFit(max_epochs=15, patience=5),
+    )
+    assert res["summary"]["tabm"]["roc_auc"]["value"] > 0.75
+    for rec in res["per_fold"]:
+        assert set(rec["head_blend"]["params"]) == {"sequence", "tabm", "logistic"}
+        assert set(rec["blend_baselines"]["params"]) == {"logistic", "hist_gb"}
+        assert 1 <= rec["tabm"]["params"]["best_epoch"] <= rec["tabm"]["params"]["epochs_run"]
+    assert res["best_baseline"]["name"] != "tabm"  # a model candidate, not a baseline
+
+
 def test_compare_refuses_unknown_candidates_and_heads(panel):
     with pytest.raises(ConfigError, match="unknown candidate"):
         compare(panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", "catboost"])
@@ -401,8 +425,8 @@ def test_blend_head_scores_the_blend_of_its_saved_parts(tmp_path: Path):
     formats, the weights in head.json; predictions are the blend of the parts' logits and the
     sequence model's, and a damaged head file is a one-line error."""
     run, _, info, metrics = run_with_head(tmp_path, "blend")
-    assert info["parts"] == ["logistic", "xgboost", "lightgbm"]
-    assert set(info["weights"]) == {"sequence", "logistic", "xgboost", "lightgbm"}
+    assert info["parts"] == ["logistic", "xgboost", "lightgbm"] + ["tabm"] * BLEND_TABM
+    assert set(info["weights"]) == {"sequence", *info["parts"]}
     assert (run / "head.logistic.json").is_file() and (run / "head.lgb.txt").is_file()
     head = load_head(run)
     panel = load_panel(run / "panel")

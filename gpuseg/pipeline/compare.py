@@ -15,7 +15,10 @@ same train / validation / test rows of every fold:
   whichever of ``sequence``, ``xgboost`` and ``lightgbm`` (those among the candidates) has the
   best validation ROC-AUC; the boosters were tuned on those rows, so the choice leans to them;
 - ``head_blend``: what ``model.head: blend`` scores with: the blend (as ``blend``) of only
-  ``sequence``, ``logistic``, ``xgboost`` and ``lightgbm`` (those among the candidates);
+  ``sequence``, ``logistic``, ``xgboost``, ``lightgbm`` and ``tabm`` (those among the candidates);
+- ``tabm``: TabM with piecewise-linear numeric embeddings (:mod:`gpuseg.model.tabular`,
+  :func:`gpuseg.training.tabular.fit_tabm`) on the boosters' features, early-stopped on
+  validation;
 - ``logistic``, ``hist_gb`` (the grids of :mod:`gpuseg.evaluate.baselines`) and ``xgboost``,
   ``lightgbm`` (:class:`gpuseg.evaluate.boosting.TunedBooster`, ``trials`` Optuna trials each on
   validation), all on the window aggregates and static attributes of
@@ -53,6 +56,7 @@ from gpuseg.evaluate.metrics import roc_auc, top_decile_lift
 from gpuseg.features.aggregates import window_features
 from gpuseg.features.sequence import sequence_features
 from gpuseg.io.store import json_ready, write_json_atomic
+from gpuseg.model.tabular import TabMSpec
 from gpuseg.pipeline.stages import (
     check_stage,
     prepare_stage,
@@ -63,12 +67,13 @@ from gpuseg.pipeline.stages import (
 from gpuseg.training.calibration import calibrated, fit_platt
 from gpuseg.training.heads import fit_logit_blend, logit
 from gpuseg.training.loop import predict, to_device, train_model
+from gpuseg.training.tabular import TabMFit, fit_tabm, tabm_proba
 
-MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "blend", "auto", "head_blend")
+MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "tabm", "blend", "auto", "head_blend")
 BASELINES = ("logistic", "hist_gb", "xgboost", "lightgbm")
 BLENDS = ("blend", "blend_baselines")  # fitted on the other candidates' validation predictions
 AUTO_PARTS = ("sequence", "xgboost", "lightgbm")  # what model.head: auto chooses from
-HEAD_BLEND_PARTS = ("sequence", "logistic", "xgboost", "lightgbm")  # model.head: blend's parts
+HEAD_BLEND_PARTS = ("sequence", "logistic", "xgboost", "lightgbm", "tabm")  # model.head: blend
 DERIVED = BLENDS + ("auto", "head_blend")  # candidates run after (and from) the others
 CANDIDATES = MODEL_CANDIDATES + BASELINES + ("blend_baselines",)
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -278,6 +283,35 @@ def auto_candidate(fd: FoldData, split: Split, parts: dict[str, dict]) -> dict:
     )
 
 
+def tabm_candidate(
+    fd: FoldData,
+    split: Split,
+    seed: int = 0,
+    spec: TabMSpec = TabMSpec(),
+    fit: TabMFit = TabMFit(),
+) -> dict:
+    """TabM on the boosters' features of one fold, early-stopped on validation."""
+    churn = np.asarray(fd.panel.churn)
+    X = fd.features
+    res = fit_tabm(
+        X[split.train],
+        churn[split.train],
+        X[split.val],
+        churn[split.val],
+        spec,
+        fit,
+        seed=seed,
+        device=fd.device,
+    )
+    return dict(
+        proba=tabm_proba(res.model, X[split.test]),
+        proba_val=tabm_proba(res.model, X[split.val]),
+        params=dict(
+            val_auc=round(res.val_auc, 4), best_epoch=res.best_epoch, epochs_run=res.epochs_run
+        ),
+    )
+
+
 def baseline_candidate(name: str, fd: FoldData, split: Split, trials: int, seed: int = 0) -> dict:
     """One feature baseline on one fold: grid-tuned (logistic, hist_gb) or Optuna-tuned."""
     churn = np.asarray(fd.panel.churn)
@@ -376,12 +410,15 @@ def compare(
     device: str | torch.device = "cpu",
     out_path: str | Path | None = None,
     on_fold: Callable[[dict], None] | None = None,
+    tabm_spec: TabMSpec = TabMSpec(),
+    tabm_fit: TabMFit = TabMFit(),
 ) -> dict:
     """Run every candidate on the same folds and compare ``head`` with the others.
 
     ``shuffle_labels`` permutes the churn labels among labelled rows first (seeded): a control
     whose every candidate must score ROC-AUC 0.5 up to noise. Returns (and writes to
-    ``out_path`` as JSON) the per-fold metrics and seconds, the summary per candidate and the
+    ``out_path`` as JSON) the per-fold metrics and seconds (``tabm_spec`` and ``tabm_fit``: the
+    ``tabm`` candidate's architecture and training), the summary per candidate and the
     paired differences; see the module docstring.
     """
     names = list(candidates) if candidates is not None else default_candidates()
@@ -445,6 +482,8 @@ def compare(
                 res = sequence_candidate(fd, split, model_cfg, train_cfg, seeds, fold_seed)
             elif name == "stack":
                 res = stack_candidate(fd, split, model_cfg, train_cfg, trials, fold_seed)
+            elif name == "tabm":
+                res = tabm_candidate(fd, split, fold_seed, tabm_spec, tabm_fit)
             else:
                 res = baseline_candidate(name, fd, split, trials, fold_seed)
             done[name] = res
