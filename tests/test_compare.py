@@ -29,7 +29,7 @@ from gpuseg.pipeline.compare import (
     verdict,
 )
 from gpuseg.training.checkpoint import load_checkpoint
-from gpuseg.training.heads import BLEND_TABM, HEAD_FILE, head_features, load_head, sequence_proba
+from gpuseg.training.heads import HEAD_FILE, head_features, load_head, sequence_proba
 from gpuseg.training.tabular import TabMFit
 
 TINY_MODEL = ModelConfig(
@@ -254,26 +254,43 @@ def test_auto_scores_with_the_part_best_on_validation(panel):
         )
 
 
-def test_tabm_is_a_candidate_and_a_part_of_head_blend(panel):
-    """``tabm`` runs on the boosters' features; ``head_blend`` (model.head: blend) weighs it
-    next to the sequence model and the logistic baseline; ``blend_baselines`` does not."""
+def test_tabm_is_a_candidate_and_a_part_of_head_blend_tabm(panel):
+    """``tabm`` runs on the boosters' features; ``head_blend_tabm`` weighs it next to the parts
+    of ``head_blend`` (model.head: blend), which leaves it out, as ``blend_baselines`` does."""
     res = compare(
         panel,
         TINY_MODEL,
         TINY_TRAIN,
         folds=2,
-        candidates=["head_blend", "sequence", "tabm", "logistic", "blend_baselines", "hist_gb"],
-        head="head_blend",
+        candidates=[
+            "head_blend_tabm",
+            "head_blend",
+            "sequence",
+            "tabm",
+            "logistic",
+            "blend_baselines",
+            "hist_gb",
+        ],
+        head="head_blend_tabm",
         n_boot=10,
         tabm_spec=TabMSpec(k=4, d_block=32, d_embedding=4, n_bins=8),
         tabm_fit=TabMFit(max_epochs=15, patience=5),
     )
     assert res["summary"]["tabm"]["roc_auc"]["value"] > 0.75
     for rec in res["per_fold"]:
-        assert set(rec["head_blend"]["params"]) == {"sequence", "tabm", "logistic"}
+        assert set(rec["head_blend_tabm"]["params"]) == {"sequence", "tabm", "logistic"}
+        assert set(rec["head_blend"]["params"]) == {"sequence", "logistic"}
         assert set(rec["blend_baselines"]["params"]) == {"logistic", "hist_gb"}
         assert 1 <= rec["tabm"]["params"]["best_epoch"] <= rec["tabm"]["params"]["epochs_run"]
     assert res["best_baseline"]["name"] != "tabm"  # a model candidate, not a baseline
+    with pytest.raises(ConfigError, match="add tabm"):
+        compare(
+            panel,
+            TINY_MODEL,
+            TINY_TRAIN,
+            candidates=["head_blend_tabm", "sequence", "logistic"],
+            head="head_blend_tabm",
+        )
 
 
 def test_compare_refuses_unknown_candidates_and_heads(panel):
@@ -425,8 +442,8 @@ def test_blend_head_scores_the_blend_of_its_saved_parts(tmp_path: Path):
     formats, the weights in head.json; predictions are the blend of the parts' logits and the
     sequence model's, and a damaged head file is a one-line error."""
     run, _, info, metrics = run_with_head(tmp_path, "blend")
-    assert info["parts"] == ["logistic", "xgboost", "lightgbm"] + ["tabm"] * BLEND_TABM
-    assert set(info["weights"]) == {"sequence", *info["parts"]}
+    assert info["parts"] == ["logistic", "xgboost", "lightgbm"]  # no TabM (session 9)
+    assert set(info["weights"]) == {"sequence", "logistic", "xgboost", "lightgbm"}
     assert (run / "head.logistic.json").is_file() and (run / "head.lgb.txt").is_file()
     head = load_head(run)
     panel = load_panel(run / "panel")

@@ -15,7 +15,9 @@ same train / validation / test rows of every fold:
   whichever of ``sequence``, ``xgboost`` and ``lightgbm`` (those among the candidates) has the
   best validation ROC-AUC; the boosters were tuned on those rows, so the choice leans to them;
 - ``head_blend``: what ``model.head: blend`` scores with: the blend (as ``blend``) of only
-  ``sequence``, ``logistic``, ``xgboost``, ``lightgbm`` and ``tabm`` (those among the candidates);
+  ``sequence``, ``logistic``, ``xgboost`` and ``lightgbm`` (those among the candidates);
+- ``head_blend_tabm``: the same blend with ``tabm`` as a fifth part (measured in RESULTS.md,
+  issue 15 session 9: no better than ``head_blend``, so ``model.head: blend`` leaves TabM out);
 - ``tabm``: TabM with piecewise-linear numeric embeddings (:mod:`gpuseg.model.tabular`,
   :func:`gpuseg.training.tabular.fit_tabm`) on the boosters' features, early-stopped on
   validation;
@@ -69,12 +71,21 @@ from gpuseg.training.heads import fit_logit_blend, logit
 from gpuseg.training.loop import predict, to_device, train_model
 from gpuseg.training.tabular import TabMFit, fit_tabm, tabm_proba
 
-MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "tabm", "blend", "auto", "head_blend")
+MODEL_CANDIDATES = (
+    "sequence",
+    "stack",
+    "xgboost_seq",
+    "tabm",
+    "blend",
+    "auto",
+    "head_blend",
+    "head_blend_tabm",
+)
 BASELINES = ("logistic", "hist_gb", "xgboost", "lightgbm")
 BLENDS = ("blend", "blend_baselines")  # fitted on the other candidates' validation predictions
 AUTO_PARTS = ("sequence", "xgboost", "lightgbm")  # what model.head: auto chooses from
-HEAD_BLEND_PARTS = ("sequence", "logistic", "xgboost", "lightgbm", "tabm")  # model.head: blend
-DERIVED = BLENDS + ("auto", "head_blend")  # candidates run after (and from) the others
+HEAD_BLEND_PARTS = ("sequence", "logistic", "xgboost", "lightgbm")  # model.head: blend's parts
+DERIVED = BLENDS + ("auto", "head_blend", "head_blend_tabm")  # run after (and from) the others
 CANDIDATES = MODEL_CANDIDATES + BASELINES + ("blend_baselines",)
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "roc_auc": roc_auc,
@@ -434,9 +445,11 @@ def compare(
     names = [head] + [n for n in names if n != head]
     if any(b in names for b in BLENDS) and len([n for n in names if n not in DERIVED]) < 2:
         raise ConfigError("a blend needs at least two other candidates")
-    for derived in ("auto", "head_blend"):
+    for derived in ("auto", "head_blend", "head_blend_tabm"):
         if derived in names and "sequence" not in names:
             raise ConfigError(f"candidate {derived!r} is built on the sequence model: add sequence")
+    if "head_blend_tabm" in names and "tabm" not in names:
+        raise ConfigError("candidate 'head_blend_tabm' has a TabM part: add tabm")
     device = torch.device(device)
     t0 = time.perf_counter()
     churn = np.asarray(panel.churn).astype(np.int8)
@@ -475,8 +488,9 @@ def compare(
                 res = blend_candidate(fd, split, parts)
             elif name == "auto":
                 res = auto_candidate(fd, split, done)
-            elif name == "head_blend":
-                parts = {n: done[n] for n in HEAD_BLEND_PARTS if n in done}
+            elif name in ("head_blend", "head_blend_tabm"):
+                chosen = HEAD_BLEND_PARTS + (("tabm",) if name == "head_blend_tabm" else ())
+                parts = {n: done[n] for n in chosen if n in done}
                 res = blend_candidate(fd, split, parts)
             elif name == "sequence":
                 res = sequence_candidate(fd, split, model_cfg, train_cfg, seeds, fold_seed)

@@ -9,8 +9,10 @@
   rows and tuned on its validation rows;
 - ``auto``: whichever of those has the best validation ROC-AUC (installed boosters only);
 - ``blend``: a logistic regression over the validation logits of the sequence model, the
-  logistic baseline, the installed boosters and TabM (:mod:`gpuseg.model.tabular`) on the
-  same features.
+  logistic baseline and the installed boosters. :func:`fit_blend` can add TabM
+  (:mod:`gpuseg.model.tabular`) on the same features as a part (``tabm=True``); the head does
+  not, since TabM did not make the blend better on the real tables (RESULTS.md, issue 15
+  session 9).
 
 The head is saved in the boosters' own formats (XGBoost JSON, LightGBM text model), TabM as
 safetensors, never pickled, with ``head.json`` naming its kind and feature count. Embeddings,
@@ -47,7 +49,6 @@ MODEL_FILES = {"xgboost": "head.xgb.json", "lightgbm": "head.lgb.txt"}
 LOGISTIC_FILE = "head.logistic.json"
 TABM_FILE = "head.tabm.safetensors"
 HEADS = ("sequence", "xgboost", "lightgbm", "auto", "blend")
-BLEND_TABM = True  # model.head: blend has a TabM part (RESULTS.md, issue 15 session 9)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -246,7 +247,7 @@ def fit_head(
     if kind == "blend":
         if sequence_val_proba is None or len(sequence_val_proba) != len(val):
             raise ConfigError("model.head=blend needs the sequence model's validation scores")
-        return fit_blend(X, y, sequence_val_proba, kinds, trials, seed, tabm=BLEND_TABM)
+        return fit_blend(X, y, sequence_val_proba, kinds, trials, seed)
     best: ChurnHead | None = None
     for k in kinds:
         head = _fit_booster(k, X, y, trials, seed)
@@ -264,7 +265,7 @@ def fit_blend(
     boosters: list[str],
     trials: int = 15,
     seed: int = 0,
-    tabm: bool = True,
+    tabm: bool = False,
     tabm_spec: TabMSpec = TabMSpec(),
     tabm_fit: TabMFit = TabMFit(),
 ) -> BlendHead:
