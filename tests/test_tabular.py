@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from gpuseg.errors import ConfigError, DataError
 from gpuseg.evaluate.boosting import booster_available
 from gpuseg.evaluate.metrics import roc_auc
 from gpuseg.model.tabular import PiecewiseLinearEmbedding, TabM, TabMSpec
@@ -74,7 +75,7 @@ def test_piecewise_linear_encoding():
     assert torch.allclose(enc[:, 1, 0], torch.tensor([0.5, 2.0, -1.0]))  # one bin: linear
     assert bool((enc[:, 1, 1:] == 0).all())  # bins the feature does not have
     assert emb(x).shape == (3, 2, 4)
-    with pytest.raises(ValueError, match="bins"):
+    with pytest.raises(DataError, match="bins"):
         emb.set_bins([torch.tensor([0.0, 0.0]), torch.tensor([0.0, 1.0])])
 
 
@@ -101,10 +102,14 @@ def test_fit_is_deterministic_by_seed():
 
 def test_a_fit_refuses_one_class_and_constant_columns():
     X, y = rule_table(200)
-    with pytest.raises(Exception, match="both classes"):
+    with pytest.raises(DataError, match="both classes"):
         fit_tabm(X, np.zeros(200), X, y, SMALL, QUICK)
-    with pytest.raises(Exception, match="constant"):
+    with pytest.raises(DataError, match="constant"):
         fit_tabm(np.ones_like(X), y, X, y, SMALL, QUICK)
+    with pytest.raises(ConfigError, match="max_epochs"):
+        TabMFit(max_epochs=0)
+    with pytest.raises(ConfigError, match="embedding"):
+        TabMSpec(embedding="onehot")
 
 
 @pytest.mark.skipif(

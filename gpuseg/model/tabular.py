@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gpuseg.errors import ConfigError, DataError
 from gpuseg.features.window import signed_log1p
 
 EMBEDDINGS = ("piecewise", "periodic", "none")
@@ -61,13 +62,13 @@ class TabMSpec:
 
     def __post_init__(self) -> None:
         if self.embedding not in EMBEDDINGS:
-            raise ValueError(f"TabM embedding {self.embedding!r}; choose from {EMBEDDINGS}")
+            raise ConfigError(f"TabM embedding {self.embedding!r}; choose from {EMBEDDINGS}")
         if self.arch not in ARCHS:
-            raise ValueError(f"TabM arch {self.arch!r}; choose from {ARCHS}")
+            raise ConfigError(f"TabM arch {self.arch!r}; choose from {ARCHS}")
         if min(self.k, self.n_blocks, self.d_block, self.d_embedding, self.n_bins) < 1:
-            raise ValueError("TabM: k, n_blocks, d_block, d_embedding and n_bins must be >= 1")
+            raise ConfigError("TabM: k, n_blocks, d_block, d_embedding and n_bins must be >= 1")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"TabM dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"TabM dropout must be in [0, 1), got {self.dropout}")
 
     def state(self) -> dict:
         return asdict(self)
@@ -120,12 +121,12 @@ class PiecewiseLinearEmbedding(nn.Module):
         """``edges[j]``: the increasing edges (n_j + 1,) of feature j's n_j <= K bins."""
         n, k = self.left.shape
         if len(edges) != n:
-            raise ValueError(f"{len(edges)} bin edge vectors for {n} features")
+            raise DataError(f"{len(edges)} bin edge vectors for {n} features")
         for j, e in enumerate(edges):
             e = torch.as_tensor(e, dtype=torch.float32)
             m = len(e) - 1
             if not 1 <= m <= k or not bool((e[1:] > e[:-1]).all()):
-                raise ValueError(f"feature {j}: {m} bins (1 to {k}, increasing edges needed)")
+                raise DataError(f"feature {j}: {m} bins (1 to {k}, increasing edges needed)")
             self.left[j].zero_()
             self.inv_width[j].zero_()
             self.valid[j].zero_()
@@ -189,7 +190,7 @@ class TabM(nn.Module):
     def __init__(self, n_inputs: int, n_numeric: int, n_pass: int, spec: TabMSpec):
         super().__init__()
         if n_numeric + n_pass < 1:
-            raise ValueError("TabM needs at least one input column")
+            raise DataError("TabM needs at least one input column")
         self.spec = spec
         self.n_inputs, self.n_numeric, self.n_pass = n_inputs, n_numeric, n_pass
         self.register_buffer("numeric", torch.zeros(n_numeric, dtype=torch.long))
@@ -238,7 +239,7 @@ class TabM(nn.Module):
         self.std.copy_(torch.as_tensor(std, dtype=torch.float32))
         if isinstance(self.embed, PiecewiseLinearEmbedding):
             if edges is None:
-                raise ValueError("piecewise embeddings need bin edges")
+                raise DataError("piecewise embeddings need bin edges")
             self.embed.set_bins(edges)
 
     def standardized(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 
 from gpuseg.data.panel import Panel
-from gpuseg.errors import ConfigError, RunDirError
+from gpuseg.errors import ConfigError, DataError, RunDirError
 from gpuseg.evaluate.baselines import GRIDS, tune
 from gpuseg.evaluate.boosting import TunedBooster, booster_available
 from gpuseg.evaluate.metrics import roc_auc
@@ -351,7 +351,7 @@ def _load_tabm(run_dir: Path, info: dict, path: Path) -> TabMPart:
         model.load_state_dict(load_file(str(weights)))
     except SafetensorError as exc:
         raise RunDirError(f"{weights}: not a valid safetensors file ({exc})") from None
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError, DataError) as exc:
         raise RunDirError(f"{path}: the TabM part does not match its weights ({exc})") from None
     if model.n_inputs != int(info["n_features"]):
         raise RunDirError(f"{path}: the TabM part reads {model.n_inputs} features")

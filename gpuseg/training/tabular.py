@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gpuseg.errors import DataError
+from gpuseg.errors import ConfigError, DataError
 from gpuseg.evaluate.metrics import roc_auc
 from gpuseg.features.window import signed_log1p
 from gpuseg.model.tabular import TabM, TabMSpec
@@ -39,6 +39,12 @@ class TabMFit:
     batch_size: int = 256
     max_epochs: int = 100
     patience: int = 12  # epochs without a validation gain of 1e-4
+
+    def __post_init__(self) -> None:
+        if min(self.batch_size, self.max_epochs, self.patience) < 1 or self.lr <= 0:
+            raise ConfigError("TabM fit: batch_size, max_epochs and patience >= 1, lr > 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"TabM fit: weight_decay must be >= 0, got {self.weight_decay}")
 
     def state(self) -> dict:
         return asdict(self)
