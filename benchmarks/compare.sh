@@ -13,6 +13,8 @@
 # its config or its file is missing), the demo world and the hard world at N subscribers, and the
 # burst world (benchmarks/burst_world.py: another churn mechanism, never tuned on).
 # On 2 shared CPU cores each world takes 15-40 min, each table 5-15 min.
+# MIGRATION=1 also runs the demo and hard worlds with --target migration (value-tier migration;
+# the tables have no migration labels), candidates MCANDS, in one more table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/compare15}
@@ -58,3 +60,13 @@ for name in telco cell2cell demo hard burst; do
   if [ -f "$OUT/$name.json" ]; then results+=("$OUT/$name.json"); fi
 done
 "$PY" benchmarks/compare_table.py "${results[@]}"
+
+if [ "${MIGRATION:-0}" = 1 ]; then
+  MCANDS=${MCANDS:-sequence,xgboost_seq,blend,blend_baselines,logistic,hist_gb,xgboost,lightgbm}
+  for w in demo hard; do
+    "$GPUSEG" compare -c "configs/$w.yaml" -s out_dir="$OUT/$w" -s synth.n_subscribers="$N" \
+      --folds 5 --trials "$TRIALS" --target migration --candidates "$MCANDS" --boot "$BOOT" \
+      -o "$OUT/${w}_migration.json" | tee "$OUT/${w}_migration.md"
+  done
+  "$PY" benchmarks/compare_table.py "$OUT/demo_migration.json" "$OUT/hard_migration.json"
+fi

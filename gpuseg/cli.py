@@ -733,13 +733,25 @@ def compare_cmd(
     shuffle_labels: Annotated[
         bool,
         typer.Option(
-            "--shuffle-labels", help="control: permute the churn labels first", metavar=""
+            "--shuffle-labels", help="control: permute the target's labels first", metavar=""
         ),
     ] = False,
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="churn, or migration: value-tier migration (down/stay/up) where the labels "
+            "have it or it is derived (macro one-vs-rest ROC-AUC, ROC-AUC and lift of down)",
+            metavar="NAME",
+        ),
+    ] = "churn",
     out_path: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="JSON result (default <out_dir>/compare.json)", metavar="FILE"
+            "--out",
+            "-o",
+            help="JSON result (default <out_dir>/compare.json; migration: compare_migration.json)",
+            metavar="FILE",
         ),
     ] = None,
     overwrite: OverwriteOpt = False,
@@ -748,14 +760,17 @@ def compare_cmd(
     """K-fold comparison of the model and tuned baselines on the same folds, paired intervals.
 
     Example: gpuseg compare -c configs/demo.yaml --folds 5 -s synth.n_subscribers=20000
+    (--target migration: the same on value-tier migration)
     """
     kw = dict(folds=folds, repeats=repeats, head=head, trials=trials, seeds=seeds)
+    if target != "churn":
+        kw["target"] = target
     if candidates:
         kw["candidates"] = [c.strip() for c in candidates.split(",") if c.strip()]
     if out_path is not None:
         kw["out_path"] = out_path
     with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
-        from gpuseg.pipeline.compare import compare_stage, comparison_markdown
+        from gpuseg.pipeline.compare import compare_stage, comparison_markdown, result_name
 
         result = compare_stage(
             cfg,
@@ -767,7 +782,7 @@ def compare_cmd(
             **kw,
         )
     out.print(comparison_markdown(result), soft_wrap=True, markup=False)
-    out.print(f"wrote {out_path or run_dir / 'compare.json'}")
+    out.print(f"wrote {out_path or run_dir / result_name(target)}")
 
 
 @app.command("targets")
@@ -869,6 +884,14 @@ def plan_cmd(
     learner: Annotated[
         Literal["s", "t"], typer.Option("--learner", help="uplift learner: S- or T-learner")
     ] = "s",
+    no_takeup: Annotated[
+        bool,
+        typer.Option(
+            "--no-takeup",
+            help="S-learner without the take-up input learned from the table's accepted column",
+            metavar="",
+        ),
+    ] = False,
     chunk_size: Annotated[
         int,
         typer.Option("--chunk-size", help="subscribers per chunk (bounds memory)", metavar="N"),
@@ -912,6 +935,7 @@ def plan_cmd(
         output,
         chunk=chunk_size,
         fit_sample=fit_sample,
+        takeup=not no_takeup,
     )
     s = a.result.summary
     for note in s["notes"]:

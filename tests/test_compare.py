@@ -4,6 +4,7 @@ shuffled-label control and the verdict."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -470,3 +471,191 @@ def test_blend_head_scores_the_blend_of_its_saved_parts(tmp_path: Path):
 def test_unknown_head_is_refused():
     with pytest.raises(ConfigError, match="model.head"):
         load_config(None, ["model.head=catboost"])
+
+
+# ---------------------------------------------------------------------------------------------
+# --target migration: the same protocol on value-tier migration (down / stay / up)
+
+
+def migration_panel(n: int = 3000, seed: int = 0) -> Panel:
+    """signal_panel with a migration label: down after a revenue drop or churn, up at random."""
+    p = signal_panel(n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    fell = p.usage[:, -2:, 1].mean(1) < 0.7 * p.usage[:, :-2, 1].mean(1)
+    mig = np.where(rng.random(n) < 0.2, 2, 1)
+    mig[fell | (p.churn == 1)] = 0
+    p.usage[mig == 2, -2:, 0] *= 3.0  # up follows more data use
+    mig[10:20] = -1  # no migration label: left out of the folds
+    return replace(p, migration=mig.astype(np.int8))
+
+
+def test_stratified_folds_by_migration_class():
+    y = np.r_[np.zeros(200), np.ones(600), np.full(100, 2), -np.ones(30)].astype(np.int8)
+    splits = stratified_folds(y, folds=4, seed=2, class_names=("down", "stay", "up"))
+    assert np.array_equal(np.sort(np.concatenate([s.test for s in splits])), np.flatnonzero(y >= 0))
+    for s in splits:
+        for part in (s.train, s.val, s.test):
+            assert abs((y[part] == 2).mean() - 100 / 900) < 0.02  # every class stratified
+    few = np.r_[np.zeros(50), np.ones(50), np.full(3, 2)].astype(np.int8)
+    with pytest.raises(DataError, match="down 50, stay 50, up 3"):
+        stratified_folds(few, folds=5, class_names=("down", "stay", "up"))
+
+
+def test_compare_migration_scores_every_candidate_on_class_probabilities(tmp_path: Path):
+    panel = migration_panel()
+    names = ["sequence", "logistic", "hist_gb", "blend", "blend_baselines"]
+    names += [k for k in ("xgboost", "lightgbm") if booster_available(k)]
+    res = compare(
+        panel,
+        TINY_MODEL,
+        TINY_TRAIN,
+        folds=2,
+        candidates=names,
+        trials=2,
+        n_boot=20,
+        target="migration",
+        out_path=tmp_path / "m.json",
+    )
+    assert res["target"] == "migration" and set(res["candidates"]) == set(names)
+    usable = (panel.migration >= 0) & (panel.churn >= 0)
+    assert res["n_labelled"] == int(usable.sum()) == sum(r["n_test"] for r in res["per_fold"])
+    assert res["class_rates"]["down"] == pytest.approx((panel.migration[usable] == 0).mean())
+    assert "churn_rate" not in res
+    for name in names:
+        cell = res["summary"][name]
+        assert set(cell) >= {"macro_roc_auc", "down_roc_auc", "down_top_decile_lift"}
+        assert 0.6 < cell["macro_roc_auc"]["value"] <= 1, name  # learnable, not a constant
+        assert cell["down_roc_auc"]["value"] > 0.6, name
+    diff = res["paired"]["difference"]["logistic"]
+    per_fold = [
+        r["sequence"]["down_roc_auc"] - r["logistic"]["down_roc_auc"] for r in res["per_fold"]
+    ]
+    assert diff["down_roc_auc"]["value"] == pytest.approx(np.mean(per_fold))
+    assert {"boot_lo", "boot_hi"} <= set(diff["macro_roc_auc"])
+    best = res["best_baseline"]
+    assert best["macro_roc_auc"] == res["summary"][best["name"]]["macro_roc_auc"]["value"]
+    assert set(res["per_fold"][0]["blend"]["params"]) == set(names) - {"blend", "blend_baselines"}
+    text = comparison_markdown(res)
+    assert "macro ROC-AUC" in text and "down Lift@10%" in text
+    assert "macro ROC-AUC" in verdict(res) and "model.head" not in verdict(res)
+    assert json.loads((tmp_path / "m.json").read_text())["target"] == "migration"
+
+
+def test_compare_migration_shuffled_labels_give_chance_auc():
+    big = migration_panel(9000, seed=3)
+    res = compare(
+        big,
+        TINY_MODEL,
+        TINY_TRAIN,
+        folds=3,
+        candidates=["logistic"],
+        head="logistic",
+        n_boot=10,
+        shuffle_labels=True,
+        target="migration",
+    )
+    assert abs(res["summary"]["logistic"]["macro_roc_auc"]["value"] - 0.5) < 0.02
+
+
+def test_compare_migration_refuses_churn_heads_and_panels_without_labels(panel):
+    for name in ("stack", "auto", "head_blend", "tabm", "head_blend_tabm"):
+        with pytest.raises(ConfigError, match="churn-only"):
+            compare(
+                panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", name], target="migration"
+            )
+    with pytest.raises(ConfigError, match="unknown target"):
+        compare(
+            panel, TINY_MODEL, TINY_TRAIN, candidates=["logistic"], head="logistic", target="value"
+        )
+    unlabelled = replace(panel, migration=np.full(len(panel), -1, dtype=np.int8))
+    with pytest.raises(DataError, match="no migration labels.*migration column"):
+        compare(
+            unlabelled,
+            TINY_MODEL,
+            TINY_TRAIN,
+            candidates=["logistic"],
+            head="logistic",
+            target="migration",
+        )
+    derived = replace(unlabelled, meta=unlabelled.meta | dict(labels=dict(definition="no_usage")))
+    with pytest.raises(DataError, match="no revenue metric"):
+        compare(
+            derived,
+            TINY_MODEL,
+            TINY_TRAIN,
+            candidates=["logistic"],
+            head="logistic",
+            target="migration",
+        )
+
+
+def test_cli_compare_migration_on_the_tiny_world(tmp_path: Path):
+    """`gpuseg compare --target migration` on the tiny synthetic world: every candidate that
+    scores migration, the table and compare_migration.json; the churn file is left alone."""
+    root = Path(__file__).resolve().parents[1]
+    names = ["sequence", "xgboost_seq", "blend", "logistic", "hist_gb"]
+    names += ["xgboost", "lightgbm", "blend_baselines"]
+    if not (booster_available("xgboost") and booster_available("lightgbm")):
+        names = ["sequence", "blend", "logistic", "hist_gb", "blend_baselines"]
+    r = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "-c",
+            str(root / "configs" / "tiny.yaml"),
+            "-s",
+            f"out_dir={tmp_path / 'run'}",
+            "--device",
+            "cpu",
+            "--folds",
+            "2",
+            "--trials",
+            "2",
+            "--target",
+            "migration",
+            "--candidates",
+            ",".join(names),
+            "--boot",
+            "10",
+        ],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.output
+    assert "macro ROC-AUC [fold t interval]" in r.output and "down Lift@10%" in r.output
+    res = json.loads((tmp_path / "run" / "compare_migration.json").read_text())
+    assert not (tmp_path / "run" / "compare.json").exists()
+    assert res["candidates"] == names
+    for name in names:
+        assert np.isfinite(res["summary"][name]["macro_roc_auc"]["value"]), name
+        assert f"| {name} |" in r.output
+
+
+def test_cli_compare_migration_on_a_table_without_migration_is_one_line(tmp_path: Path):
+    """A table (one row per subscriber, churn only) has no migration and no revenue series to
+    derive it from: exit 1 with one line saying so."""
+    rng = np.random.default_rng(0)
+    n = 300
+    table = pd.DataFrame(
+        {
+            "customer": [f"C{i:04d}" for i in range(n)],
+            "revenue": rng.gamma(3.0, 10.0, n).round(2),
+            "Churn": rng.choice(["Yes", "No"], n),
+        }
+    )
+    csv = tmp_path / "table.csv"
+    table.to_csv(csv, index=False)
+    cfg = tmp_path / "table.yaml"
+    cfg.write_text(
+        f"out_dir: {tmp_path / 'run'}\n"
+        f"data: {{usage: {csv}, labels: {csv}, layout: table, id_column: customer,\n"
+        "  churn_column: Churn, revenue_metric: revenue}\n"
+        "model: {encoder: static, hidden_size: 8, embedding_dim: 4, static_hidden: 4}\n"
+    )
+    r = CliRunner().invoke(
+        app,
+        ["compare", "-c", str(cfg), "--device", "cpu", "--folds", "2", "--target", "migration"],
+    )
+    assert r.exit_code == 1, r.output
+    line = [s for s in r.output.splitlines() if "no migration labels" in s]
+    assert len(line) == 1 and "Traceback" not in r.output, r.output
+    assert "data.migration_column" in line[0]

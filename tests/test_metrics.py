@@ -11,10 +11,15 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from gpuseg.evaluate.metrics import (
     brier,
     churn_report,
+    class_roc_auc,
+    class_top_decile_lift,
+    down_roc_auc,
+    down_top_decile_lift,
     expected_calibration_error,
     fit_isotonic,
     isotonic_calibrated,
     macro_f1,
+    macro_roc_auc,
     migration_report,
     paired_difference,
     pr_auc,
@@ -171,3 +176,47 @@ def test_isotonic_edge_cases():
     assert np.all(isotonic_calibrated(np.array([0.0, 0.5, 2.0]), (x, yk)) == 0.0)
     with pytest.raises(ValueError):
         fit_isotonic(np.array([0.1, 0.2]), np.array([1]))
+
+
+def test_multiclass_metrics_on_known_inputs():
+    """Macro one-vs-rest ROC-AUC, the ROC-AUC and top-decile lift of down, by hand."""
+    y = np.array([0, 0, 1, 1, 2, 2])
+    proba = np.array(
+        [
+            [0.8, 0.1, 0.1],
+            [0.3, 0.6, 0.1],
+            [0.4, 0.5, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.2, 0.2, 0.6],
+            [0.1, 0.3, 0.6],
+        ]
+    )
+    # down: positives 0.8, 0.3 against 0.4, 0.1, 0.2, 0.1 -> pairs won 4 + 3 of 8
+    assert down_roc_auc(y, proba) == pytest.approx(7 / 8)
+    assert class_roc_auc(y, proba, 0) == pytest.approx(7 / 8)
+    # stay: positives 0.5, 0.8 against 0.1, 0.6, 0.2, 0.3 -> 3 + 4 of 8
+    assert class_roc_auc(y, proba, 1) == pytest.approx(7 / 8)
+    # up: 0.6, 0.6 above every 0.1 -> 1
+    assert class_roc_auc(y, proba, 2) == 1.0
+    assert macro_roc_auc(y, proba) == pytest.approx((7 / 8 + 7 / 8 + 1) / 3)
+    assert macro_roc_auc(y, proba) == pytest.approx(
+        roc_auc_score(y, proba, multi_class="ovr", average="macro")
+    )
+    # lift of down: 20 rows, 4 down; the top 2 by P(down) hold 1 down -> 0.5 / 0.2 = 2.5
+    y20 = np.array([0, 1, 0, 0, 0] + [1] * 15)
+    p20 = np.zeros((20, 3))
+    p20[:, 0] = np.linspace(1, 0, 20)
+    assert down_top_decile_lift(y20, p20) == pytest.approx(2.5)
+    assert class_top_decile_lift(y20, p20, 1) == pytest.approx(0.5 / 0.8)
+    with pytest.raises(ValueError, match="both classes"):  # a class absent: undefined
+        macro_roc_auc(np.array([0, 1, 0, 1]), np.full((4, 3), 1 / 3))
+
+
+def test_macro_roc_auc_matches_sklearn_on_random_scores():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 500)
+    proba = rng.dirichlet(np.ones(3), 500) + 0.3 * np.eye(3)[y]
+    proba /= proba.sum(1, keepdims=True)
+    expected = roc_auc_score(y, proba, multi_class="ovr", average="macro")
+    assert macro_roc_auc(y, proba) == pytest.approx(expected, abs=1e-12)
+    assert down_roc_auc(y, proba) == pytest.approx(roc_auc_score(y == 0, proba[:, 0]))

@@ -1,9 +1,12 @@
 """Gradient boosting tuned with a small Optuna budget: the baselines to beat (issue 15).
 
-:class:`TunedBooster` wraps XGBoost or LightGBM (both optional packages) for binary churn. ``fit``
-runs an Optuna study of ``n_trials`` trials (TPE sampler, seeded); each trial trains on the
-training rows with early stopping on the validation rows and is scored by validation ROC-AUC. The
-best trial's model is kept (``model_``, ``best_params_``, ``best_iteration_``, ``val_auc_``).
+:class:`TunedBooster` wraps XGBoost or LightGBM (both optional packages) for binary churn, or for
+a multiclass label such as value-tier migration (labels 0..K-1, K > 2, e.g. down / stay / up).
+``fit`` runs an Optuna study of ``n_trials`` trials (TPE sampler, seeded); each trial trains on
+the training rows with early stopping on the validation rows (binary: validation AUC; multiclass:
+validation log-loss) and is scored by validation ROC-AUC (multiclass: the macro one-vs-rest
+ROC-AUC). The best trial's model is kept (``model_``, ``best_params_``, ``best_iteration_``,
+``val_auc_``).
 
 The search space is the usual one for tabular boosting (learning rate, depth or leaves, minimum
 child weight, row and column subsampling, L2), small on purpose: the budget is a dozen or two
@@ -20,7 +23,7 @@ import optuna
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from gpuseg.errors import ConfigError, DataError
-from gpuseg.evaluate.metrics import roc_auc
+from gpuseg.evaluate.metrics import macro_roc_auc, roc_auc
 
 KINDS = ("xgboost", "lightgbm")
 MAX_ROUNDS = 2000  # with early stopping (50 rounds without a validation gain)
@@ -65,7 +68,9 @@ def fit_booster(
     seed: int = 0,
     n_jobs: int = 1,
 ) -> Any:
-    """One booster of ``kind`` with ``params``, early-stopped on (X_val, y_val)."""
+    """One booster of ``kind`` with ``params``, early-stopped on (X_val, y_val): on validation AUC
+    for a binary ``y``, on validation log-loss for a multiclass one (labels 0..K-1, K > 2)."""
+    multiclass = len(np.unique(y)) > 2
     if kind == "xgboost":
         import xgboost
 
@@ -73,7 +78,7 @@ def fit_booster(
             n_estimators=MAX_ROUNDS,
             tree_method="hist",
             early_stopping_rounds=EARLY_STOP,
-            eval_metric="auc",
+            eval_metric="mlogloss" if multiclass else "auc",
             random_state=seed,
             n_jobs=n_jobs,
             **params,
@@ -94,14 +99,15 @@ def fit_booster(
             X,
             y,
             eval_set=[(X_val, y_val)],
-            eval_metric="auc",
+            eval_metric="multi_logloss" if multiclass else "auc",
             callbacks=[lightgbm.early_stopping(EARLY_STOP, verbose=False)],
         )
     raise ConfigError(f"unknown booster {kind!r}; choose from {', '.join(KINDS)}")
 
 
 class TunedBooster(ClassifierMixin, BaseEstimator):
-    """XGBoost or LightGBM tuned by Optuna on the validation rows (binary churn)."""
+    """XGBoost or LightGBM tuned by Optuna on the validation rows (binary churn, or multiclass
+    labels 0..K-1 scored by the macro one-vs-rest ROC-AUC)."""
 
     def __init__(
         self, kind: str = "xgboost", n_trials: int = 15, random_state: int = 0, n_jobs: int = 1
@@ -127,7 +133,21 @@ class TunedBooster(ClassifierMixin, BaseEstimator):
         if X_val is None or y_val is None or len(np.unique(y_val)) < 2:
             raise DataError(f"{self.kind}: tuning needs validation rows with both classes")
         y, y_val = np.asarray(y).astype(int), np.asarray(y_val).astype(int)
+        classes = np.unique(y)
+        multiclass = len(classes) > 2
+        if multiclass and not (
+            np.array_equal(classes, np.arange(len(classes)))
+            and np.array_equal(np.unique(y_val), classes)
+        ):
+            raise DataError(
+                f"{self.kind}: multiclass tuning needs labels 0..K-1 with every class in both "
+                f"the training and the validation rows (training {classes.tolist()}, "
+                f"validation {np.unique(y_val).tolist()})"
+            )
         kept: dict[int, Any] = {}
+
+        def val_score(proba: np.ndarray) -> float:
+            return macro_roc_auc(y_val, proba) if multiclass else roc_auc(y_val, proba[:, 1])
 
         def objective(trial: Any) -> float:
             params = _suggest(trial, self.kind)
@@ -137,7 +157,7 @@ class TunedBooster(ClassifierMixin, BaseEstimator):
             kept[trial.number] = model
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="X does not have valid feature names")
-                return roc_auc(y_val, model.predict_proba(X_val)[:, 1])
+                return val_score(model.predict_proba(X_val))
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
@@ -153,7 +173,7 @@ class TunedBooster(ClassifierMixin, BaseEstimator):
             or getattr(self.model_, "best_iteration_", None)
             or 0
         )
-        self.classes_ = np.array([0, 1])
+        self.classes_ = classes if multiclass else np.array([0, 1])
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

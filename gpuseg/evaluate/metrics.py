@@ -133,6 +133,36 @@ def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
     return top_fraction_lift(np.asarray(y), np.asarray(p), 0.1)
 
 
+def macro_roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    """Macro one-vs-rest ROC-AUC: the mean over classes k of the ROC-AUC of ``proba[:, k]`` for
+    ``y == k`` (y in 0..K-1, proba (n, K)). Raises ValueError when a class is absent from ``y``
+    (or is every row), as :func:`roc_auc` does."""
+    y = np.asarray(y).astype(int)
+    proba = np.asarray(proba, dtype=float)
+    return float(np.mean([roc_auc(y == k, proba[:, k]) for k in range(proba.shape[1])]))
+
+
+def class_roc_auc(y: np.ndarray, proba: np.ndarray, k: int) -> float:
+    """ROC-AUC of ``proba[:, k]`` for class ``k`` against the rest."""
+    return roc_auc(np.asarray(y).astype(int) == k, np.asarray(proba, dtype=float)[:, k])
+
+
+def class_top_decile_lift(y: np.ndarray, proba: np.ndarray, k: int) -> float:
+    """Rate of class ``k`` among the top 10% by ``proba[:, k]`` over its overall rate."""
+    yk = (np.asarray(y).astype(int) == k).astype(int)
+    return top_fraction_lift(yk, np.asarray(proba, dtype=float)[:, k], 0.1)
+
+
+def down_roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    """Migration: the one-vs-rest ROC-AUC of ``down`` (value fall, churners included)."""
+    return class_roc_auc(y, proba, MIGRATION_NAMES.index("down"))
+
+
+def down_top_decile_lift(y: np.ndarray, proba: np.ndarray) -> float:
+    """Migration: the rate of ``down`` in the top 10% by P(down) over its overall rate."""
+    return class_top_decile_lift(y, proba, MIGRATION_NAMES.index("down"))
+
+
 def precision_at_k(y: np.ndarray, p: np.ndarray, k: float = 0.05) -> float:
     """Share of positives among the ``k`` highest scores.
 

@@ -31,6 +31,19 @@ other: the mean over folds with a t interval over folds, and a paired bootstrap 
 rows resampled within each fold, the same resamples for both candidates, the mean over folds
 recomputed). ``best_baseline`` names the baseline with the highest mean ROC-AUC and by how much it
 leads or trails.
+
+``target="migration"`` runs the same protocol on the value-tier migration label (0 down, 1 stay,
+2 up; given in the labels or derived from a revenue series, see :mod:`gpuseg.data.labels`): the
+folds are stratified by migration class over the rows with both labels (the sequence model
+trains on churn as well), every candidate predicts the three class probabilities (``sequence``:
+the softmax of its migration head, which is what a run scores with; the baselines: multiclass
+models on the same features, tuned on validation by the macro one-vs-rest ROC-AUC; the blends: a
+multinomial logistic regression over the parts' validation log-probabilities), and the metrics
+are the macro one-vs-rest ROC-AUC (the primary one), the ROC-AUC of ``down`` and the top-decile
+lift of ``down`` (:data:`MIGRATION_METRICS`), with the same paired intervals. ``stack``,
+``auto`` and ``head_blend`` are churn heads (``model.head``) and are refused, as are ``tabm`` and
+``head_blend_tabm`` (TabM's fit is binary); so is a panel without migration labels
+(:class:`gpuseg.errors.DataError`, one line saying why).
 """
 
 from __future__ import annotations
@@ -54,7 +67,14 @@ from gpuseg.data.split import Split
 from gpuseg.errors import ConfigError, DataError, LeakageError
 from gpuseg.evaluate.baselines import GRIDS, tune
 from gpuseg.evaluate.boosting import TunedBooster, booster_available
-from gpuseg.evaluate.metrics import roc_auc, top_decile_lift
+from gpuseg.evaluate.metrics import (
+    MIGRATION_NAMES,
+    down_roc_auc,
+    down_top_decile_lift,
+    macro_roc_auc,
+    roc_auc,
+    top_decile_lift,
+)
 from gpuseg.features.aggregates import window_features
 from gpuseg.features.sequence import sequence_features
 from gpuseg.io.store import json_ready, write_json_atomic
@@ -66,7 +86,7 @@ from gpuseg.pipeline.stages import (
     with_world_data,
     world_dir,
 )
-from gpuseg.training.calibration import calibrated, fit_platt
+from gpuseg.training.calibration import calibrated, fit_platt, softmax
 from gpuseg.training.heads import fit_logit_blend, logit
 from gpuseg.training.loop import predict, to_device, train_model
 from gpuseg.training.tabular import TabMFit, fit_tabm, tabm_proba
@@ -91,18 +111,36 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "roc_auc": roc_auc,
     "top_decile_lift": top_decile_lift,
 }
+# --target migration: y in {0 down, 1 stay, 2 up}, scores (n, 3) class probabilities
+MIGRATION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "macro_roc_auc": macro_roc_auc,
+    "down_roc_auc": down_roc_auc,
+    "down_top_decile_lift": down_top_decile_lift,
+}
+TARGETS = ("churn", "migration")
+TARGET_METRICS = {"churn": METRICS, "migration": MIGRATION_METRICS}
+PRIMARY = {"churn": "roc_auc", "migration": "macro_roc_auc"}  # best baseline, verdict
+# churn heads (model.head) and TabM (binary): not for migration
+CHURN_ONLY = ("stack", "auto", "head_blend", "head_blend_tabm", "tabm")
 
 # ---------------------------------------------------------------------------------------------
 # Folds
 
 
 def stratified_folds(
-    churn: np.ndarray, folds: int = 5, repeats: int = 1, val_frac: float = 0.15, seed: int = 0
+    churn: np.ndarray,
+    folds: int = 5,
+    repeats: int = 1,
+    val_frac: float = 0.15,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> list[Split]:
     """``folds`` x ``repeats`` splits of the churn-labelled rows (``churn >= 0``) by subscriber.
 
     Within a repeat the test parts are disjoint and cover every labelled row once; validation is
     a stratified ``val_frac`` share of all labelled rows, taken from the non-test rows.
+    ``class_names`` (e.g. down, stay, up): ``churn`` holds another label with that many classes
+    (0..K-1, -1 unlabelled), stratified alike; every class needs ``folds`` rows.
     """
     if folds < 2:
         raise ConfigError(f"folds must be >= 2, got {folds}")
@@ -113,7 +151,13 @@ def stratified_folds(
     churn = np.asarray(churn)
     labelled = np.flatnonzero(churn >= 0)
     y = churn[labelled].astype(int)
-    counts = np.bincount(y, minlength=2)
+    counts = np.bincount(y, minlength=2 if class_names is None else len(class_names))
+    if class_names is not None and counts.min() < folds:
+        have = ", ".join(f"{c} {n}" for c, n in zip(class_names, counts, strict=True))
+        raise DataError(
+            f"{folds} folds need at least {folds} labelled subscribers of each class; "
+            f"the panel has {have}"
+        )
     if counts.min() < folds:
         raise DataError(
             f"{folds} folds need at least {folds} churners and {folds} stayers; "
@@ -186,11 +230,19 @@ class FoldData:
     features: np.ndarray  # window aggregates + static, every row
     device: torch.device
     seq_features: np.ndarray | None = None  # gpuseg.features.sequence, every row
+    target: str = "churn"  # or "migration": what the candidates predict
+
+    @property
+    def y(self) -> np.ndarray:
+        """The target's labels of every row: churn 0/1, or migration 0/1/2 (-1 unlabelled)."""
+        return np.asarray(self.panel.migration if self.target == "migration" else self.panel.churn)
 
 
 def _logits(model, fd: FoldData, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """The churn logits (n,) of ``rows``, or with ``fd.target`` migration its logits (n, 3)."""
     out = predict(model, fd.tensors, torch.as_tensor(rows, device=fd.device), batch_size, False)
-    return out["churn_logit"].cpu().numpy().astype(np.float64)
+    key = "migration_logits" if fd.target == "migration" else "churn_logit"
+    return out[key].cpu().numpy().astype(np.float64)
 
 
 def _train_logits(
@@ -201,7 +253,7 @@ def _train_logits(
     rows: np.ndarray,
     seed: int,
 ) -> np.ndarray:
-    """Train on ``split`` with ``seed``; the churn logits of ``rows``."""
+    """Train on ``split`` with ``seed``; the churn (or migration) logits of ``rows``."""
     result = train_model(fd.panel, model_cfg, replace(train_cfg, seed=seed), fd.device, split=split)
     return _logits(result.model, fd, rows, 4 * train_cfg.batch_size)
 
@@ -214,12 +266,16 @@ def sequence_candidate(
     seeds: int = 1,
     seed: int = 0,
 ) -> dict:
-    """gpuseg's sequence model on one fold: mean logit over ``seeds`` seeds, Platt on val."""
+    """gpuseg's sequence model on one fold: mean logit over ``seeds`` seeds, Platt on val
+    (migration: the softmax of the mean migration logits, as a run scores)."""
     rows = np.concatenate([split.val, split.test])
     logit = np.mean(
         [_train_logits(fd, split, model_cfg, train_cfg, rows, seed + s) for s in range(seeds)],
         axis=0,
     )
+    if fd.target == "migration":
+        p = softmax(logit)  # (n_val + n_test, 3)
+        return dict(proba=p[len(split.val) :], proba_val=p[: len(split.val)])
     y_val = np.asarray(fd.panel.churn)[split.val]
     platt = fit_platt(logit[: len(split.val)], y_val)
     p = calibrated(logit, platt)
@@ -271,8 +327,21 @@ def _wide(fd: FoldData, rows: np.ndarray) -> np.ndarray:
 def blend_candidate(fd: FoldData, split: Split, parts: dict[str, dict]) -> dict:
     """Logistic regression over the logits of ``parts`` (candidates already run on this fold),
     fitted on their validation predictions: rows none of them trained on (the boosters did
-    early-stop and tune on them, so their weights lean slightly optimistic)."""
+    early-stop and tune on them, so their weights lean slightly optimistic). Migration: a
+    multinomial one over the parts' log-probabilities of the three classes."""
     names = sorted(parts)
+    if fd.target == "migration":
+        V = np.column_stack([np.log(np.clip(parts[n]["proba_val"], 1e-6, 1)) for n in names])
+        T = np.column_stack([np.log(np.clip(parts[n]["proba"], 1e-6, 1)) for n in names])
+        lr = fit_logit_blend(V, fd.y[split.val])
+        k = len(MIGRATION_NAMES)
+        return dict(
+            proba=_class_proba(lr, T),
+            proba_val=_class_proba(lr, V),
+            params={
+                n: lr.coef_[:, k * i : k * (i + 1)].round(4).tolist() for i, n in enumerate(names)
+            },
+        )
     V = np.column_stack([logit(parts[n]["proba_val"]) for n in names])
     T = np.column_stack([logit(parts[n]["proba"]) for n in names])
     lr = fit_logit_blend(V, np.asarray(fd.panel.churn)[split.val])
@@ -323,8 +392,19 @@ def tabm_candidate(
     )
 
 
+def _class_proba(model: Any, X: np.ndarray) -> np.ndarray:
+    """(n, 3) migration class probabilities of a fitted classifier (absent classes 0)."""
+    out = np.zeros((len(X), len(MIGRATION_NAMES)))
+    out[:, np.asarray(model.classes_).astype(int)] = model.predict_proba(X)
+    return out
+
+
 def baseline_candidate(name: str, fd: FoldData, split: Split, trials: int, seed: int = 0) -> dict:
-    """One feature baseline on one fold: grid-tuned (logistic, hist_gb) or Optuna-tuned."""
+    """One feature baseline on one fold: grid-tuned (logistic, hist_gb) or Optuna-tuned.
+    Migration: the same models multiclass (the grids' migration column), tuned alike on the
+    validation macro one-vs-rest ROC-AUC."""
+    if fd.target == "migration":
+        return _migration_baseline(name, fd, split, trials, seed)
     churn = np.asarray(fd.panel.churn)
     feats = (lambda r: _wide(fd, r)) if name == "xgboost_seq" else (lambda r: fd.features[r])
     X_tr, X_va, X_te = (feats(p) for p in (split.train, split.val, split.test))
@@ -349,6 +429,29 @@ def baseline_candidate(name: str, fd: FoldData, split: Split, trials: int, seed:
         proba_val=model.predict_proba(X_va)[:, 1].astype(np.float64),
         params=params,
     )
+
+
+def _migration_baseline(name: str, fd: FoldData, split: Split, trials: int, seed: int) -> dict:
+    y = fd.y
+    feats = (lambda r: _wide(fd, r)) if name == "xgboost_seq" else (lambda r: fd.features[r])
+    X_tr, X_va, X_te = (feats(p) for p in (split.train, split.val, split.test))
+    y_tr, y_va = y[split.train].astype(int), y[split.val].astype(int)
+    if name in ("xgboost", "lightgbm", "xgboost_seq"):
+        kind = "xgboost" if name == "xgboost_seq" else name
+        model = TunedBooster(kind, n_trials=trials, random_state=seed).fit(X_tr, y_tr, X_va, y_va)
+        params = model.best_params_
+    else:
+        cls, _, grid = GRIDS[name]
+        seeded = "random_state" in inspect.signature(cls.__init__).parameters
+
+        def make(**kw: Any) -> Any:
+            return cls(**kw, random_state=seed) if seeded else cls(**kw)
+
+        def score(model: Any, X: np.ndarray, y: np.ndarray) -> float:
+            return macro_roc_auc(y, _class_proba(model, X))
+
+        model, params, _ = tune(make, grid, X_tr, y_tr, X_va, y_va, score)
+    return dict(proba=_class_proba(model, X_te), proba_val=_class_proba(model, X_va), params=params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,21 +524,32 @@ def compare(
     device: str | torch.device = "cpu",
     out_path: str | Path | None = None,
     on_fold: Callable[[dict], None] | None = None,
+    target: str = "churn",
     tabm_spec: TabMSpec = TabMSpec(),
     tabm_fit: TabMFit = TabMFit(),
 ) -> dict:
     """Run every candidate on the same folds and compare ``head`` with the others.
 
-    ``shuffle_labels`` permutes the churn labels among labelled rows first (seeded): a control
-    whose every candidate must score ROC-AUC 0.5 up to noise. Returns (and writes to
-    ``out_path`` as JSON) the per-fold metrics and seconds (``tabm_spec`` and ``tabm_fit``: the
-    ``tabm`` candidate's architecture and training), the summary per candidate and the
-    paired differences; see the module docstring.
+    ``shuffle_labels`` permutes the target's labels among labelled rows first (seeded): a control
+    whose every candidate must score ROC-AUC 0.5 up to noise. ``target``: ``churn``, or
+    ``migration`` (value-tier migration, three classes; see the module docstring). Returns (and
+    writes to ``out_path`` as JSON) the per-fold metrics and seconds, the summary per candidate
+    and the paired differences; see the module docstring. ``tabm_spec`` and ``tabm_fit``: the
+    ``tabm`` candidate's architecture and training.
     """
+    if target not in TARGETS:
+        raise ConfigError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
     names = list(candidates) if candidates is not None else default_candidates()
     for name in names:
         if name not in CANDIDATES:
             raise ConfigError(f"unknown candidate {name!r}; choose from {', '.join(CANDIDATES)}")
+        if target == "migration" and name in CHURN_ONLY:
+            allowed = ", ".join(c for c in CANDIDATES if c not in CHURN_ONLY)
+            raise ConfigError(
+                f"candidate {name!r} is churn-only (a model.head churn head, or TabM's binary "
+                f"fit); with target migration "
+                f"choose from {allowed}"
+            )
         if name in ("xgboost", "lightgbm", "stack", "xgboost_seq"):
             needed = "lightgbm" if name == "lightgbm" else "xgboost"
             if not booster_available(needed):
@@ -452,25 +566,38 @@ def compare(
         raise ConfigError("candidate 'head_blend_tabm' has a TabM part: add tabm")
     device = torch.device(device)
     t0 = time.perf_counter()
-    churn = np.asarray(panel.churn).astype(np.int8)
+    metrics = TARGET_METRICS[target]
+    if target == "migration":
+        # rows with both labels: the sequence model trains on churn too
+        labels = np.where(np.asarray(panel.churn) >= 0, np.asarray(panel.migration), -1)
+        labels = labels.astype(np.int8)
+        if (labels >= 0).sum() == 0:
+            raise DataError(no_migration_labels(panel.meta))
+    else:
+        labels = np.asarray(panel.churn).astype(np.int8)
     if shuffle_labels:
-        labelled = np.flatnonzero(churn >= 0)
-        churn = churn.copy()
-        churn[labelled] = np.random.default_rng(seed + 7).permutation(churn[labelled])
-    panel = replace(panel, churn=churn)
-    splits = stratified_folds(churn, folds, repeats, train_cfg.val_frac, seed)
+        labelled = np.flatnonzero(labels >= 0)
+        labels = labels.copy()
+        labels[labelled] = np.random.default_rng(seed + 7).permutation(labels[labelled])
+    if target == "migration":
+        panel = replace(panel, migration=labels)
+        class_names: tuple[str, ...] | None = MIGRATION_NAMES
+    else:
+        panel = replace(panel, churn=labels)
+        class_names = None
+    splits = stratified_folds(labels, folds, repeats, train_cfg.val_frac, seed, class_names)
     features = window_features(panel)
     seq = None
     if any(n in names for n in ("stack", "xgboost_seq")):
         seq = sequence_features(panel)
-    fd = FoldData(panel, to_device(panel, device), features, device, seq)
+    fd = FoldData(panel, to_device(panel, device), features, device, seq, target)
     feature_seconds = time.perf_counter() - t0
 
     per_fold: list[dict] = []
     ys: list[np.ndarray] = []
     probas: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for f, split in enumerate(splits):
-        y = churn[split.test].astype(int)
+        y = labels[split.test].astype(int)
         ys.append(y)
         record: dict[str, Any] = dict(
             fold=f, n_train=len(split.train), n_val=len(split.val), n_test=len(split.test)
@@ -502,7 +629,7 @@ def compare(
                 res = baseline_candidate(name, fd, split, trials, fold_seed)
             done[name] = res
             probas[name].append(res["proba"])
-            record[name] = {m: fn(y, res["proba"]) for m, fn in METRICS.items()} | dict(
+            record[name] = {m: fn(y, res["proba"]) for m, fn in metrics.items()} | dict(
                 seconds=time.perf_counter() - t1,
                 cpu_seconds=time.process_time() - c1,
                 params=res.get("params"),
@@ -512,14 +639,14 @@ def compare(
             on_fold(record)
 
     summary = {
-        name: {m: fold_interval([r[name][m] for r in per_fold], level) for m in METRICS}
+        name: {m: fold_interval([r[name][m] for r in per_fold], level) for m in metrics}
         | {k: float(sum(r[name][k] for r in per_fold)) for k in ("seconds", "cpu_seconds")}
         for name in names
     }
     paired: dict[str, dict] = {}
     for other in names[1:]:
         paired[other] = {}
-        for m, fn in METRICS.items():
+        for m, fn in metrics.items():
             cell = fold_interval(
                 [r[head][m] - r[other][m] for r in per_fold], level
             )  # t interval over folds
@@ -529,13 +656,24 @@ def compare(
             paired[other][m] = cell | dict(boot_lo=lo, boot_hi=hi)
     baselines = [n for n in names if n in BASELINES or n == "blend_baselines"]
     best = None
+    primary = PRIMARY[target]
     if baselines:
-        b = max(baselines, key=lambda n: summary[n]["roc_auc"]["value"])
-        best = dict(name=b, roc_auc=summary[b]["roc_auc"]["value"]) | (
-            dict(head_minus_best=paired[b]["roc_auc"]) if b != head else {}
+        b = max(baselines, key=lambda n: summary[n][primary]["value"])
+        best = (
+            dict(name=b)
+            | {primary: summary[b][primary]["value"]}
+            | (dict(head_minus_best=paired[b][primary]) if b != head else {})
         )
+    labelled_y = labels[labels >= 0]
+    if target == "migration":
+        rates: dict[str, Any] = dict(
+            class_rates={c: float((labelled_y == k).mean()) for k, c in enumerate(MIGRATION_NAMES)}
+        )
+    else:
+        rates = dict(churn_rate=float(labelled_y.mean()))
     result = json_ready(
         dict(
+            target=target,
             head=head,
             candidates=names,
             folds=folds,
@@ -546,8 +684,8 @@ def compare(
             level=level,
             seed=seed,
             shuffle_labels=shuffle_labels,
-            n_labelled=int((churn >= 0).sum()),
-            churn_rate=float(churn[churn >= 0].mean()),
+            n_labelled=int((labels >= 0).sum()),
+            **rates,
             shape=dict(
                 subscribers=int(panel.usage.shape[0]),
                 periods=int(panel.usage.shape[1]),
@@ -580,9 +718,30 @@ def _ci(cell: dict, digits: int = 4, lo: str = "lo", hi: str = "hi") -> str:
     return f"{cell['value']:+.{digits}f} [{cell[lo]:+.{digits}f}, {cell[hi]:+.{digits}f}]"
 
 
+def no_migration_labels(meta: dict) -> str:
+    """One line: why a panel has no migration labels (for ``--target migration``)."""
+    derived = meta.get("labels") or {}
+    if derived.get("definition"):
+        return (
+            "target migration: the panel has no migration labels: they are derived from a "
+            "revenue series (value tiers), and the usage has no revenue metric "
+            "(data.revenue_metric names it)"
+        )
+    return (
+        "target migration: the panel has no migration labels: the labels have no migration "
+        "column (data.migration_column) and none can be derived without a revenue series over "
+        "periods (labels: null with data.churn_definition and data.revenue_metric)"
+    )
+
+
+_METRIC_NAMES = {"roc_auc": "ROC-AUC", "macro_roc_auc": "macro ROC-AUC"}
+
+
 def verdict(result: dict) -> str:
     """One line: which baseline is ahead of the reported candidate and by how much, or not."""
     best, head = result.get("best_baseline"), result["head"]
+    migration = result.get("target") == "migration"
+    what = _METRIC_NAMES["macro_roc_auc" if migration else "roc_auc"]
     if not best:
         return f"{head}: no baseline was run"
     if "head_minus_best" not in best:
@@ -591,23 +750,25 @@ def verdict(result: dict) -> str:
     if d["value"] >= 0:
         state = "a real win" if (d.get("lo") or 0) > 0 else "level within the interval"
         return (
-            f"{head} is ahead of the best baseline {best['name']} by {d['value']:+.4f} ROC-AUC "
+            f"{head} is ahead of the best baseline {best['name']} by {d['value']:+.4f} {what} "
             f"({state}; fold interval {_ci(d)})"
         )
     state = "a real loss" if (d.get("hi") or 0) < 0 else "within the interval"
     hint = (
         f"; a run scores churn with it under -s model.head={best['name']} (or auto)"
-        if best["name"] in ("xgboost", "lightgbm")
+        if best["name"] in ("xgboost", "lightgbm") and not migration
         else ""
     )
     return (
-        f"{best['name']} is AHEAD of {head} by {-d['value']:.4f} ROC-AUC ({state}; {head} minus "
+        f"{best['name']} is AHEAD of {head} by {-d['value']:.4f} {what} ({state}; {head} minus "
         f"{best['name']} {_ci(d)}){hint}"
     )
 
 
 def comparison_markdown(result: dict) -> str:
     """Mean (t interval over folds) per candidate; paired differences; the verdict."""
+    if result.get("target") == "migration":
+        return migration_markdown(result)
     s = result["summary"]
     k = result["folds"] * result["repeats"]
     lines = [
@@ -642,11 +803,58 @@ def comparison_markdown(result: dict) -> str:
     return "\n".join(lines + ["", verdict(result)]) + "\n"
 
 
+def migration_markdown(result: dict) -> str:
+    """:func:`comparison_markdown` of a ``target="migration"`` result."""
+    s = result["summary"]
+    k = result["folds"] * result["repeats"]
+    rates = " / ".join(f"{c} {r:.3f}" for c, r in result["class_rates"].items())
+    lines = [
+        f"migration (down / stay / up): {result['folds']}-fold x {result['repeats']} splits by "
+        f"subscriber stratified by class ({result['n_labelled']} labelled, {rates}); "
+        f"{result['level'] * 100:g}% intervals over the {k} folds"
+        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else ""),
+        "",
+        "| candidate | macro ROC-AUC (one-vs-rest) | down ROC-AUC | down Lift@10% "
+        "| wall s (all folds) | CPU s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in result["candidates"]:
+        a, d, lift = (s[name][m] for m in MIGRATION_METRICS)
+        lo, hi = (a[b] if a[b] is not None else a["value"] for b in ("lo", "hi"))
+        lines.append(
+            f"| {name} | {a['value']:.4f} [{lo:.4f}, {hi:.4f}] | {d['value']:.4f} "
+            f"| {lift['value']:.3f} | {s[name]['seconds']:.1f} | {s[name]['cpu_seconds']:.1f} |"
+        )
+    diff = result["paired"]["difference"]
+    if diff:
+        lines += [
+            "",
+            f"| {result['head']} minus | macro ROC-AUC [fold t interval] | macro ROC-AUC "
+            "[bootstrap] | down ROC-AUC [fold t interval] | down ROC-AUC [bootstrap] "
+            "| down Lift@10% [fold t interval] |",
+            "|---|---|---|---|---|---|",
+        ]
+        for other, cell in diff.items():
+            a, d, lift = (cell[m] for m in MIGRATION_METRICS)
+            boot = dict(lo="boot_lo", hi="boot_hi")
+            lines.append(
+                f"| {other} | {_ci(a)} | {_ci(a, **boot)} | {_ci(d)} | {_ci(d, **boot)} "
+                f"| {_ci(lift, 3)} |"
+            )
+    return "\n".join(lines + ["", verdict(result)]) + "\n"
+
+
+def result_name(target: str) -> str:
+    """The file :func:`compare_stage` writes in the run directory for ``target``."""
+    return "compare.json" if target == "churn" else f"compare_{target}.json"
+
+
 def compare_stage(cfg: Any, backend: Any, run_dir: Path, **kw: Any) -> dict:
     """:func:`compare` on the run's panel, made first when missing (synthetic world, prepare).
 
-    Writes ``run_dir/compare.json`` unless ``out_path`` is given in ``kw``. A panel made from
-    input tables that have changed since is refused (run ``gpuseg prepare`` again).
+    Writes ``run_dir/compare.json`` (``target`` migration: ``compare_migration.json``) unless
+    ``out_path`` is given in ``kw``. A panel made from input tables that have changed since is
+    refused (run ``gpuseg prepare`` again).
     """
     if not (run_dir / "panel" / "meta.json").is_file():
         synthetic = cfg.synth is not None and not cfg.data.usage
@@ -655,5 +863,5 @@ def compare_stage(cfg: Any, backend: Any, run_dir: Path, **kw: Any) -> dict:
         prepare_stage(with_world_data(cfg, run_dir), backend, run_dir)
     check_stage(cfg, run_dir, "prepare")
     panel = load_panel(run_dir / "panel", mmap=False)
-    kw.setdefault("out_path", run_dir / "compare.json")
+    kw.setdefault("out_path", run_dir / result_name(kw.get("target", "churn")))
     return compare(panel, cfg.model, cfg.train, device=backend.torch_device, seed=cfg.seed, **kw)
