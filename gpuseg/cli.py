@@ -710,8 +710,8 @@ def compare_cmd(
         str | None,
         typer.Option(
             "--candidates",
-            help="comma list of sequence, stack, xgboost_seq, blend, auto and head_blend "
-            "(what model.head: auto / blend score with), "
+            help="comma list of sequence, stack, xgboost_seq, tabm, blend, auto and head_blend "
+            "(what model.head: auto / blend score with), head_blend_tabm (head_blend + tabm), "
             "logistic, hist_gb, xgboost, lightgbm, blend_baselines (default: sequence and every "
             "baseline installed)",
             metavar="NAME,...",

@@ -73,6 +73,7 @@ from gpuseg.training.heads import (
     HEAD_FILE,
     LOGISTIC_FILE,
     MODEL_FILES,
+    TABM_FILE,
     BlendHead,
     ChurnHead,
     block_proba,
@@ -253,7 +254,12 @@ def train_stage(
 
 def train_head(cfg: RunConfig, panel: Panel, result: TrainResult, run_dir: Path) -> dict:
     """``model.head``: fit and save the booster head on the run's split (or remove a stale one)."""
-    for name in (HEAD_FILE, LOGISTIC_FILE, *MODEL_FILES.values()):  # no stale earlier head
+    for name in (
+        HEAD_FILE,
+        LOGISTIC_FILE,
+        TABM_FILE,
+        *MODEL_FILES.values(),
+    ):  # no stale earlier head
         (run_dir / name).unlink(missing_ok=True)
     split = result.split
     if cfg.model.head == "sequence":
