@@ -710,8 +710,8 @@ def compare_cmd(
         str | None,
         typer.Option(
             "--candidates",
-            help="comma list of sequence, stack, xgboost_seq, blend, auto and head_blend "
-            "(what model.head: auto / blend score with), "
+            help="comma list of sequence, stack, xgboost_seq, tabm, blend, auto and head_blend "
+            "(what model.head: auto / blend score with), head_blend_tabm (head_blend + tabm), "
             "logistic, hist_gb, xgboost, lightgbm, blend_baselines (default: sequence and every "
             "baseline installed)",
             metavar="NAME,...",
@@ -884,6 +884,14 @@ def plan_cmd(
     learner: Annotated[
         Literal["s", "t"], typer.Option("--learner", help="uplift learner: S- or T-learner")
     ] = "s",
+    no_takeup: Annotated[
+        bool,
+        typer.Option(
+            "--no-takeup",
+            help="S-learner without the take-up input learned from the table's accepted column",
+            metavar="",
+        ),
+    ] = False,
     chunk_size: Annotated[
         int,
         typer.Option("--chunk-size", help="subscribers per chunk (bounds memory)", metavar="N"),
@@ -927,6 +935,7 @@ def plan_cmd(
         output,
         chunk=chunk_size,
         fit_sample=fit_sample,
+        takeup=not no_takeup,
     )
     s = a.result.summary
     for note in s["notes"]:

@@ -20,6 +20,7 @@ from gpuseg.data.panel import Panel, load_panel
 from gpuseg.errors import ConfigError, DataError, LeakageError, RunDirError
 from gpuseg.evaluate.boosting import booster_available
 from gpuseg.evaluate.metrics import macro_roc_auc, roc_auc
+from gpuseg.model.tabular import TabMSpec
 from gpuseg.pipeline.compare import (
     CrossFit,
     compare,
@@ -46,6 +47,7 @@ from gpuseg.training.heads import (
     sequence_proba,
     sequence_scores,
 )
+from gpuseg.training.tabular import TabMFit
 
 TINY_MODEL = ModelConfig(
     hidden_size=8, embedding_dim=4, static_hidden=4, wide_heads=True, wide_window_stats=True
@@ -269,6 +271,45 @@ def test_auto_scores_with_the_part_best_on_validation(panel):
         )
 
 
+def test_tabm_is_a_candidate_and_a_part_of_head_blend_tabm(panel):
+    """``tabm`` runs on the boosters' features; ``head_blend_tabm`` weighs it next to the parts
+    of ``head_blend`` (model.head: blend), which leaves it out, as ``blend_baselines`` does."""
+    res = compare(
+        panel,
+        TINY_MODEL,
+        TINY_TRAIN,
+        folds=2,
+        candidates=[
+            "head_blend_tabm",
+            "head_blend",
+            "sequence",
+            "tabm",
+            "logistic",
+            "blend_baselines",
+            "hist_gb",
+        ],
+        head="head_blend_tabm",
+        n_boot=10,
+        tabm_spec=TabMSpec(k=4, d_block=32, d_embedding=4, n_bins=8),
+        tabm_fit=TabMFit(max_epochs=15, patience=5),
+    )
+    assert res["summary"]["tabm"]["roc_auc"]["value"] > 0.75
+    for rec in res["per_fold"]:
+        assert set(rec["head_blend_tabm"]["params"]) == {"sequence", "tabm", "logistic"}
+        assert set(rec["head_blend"]["params"]) == {"sequence", "logistic"}
+        assert set(rec["blend_baselines"]["params"]) == {"logistic", "hist_gb"}
+        assert 1 <= rec["tabm"]["params"]["best_epoch"] <= rec["tabm"]["params"]["epochs_run"]
+    assert res["best_baseline"]["name"] != "tabm"  # a model candidate, not a baseline
+    with pytest.raises(ConfigError, match="add tabm"):
+        compare(
+            panel,
+            TINY_MODEL,
+            TINY_TRAIN,
+            candidates=["head_blend_tabm", "sequence", "logistic"],
+            head="head_blend_tabm",
+        )
+
+
 def test_compare_refuses_unknown_candidates_and_heads(panel):
     with pytest.raises(ConfigError, match="unknown candidate"):
         compare(panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", "catboost"])
@@ -430,7 +471,7 @@ def test_blend_head_scores_the_blend_of_its_saved_parts(blend_run, tmp_path: Pat
     formats, the weights in head.json; predictions are the blend of the parts' logits and the
     sequence model's, and a damaged head file is a one-line error."""
     run, _, info, metrics = blend_run
-    assert info["parts"] == ["logistic", "xgboost", "lightgbm"]
+    assert info["parts"] == ["logistic", "xgboost", "lightgbm"]  # no TabM (session 9)
     assert set(info["weights"]) == {"sequence", "logistic", "xgboost", "lightgbm"}
     assert (run / "head.logistic.json").is_file() and (run / "head.lgb.txt").is_file()
     head = load_head(run)
@@ -698,8 +739,8 @@ def test_compare_migration_shuffled_labels_give_chance_auc():
 
 
 def test_compare_migration_refuses_churn_heads_and_panels_without_labels(panel):
-    for name in ("stack", "auto"):
-        with pytest.raises(ConfigError, match="churn head"):
+    for name in ("stack", "auto", "tabm", "head_blend_tabm"):
+        with pytest.raises(ConfigError, match="churn-only"):
             compare(
                 panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", name], target="migration"
             )

@@ -402,3 +402,17 @@ def test_compact_attributes_decode_to_the_same_frame():
     )
     kept, none = compact_attributes(wide)
     assert none == {} and kept.equals(wide)
+
+
+def test_plan_says_when_effects_used_the_take_up_input(action_run, tmp_path):
+    """The world's campaign table has an accepted column: the effects use it by default and
+    the plan's note says so; --no-takeup plans without it."""
+    with_tu = plan_run(action_run, budget=800.0)
+    assert with_tu.effects.takeup
+    assert any("take-up input" in n for n in with_tu.result.summary["notes"])
+    out = tmp_path / "plan.parquet"
+    r = CliRunner().invoke(
+        app, ["plan", str(action_run), "--budget", "800", "--no-takeup", "-o", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "s-learner" in r.output and "take-up input" not in r.output

@@ -58,6 +58,7 @@ def plan_run(
     future_revenue: str | Path | None = None,
     use_campaigns: bool = True,
     learner: str = "s",
+    takeup: bool = True,
     seed: int = 0,
     device: str = "cpu",
     chunk: int = PLAN_CHUNK,
@@ -114,9 +115,16 @@ def plan_run(
         if use_campaigns:
             fitted = sample_campaigns(camp, fit_sample, seed)
             effects = crossfit(
-                inputs.features, fitted, list(library.channels), seed=seed, learner=learner
+                inputs.features,
+                fitted,
+                list(library.channels),
+                seed=seed,
+                learner=learner,
+                takeup=takeup,
             )
             source = f"{Path(campaigns).name}, {camp.counts['used']:,} tests, {learner}-learner"
+            if effects.takeup:
+                source += " with a take-up input (the table's accepted column)"
             if fitted is not camp:
                 source += (
                     f", fitted on the {len(fitted.row):,} tests of a random sample of "

@@ -11,6 +11,12 @@ through channel c for features x is mu_o(x, c) - mu_0(x). :func:`crossfit` fits 
 subscribers, so each subscriber in the table gets effects from a model that never saw their
 outcome (out of fold), and everyone else the mean of the K models.
 
+:class:`SLearner` (the default) is one model over the features, the treated flag and the
+treated flag times each offer and channel. When the table says who accepted the offer, a
+:class:`TakeUp` model of P(accepted | offer, channel, x) on the treated rows gives the S-learner
+one more input, the take-up log-odds (cross-fitted as well): acceptance is a far less noisy
+outcome than retention, and the subscribers an offer helps are mostly those who take it up.
+
 Qini curve (Radcliffe 2007): rows sorted by a score, at each cut the treated responders minus
 the control responders scaled to the treated count, over the number of rows. The Qini
 coefficient is the area between that curve and the straight line of random targeting (x in [0,
@@ -48,6 +54,7 @@ class Campaigns:
     retained: np.ndarray  # (R,) int8
     date: np.ndarray | None  # (R,) datetime64[D]
     counts: dict = field(default_factory=dict)
+    accepted: np.ndarray | None = None  # (R,) int8: took the offer up (treated rows; 0 control)
 
 
 def shared_strings(values: pa.ChunkedArray) -> np.ndarray:
@@ -105,6 +112,16 @@ def read_campaigns(path: str | Path, ids: np.ndarray, id_col: str) -> Campaigns:
     known = found >= 0
     rows = found[known]
     del found
+    accepted = None
+    if "accepted" in present:  # optional: only treated rows can take an offer up
+        v = pd.to_numeric(column("accepted").to_pandas(), errors="coerce")
+        bad = (flags["treated"] == 1) & ~v.isin([0, 1]).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0]) + 2
+            raise DataError(f"{p}: column 'accepted' row {row}: not 0/1 on a treated row")
+        took = np.where(flags["treated"] == 1, v.fillna(0).to_numpy(), 0).astype(np.int8)
+        accepted = took[known]
+        del v, bad, took
     date = None
     if "date" in present:
         date = (
@@ -123,6 +140,7 @@ def read_campaigns(path: str | Path, ids: np.ndarray, id_col: str) -> Campaigns:
         retained=flags["retained"][known],
         date=date,
         counts=counts,
+        accepted=accepted,
     )
     release_memory()
     return out
@@ -183,22 +201,68 @@ class TLearner:
         return m.predict_proba(self._with_channel(X, np.full(len(X), channel)))[:, 1]
 
 
+class TakeUp:
+    """P(accepted | treated with offer o through channel c, x): one gradient-boosting model on
+    the treated rows, the offer and channel one-hot. ``fit`` returns self."""
+
+    def __init__(self, offers: list[str], channels: list[str], seed: int = 0) -> None:
+        self.offers = list(offers)
+        self.channels = list(channels)
+        self.seed = seed
+
+    def _design(self, X: np.ndarray, offer, channel) -> np.ndarray:
+        n = len(X)
+        offer = np.broadcast_to(np.asarray(offer, dtype=object), (n,))
+        channel = np.broadcast_to(np.asarray(channel, dtype=object), (n,))
+        oh_o = np.stack([offer == o for o in self.offers], axis=1)
+        oh_c = np.stack([channel == c for c in self.channels], axis=1)
+        return np.concatenate([X, oh_o, oh_c], axis=1).astype(np.float32)
+
+    def fit(self, X: np.ndarray, offer, channel, accepted: np.ndarray) -> TakeUp:
+        self.model_ = _gbm(self.seed).fit(self._design(X, offer, channel), accepted)
+        return self
+
+    def logit(self, X: np.ndarray, offer, channel) -> np.ndarray:
+        """(n,) log-odds of taking ``offer`` up through ``channel`` (arrays or one value)."""
+        p = np.clip(
+            self.model_.predict_proba(self._design(X, offer, channel))[:, 1], 1e-4, 1 - 1e-4
+        )
+        return np.log(p / (1.0 - p))
+
+
+def takeup_usable(camp: Campaigns, min_rows: int = 50) -> bool:
+    """Whether ``camp`` says who took the offer up, with enough of both outcomes to learn from."""
+    if camp.accepted is None:
+        return False
+    took = camp.accepted[camp.treated == 1]
+    return int(took.sum()) >= min_rows and int((took == 0).sum()) >= min_rows
+
+
 class SLearner(TLearner):
     """One gradient-boosting model of P(retained) over the features, a treated flag and the
     treated flag times each offer and each channel, so control and treated rows share the
-    baseline; the uplift is f(x, treated with o through c) - f(x, control)."""
+    baseline; the uplift is f(x, treated with o through c) - f(x, control). With a take-up
+    model (``takeup_``, see :func:`crossfit`) one more input: the treated flag times the
+    log-odds that the subscriber takes offer o up through channel c."""
 
-    def _design(self, X: np.ndarray, offer: np.ndarray, channel: np.ndarray, treated: np.ndarray):
+    takeup_: TakeUp | None = None
+
+    def _design(self, X, offer, channel, treated, takeup=None):
         t = treated.astype(np.float32)[:, None]
         oh_o = np.stack([offer == o for o in self.offers_], axis=1) * t
         oh_c = np.stack([channel == c for c in self.channels], axis=1) * t
-        return np.concatenate([X, t, oh_o, oh_c], axis=1).astype(np.float32)
+        parts = [X, t, oh_o, oh_c]
+        if self.takeup_ is not None:  # (n, 1): zero on control rows
+            parts.append(t * (np.zeros(len(X)) if takeup is None else takeup)[:, None])
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
-    def fit(self, X, offer, channel, treated, y) -> SLearner:
+    def fit(self, X, offer, channel, treated, y, takeup=None) -> SLearner:
+        """``takeup``: each row's take-up log-odds at its offer and channel, from a
+        :class:`TakeUp` model that did not see the row (only with ``takeup_`` set)."""
         self.offers_ = sorted(set(np.asarray(offer).tolist()))
         if (treated == 0).sum() < 50 or len(np.unique(y)) < 2:
             raise DataError("campaign table: too few control rows to learn from (need 50)")
-        self.model_ = _gbm(self.seed).fit(self._design(X, offer, channel, treated), y)
+        self.model_ = _gbm(self.seed).fit(self._design(X, offer, channel, treated, takeup), y)
         return self
 
     def predict_control(self, X: np.ndarray) -> np.ndarray:
@@ -210,7 +274,8 @@ class SLearner(TLearner):
         if offer not in self.offers_:
             return None
         n = len(X)
-        d = self._design(X, np.full(n, offer), np.full(n, channel), np.ones(n, dtype=np.int8))
+        tu = None if self.takeup_ is None else self.takeup_.logit(X, offer, channel)
+        d = self._design(X, np.full(n, offer), np.full(n, channel), np.ones(n, dtype=np.int8), tu)
         return self.model_.predict_proba(d)[:, 1]
 
 
@@ -226,6 +291,7 @@ class CrossFit:
     oof_uplift: np.ndarray  # (R,) out-of-fold uplift of each table row at its offer and channel
     offers: list[str]
     learner: str = "s"
+    takeup: bool = False  # the effect models had a take-up input (see crossfit)
 
     def effects(self, X: np.ndarray, rows: np.ndarray, offer: str, channel: str, base: int = 0):
         """(P(retained | control), P(retained | treated)) for panel rows ``rows + base``, whose
@@ -270,6 +336,7 @@ def sample_campaigns(camp: Campaigns, max_subscribers: int, seed: int = 0) -> Ca
         retained=camp.retained[sel],
         date=None if camp.date is None else camp.date[sel],
         counts=counts,
+        accepted=None if camp.accepted is None else camp.accepted[sel],
     )
 
 
@@ -280,9 +347,19 @@ def crossfit(
     folds: int = 5,
     seed: int = 0,
     learner: str = "s",
+    takeup: bool = True,
 ) -> CrossFit:
     """Fit a learner (``s``: :class:`SLearner`, ``t``: :class:`TLearner`) on K folds of the
-    table's subscribers (see the module docstring)."""
+    table's subscribers (see the module docstring).
+
+    With ``takeup`` (S-learner only) and a table that says who accepted the offer
+    (:func:`takeup_usable`), a :class:`TakeUp` model is fitted per fold on the treated rows of
+    the other folds first; each row's take-up log-odds come from the model of its own fold
+    (one that did not see the row), and fold k's effect model keeps take-up model k for the
+    rows it predicts. Acceptance is a far less noisy outcome than retention (a contact that
+    helps mostly helps those who take the offer up), so the effect model finds who responds to
+    which offer from fewer tests; where take-up says nothing the effect model leaves it
+    unused."""
     rng = np.random.default_rng(seed)
     subs = np.unique(camp.row)
     fold_of_row = np.full(len(X), -1, dtype=np.int64)
@@ -291,11 +368,33 @@ def crossfit(
     oof = np.full(len(camp.row), np.nan)
     learners = []
     x_all = take_rows(X, camp.row)  # (R, F): read once, the table's rows only
+    offers = sorted(set(camp.offer.tolist()))
+    takeups: list[TakeUp | None] = [None] * folds
+    tu = None
+    if takeup and learner == "s" and takeup_usable(camp):
+        tu = np.zeros(len(camp.row))
+        for k in range(folds):
+            tr = (fold != k) & (camp.treated == 1)
+            takeups[k] = TakeUp(offers, channels, seed + k).fit(
+                x_all[tr], camp.offer[tr], camp.channel[tr], camp.accepted[tr]
+            )
+            te = fold == k
+            tu[te] = takeups[k].logit(x_all[te], camp.offer[te], camp.channel[te])
     for k in range(folds):
         tr = fold != k
-        m = LEARNERS[learner](channels, seed + k).fit(
-            x_all[tr], camp.offer[tr], camp.channel[tr], camp.treated[tr], camp.retained[tr]
-        )
+        m = LEARNERS[learner](channels, seed + k)
+        if tu is None:
+            m.fit(x_all[tr], camp.offer[tr], camp.channel[tr], camp.treated[tr], camp.retained[tr])
+        else:
+            m.takeup_ = takeups[k]
+            m.fit(
+                x_all[tr],
+                camp.offer[tr],
+                camp.channel[tr],
+                camp.treated[tr],
+                camp.retained[tr],
+                takeup=tu[tr],
+            )
         learners.append(m)
         te = np.flatnonzero(~tr)
         for o in np.unique(camp.offer[te]):
@@ -306,7 +405,7 @@ def crossfit(
                 pt = m.predict_treated(x_all[sel], o, c)
                 if pt is not None:
                     oof[sel] = pt - m.predict_control(x_all[sel])
-    return CrossFit(learners, fold_of_row, oof, sorted(set(camp.offer.tolist())), learner)
+    return CrossFit(learners, fold_of_row, oof, offers, learner, tu is not None)
 
 
 # ---------------------------------------------------------------------------------------------

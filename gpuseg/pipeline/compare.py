@@ -18,6 +18,11 @@ same train / validation / test rows of every fold:
   ``sequence``, ``logistic``, ``xgboost`` and ``lightgbm`` (those among the candidates); with
   ``target="migration"`` the multinomial blend of their class probabilities, which is what
   ``model.head: blend`` scores a run's migration with (:class:`gpuseg.training.heads.ClassBlend`);
+- ``head_blend_tabm``: the same blend with ``tabm`` as a fifth part (measured in RESULTS.md,
+  issue 15 session 9: no better than ``head_blend``, so ``model.head: blend`` leaves TabM out);
+- ``tabm``: TabM with piecewise-linear numeric embeddings (:mod:`gpuseg.model.tabular`,
+  :func:`gpuseg.training.tabular.fit_tabm`) on the boosters' features, early-stopped on
+  validation;
 - ``logistic``, ``hist_gb`` (the grids of :mod:`gpuseg.evaluate.baselines`) and ``xgboost``,
   ``lightgbm`` (:class:`gpuseg.evaluate.boosting.TunedBooster`, ``trials`` Optuna trials each on
   validation), all on the window aggregates and static attributes of
@@ -38,7 +43,8 @@ models on the same features, tuned on validation by the macro one-vs-rest ROC-AU
 multinomial logistic regression over the parts' validation log-probabilities), and the metrics
 are the macro one-vs-rest ROC-AUC (the primary one), the ROC-AUC of ``down`` and the top-decile
 lift of ``down`` (:data:`MIGRATION_METRICS`), with the same paired intervals. ``stack`` and
-``auto`` are churn heads and are refused; so is a panel without migration labels
+``auto`` are churn heads and are refused, as are ``tabm`` and ``head_blend_tabm`` (TabM's fit is
+binary); so is a panel without migration labels
 (:class:`gpuseg.errors.DataError`, one line saying why).
 """
 
@@ -74,6 +80,7 @@ from gpuseg.evaluate.metrics import (
 from gpuseg.features.aggregates import window_features
 from gpuseg.features.sequence import sequence_features
 from gpuseg.io.store import json_ready, write_json_atomic
+from gpuseg.model.tabular import TabMSpec
 from gpuseg.pipeline.stages import (
     check_stage,
     prepare_stage,
@@ -84,13 +91,23 @@ from gpuseg.pipeline.stages import (
 from gpuseg.training.calibration import calibrated, fit_platt, softmax
 from gpuseg.training.heads import ClassBlend, fit_logit_blend, logit
 from gpuseg.training.loop import predict, to_device, train_model
+from gpuseg.training.tabular import TabMFit, fit_tabm, tabm_proba
 
-MODEL_CANDIDATES = ("sequence", "stack", "xgboost_seq", "blend", "auto", "head_blend")
+MODEL_CANDIDATES = (
+    "sequence",
+    "stack",
+    "xgboost_seq",
+    "tabm",
+    "blend",
+    "auto",
+    "head_blend",
+    "head_blend_tabm",
+)
 BASELINES = ("logistic", "hist_gb", "xgboost", "lightgbm")
 BLENDS = ("blend", "blend_baselines")  # fitted on the other candidates' validation predictions
 AUTO_PARTS = ("sequence", "xgboost", "lightgbm")  # what model.head: auto chooses from
 HEAD_BLEND_PARTS = ("sequence", "logistic", "xgboost", "lightgbm")  # model.head: blend's parts
-DERIVED = BLENDS + ("auto", "head_blend")  # candidates run after (and from) the others
+DERIVED = BLENDS + ("auto", "head_blend", "head_blend_tabm")  # run after (and from) the others
 CANDIDATES = MODEL_CANDIDATES + BASELINES + ("blend_baselines",)
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "roc_auc": roc_auc,
@@ -105,7 +122,8 @@ MIGRATION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 TARGETS = ("churn", "migration")
 TARGET_METRICS = {"churn": METRICS, "migration": MIGRATION_METRICS}
 PRIMARY = {"churn": "roc_auc", "migration": "macro_roc_auc"}  # best baseline, verdict
-CHURN_ONLY = ("stack", "auto")  # churn heads: not for migration
+# churn heads and TabM (binary): not for migration
+CHURN_ONLY = ("stack", "auto", "head_blend_tabm", "tabm")
 
 # ---------------------------------------------------------------------------------------------
 # Folds
@@ -342,6 +360,35 @@ def auto_candidate(fd: FoldData, split: Split, parts: dict[str, dict]) -> dict:
     )
 
 
+def tabm_candidate(
+    fd: FoldData,
+    split: Split,
+    seed: int = 0,
+    spec: TabMSpec = TabMSpec(),
+    fit: TabMFit = TabMFit(),
+) -> dict:
+    """TabM on the boosters' features of one fold, early-stopped on validation."""
+    churn = np.asarray(fd.panel.churn)
+    X = fd.features
+    res = fit_tabm(
+        X[split.train],
+        churn[split.train],
+        X[split.val],
+        churn[split.val],
+        spec,
+        fit,
+        seed=seed,
+        device=fd.device,
+    )
+    return dict(
+        proba=tabm_proba(res.model, X[split.test]),
+        proba_val=tabm_proba(res.model, X[split.val]),
+        params=dict(
+            val_auc=round(res.val_auc, 4), best_epoch=res.best_epoch, epochs_run=res.epochs_run
+        ),
+    )
+
+
 def _class_proba(model: Any, X: np.ndarray) -> np.ndarray:
     """(n, 3) migration class probabilities of a fitted classifier (absent classes 0)."""
     out = np.zeros((len(X), len(MIGRATION_NAMES)))
@@ -475,6 +522,8 @@ def compare(
     out_path: str | Path | None = None,
     on_fold: Callable[[dict], None] | None = None,
     target: str = "churn",
+    tabm_spec: TabMSpec = TabMSpec(),
+    tabm_fit: TabMFit = TabMFit(),
 ) -> dict:
     """Run every candidate on the same folds and compare ``head`` with the others.
 
@@ -482,7 +531,8 @@ def compare(
     whose every candidate must score ROC-AUC 0.5 up to noise. ``target``: ``churn``, or
     ``migration`` (value-tier migration, three classes; see the module docstring). Returns (and
     writes to ``out_path`` as JSON) the per-fold metrics and seconds, the summary per candidate
-    and the paired differences; see the module docstring.
+    and the paired differences; see the module docstring. ``tabm_spec`` and ``tabm_fit``: the
+    ``tabm`` candidate's architecture and training.
     """
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
@@ -493,7 +543,8 @@ def compare(
         if target == "migration" and name in CHURN_ONLY:
             allowed = ", ".join(c for c in CANDIDATES if c not in CHURN_ONLY)
             raise ConfigError(
-                f"candidate {name!r} is a churn head (model.head); with target migration "
+                f"candidate {name!r} is churn-only (a model.head churn head, or TabM's binary "
+                f"fit); with target migration "
                 f"choose from {allowed}"
             )
         if name in ("xgboost", "lightgbm", "stack", "xgboost_seq"):
@@ -505,9 +556,11 @@ def compare(
     names = [head] + [n for n in names if n != head]
     if any(b in names for b in BLENDS) and len([n for n in names if n not in DERIVED]) < 2:
         raise ConfigError("a blend needs at least two other candidates")
-    for derived in ("auto", "head_blend"):
+    for derived in ("auto", "head_blend", "head_blend_tabm"):
         if derived in names and "sequence" not in names:
             raise ConfigError(f"candidate {derived!r} is built on the sequence model: add sequence")
+    if "head_blend_tabm" in names and "tabm" not in names:
+        raise ConfigError("candidate 'head_blend_tabm' has a TabM part: add tabm")
     device = torch.device(device)
     t0 = time.perf_counter()
     metrics = TARGET_METRICS[target]
@@ -559,13 +612,16 @@ def compare(
                 res = blend_candidate(fd, split, parts)
             elif name == "auto":
                 res = auto_candidate(fd, split, done)
-            elif name == "head_blend":
-                parts = {n: done[n] for n in HEAD_BLEND_PARTS if n in done}
+            elif name in ("head_blend", "head_blend_tabm"):
+                chosen = HEAD_BLEND_PARTS + (("tabm",) if name == "head_blend_tabm" else ())
+                parts = {n: done[n] for n in chosen if n in done}
                 res = blend_candidate(fd, split, parts)
             elif name == "sequence":
                 res = sequence_candidate(fd, split, model_cfg, train_cfg, seeds, fold_seed)
             elif name == "stack":
                 res = stack_candidate(fd, split, model_cfg, train_cfg, trials, fold_seed)
+            elif name == "tabm":
+                res = tabm_candidate(fd, split, fold_seed, tabm_spec, tabm_fit)
             else:
                 res = baseline_candidate(name, fd, split, trials, fold_seed)
             done[name] = res

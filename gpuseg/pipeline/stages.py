@@ -661,6 +661,7 @@ def plan_stage(
     output: Path,
     chunk: int = PLAN_CHUNK,
     fit_sample: int = FIT_SAMPLE,
+    takeup: bool = True,
 ) -> tuple[ActionRun, Path, Path]:
     """``gpuseg plan``: the contact plan of a trained run, written to ``output`` (with its
     skipped subscribers beside it) and to ``RUN/report/plan.json``; the report page is rendered
@@ -673,6 +674,7 @@ def plan_stage(
         future_revenue,
         use_campaigns,
         learner,
+        takeup=takeup,
         device=backend.torch_device,
         chunk=chunk,
         fit_sample=fit_sample,

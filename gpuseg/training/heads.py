@@ -8,19 +8,23 @@
   ``gpuseg evaluate`` and ``gpuseg compare`` call the baselines), trained on the run's training
   rows and tuned on its validation rows;
 - ``auto``: whichever of those has the best validation ROC-AUC (installed boosters only);
-- ``blend``: a logistic regression over the logits of the sequence model, the logistic baseline
-  and the installed boosters, fitted on validation (:class:`BlendHead`). Where the run has
-  migration labels (all three classes in its training and validation rows) the blend also gives
-  the migration probabilities (:class:`MigrationBlend`): a multinomial logistic regression
-  (:class:`ClassBlend`, the same as ``gpuseg compare --target migration``'s blends) over the log
-  class probabilities of the sequence model's migration head and of multiclass logistic and
-  booster baselines fitted on the training rows, with class-decision weights for macro-F1 fitted
-  on the blend's out-of-fold validation probabilities.
+- ``blend``: a logistic regression over the validation logits of the sequence model, the
+  logistic baseline and the installed boosters (:class:`BlendHead`). :func:`fit_blend` can add
+  TabM (:mod:`gpuseg.model.tabular`) on the same features as a part (``tabm=True``); the head
+  does not, since TabM did not make the blend better on the real tables (RESULTS.md, issue 15
+  session 9). Where the run has migration labels (all three classes in its training and
+  validation rows) the blend also gives the migration probabilities (:class:`MigrationBlend`): a
+  multinomial logistic regression (:class:`ClassBlend`, the same as ``gpuseg compare --target
+  migration``'s blends) over the log class probabilities of the sequence model's migration head
+  and of multiclass logistic and booster baselines fitted on the training rows, with
+  class-decision weights for macro-F1 fitted on the blend's out-of-fold validation
+  probabilities.
 
-The head is saved in the boosters' own formats (XGBoost JSON, LightGBM text model) and JSON,
-never pickled, with ``head.json`` naming its kind and feature count; a missing or damaged part is
-a :class:`gpuseg.errors.RunDirError`. Embeddings and segments always come from the sequence
-model, and migration does too for every head but a blend with migration labels.
+The head is saved in the boosters' own formats (XGBoost JSON, LightGBM text model), TabM as
+safetensors and the rest as JSON, never pickled, with ``head.json`` naming its kind and feature
+count; a missing or damaged part is a :class:`gpuseg.errors.RunDirError`. Embeddings and
+segments always come from the sequence model, and migration does too for every head but a blend
+with migration labels.
 """
 
 from __future__ import annotations
@@ -31,30 +35,41 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from gpuseg.data.panel import Panel
-from gpuseg.errors import ConfigError, RunDirError
+from gpuseg.errors import ConfigError, DataError, RunDirError
 from gpuseg.evaluate.baselines import GRIDS, tune
 from gpuseg.evaluate.boosting import TunedBooster, booster_available
 from gpuseg.evaluate.metrics import MIGRATION_NAMES, fit_decision_weights, macro_roc_auc, roc_auc
 from gpuseg.features.aggregates import window_stats
 from gpuseg.features.window import signed_log1p
-from gpuseg.io.store import read_json, write_json_atomic
+from gpuseg.io.store import atomic_write, read_json, write_json_atomic
+from gpuseg.model.tabular import TabM, TabMSpec
 from gpuseg.training.calibration import calibrated, softmax
 from gpuseg.training.loop import predict, to_device
+from gpuseg.training.tabular import TabMFit, fit_tabm, tabm_proba
 
 HEAD_FILE = "head.json"
 MODEL_FILES = {"xgboost": "head.xgb.json", "lightgbm": "head.lgb.txt"}
 LOGISTIC_FILE = "head.logistic.json"
+TABM_FILE = "head.tabm.safetensors"
 # model.head: blend's migration parts (multiclass: down / stay / up)
 MIGRATION_FILES = {
     "xgboost": "head.migration.xgb.json",
     "lightgbm": "head.migration.lgb.txt",
     "logistic": "head.migration.logistic.json",
 }
-HEAD_FILES = (HEAD_FILE, LOGISTIC_FILE, *MODEL_FILES.values(), *MIGRATION_FILES.values())
+HEAD_FILES = (
+    HEAD_FILE,
+    LOGISTIC_FILE,
+    TABM_FILE,
+    *MODEL_FILES.values(),
+    *MIGRATION_FILES.values(),
+)
 HEADS = ("sequence", "xgboost", "lightgbm", "auto", "blend")
 TARGETS = ("churn", "migration")
 
@@ -282,12 +297,33 @@ class MigrationBlend:
 
 
 @dataclass
+class TabMPart:
+    """TabM over the baselines' features (its preprocessing in the model's buffers)."""
+
+    model: TabM
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return tabm_proba(self.model, features)
+
+    def state(self) -> dict:
+        """What :func:`load_head` needs besides the weights: the spec and the column counts."""
+        m = self.model
+        return dict(
+            spec=m.spec.state(), n_inputs=m.n_inputs, n_numeric=m.n_numeric, n_pass=m.n_pass
+        )
+
+    def save_model(self, run_dir: Path) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        atomic_write(Path(run_dir) / TABM_FILE, lambda p: save_file(tensors, str(p)))
+
+
+@dataclass
 class BlendHead:
     """``model.head: blend``: ``predict(features, sequence_proba) -> churn probability``, a
     logistic regression over the logits of the sequence model and of ``parts``; ``migration``
     (None without migration labels) gives the migration probabilities."""
 
-    parts: dict[str, Any]  # name -> ChurnHead (booster) or LogisticPart
+    parts: dict[str, Any]  # name -> ChurnHead (booster), LogisticPart or TabMPart
     weights: dict[str, float]  # "sequence" and each part -> its logit's coefficient
     intercept: float
     n_features: int
@@ -323,6 +359,7 @@ class BlendHead:
                 weights=self.weights,
                 intercept=self.intercept,
             )
+            | ({"tabm": self.parts["tabm"].state()} if "tabm" in self.parts else {})
             | migration,
         )
 
@@ -429,11 +466,15 @@ def fit_blend(
     boosters: list[str],
     trials: int = 15,
     seed: int = 0,
+    tabm: bool = False,
+    tabm_spec: TabMSpec = TabMSpec(),
+    tabm_fit: TabMFit = TabMFit(),
 ) -> BlendHead:
-    """The logistic baseline (C from its grid on validation) and each booster in ``boosters``
-    fitted on the training rows, then a logistic regression over their and the sequence model's
-    validation logits (the boosters early-stopped and were tuned on those rows, so their weights
-    lean slightly optimistic; as ``gpuseg compare``'s blends)."""
+    """The logistic baseline (C from its grid on validation), each booster in ``boosters`` and
+    (``tabm``) TabM fitted on the training rows, then a logistic regression over their and the
+    sequence model's validation logits (the boosters and TabM early-stopped on those rows, the
+    boosters were tuned on them, so their weights lean slightly optimistic; as ``gpuseg
+    compare``'s blends)."""
     cls, grid, _ = GRIDS["logistic"]
 
     def score(model: Any, Xv: np.ndarray, yv: np.ndarray) -> float:
@@ -443,6 +484,10 @@ def fit_blend(
     parts: dict[str, Any] = {"logistic": LogisticPart.from_baseline(baseline)}
     for k in boosters:
         parts[k] = _fit_booster(k, X, y, trials, seed)
+    if tabm:
+        parts["tabm"] = TabMPart(
+            fit_tabm(X["train"], y["train"], X["val"], y["val"], tabm_spec, tabm_fit, seed).model
+        )
     names = ["sequence", *parts]
     V = np.column_stack(
         [logit(sequence_val_proba)] + [logit(parts[n].predict(X["val"])) for n in parts]
@@ -617,6 +662,25 @@ def _load_migration(run_dir: Path, info: Any, path: Path, n_features: int) -> Mi
     )
 
 
+def _load_tabm(run_dir: Path, info: dict, path: Path) -> TabMPart:
+    weights = Path(run_dir) / TABM_FILE
+    if not weights.is_file():
+        raise RunDirError(f"{weights}: missing (the head named in {path})")
+    st = info.get("tabm")
+    try:
+        model = TabM(
+            int(st["n_inputs"]), int(st["n_numeric"]), int(st["n_pass"]), TabMSpec(**st["spec"])
+        )
+        model.load_state_dict(load_file(str(weights)))
+    except SafetensorError as exc:
+        raise RunDirError(f"{weights}: not a valid safetensors file ({exc})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError, DataError) as exc:
+        raise RunDirError(f"{path}: the TabM part does not match its weights ({exc})") from None
+    if model.n_inputs != int(info["n_features"]):
+        raise RunDirError(f"{path}: the TabM part reads {model.n_inputs} features")
+    return TabMPart(model.eval())
+
+
 def load_head(run_dir: Path) -> ChurnHead | BlendHead | None:
     """The run's saved head, or None when the run scores with the sequence model."""
     path = Path(run_dir) / HEAD_FILE
@@ -633,15 +697,15 @@ def load_head(run_dir: Path) -> ChurnHead | BlendHead | None:
     if (
         not isinstance(names, list)
         or not isinstance(weights, dict)
-        or any(n not in (*MODEL_FILES, "logistic") for n in names)
+        or any(n not in (*MODEL_FILES, "logistic", "tabm") for n in names)
         or set(weights) != {"sequence", *names}
     ):
         raise RunDirError(f"{path}: a blend head needs parts and one weight per part and sequence")
+    loaders = dict(
+        logistic=lambda: _load_logistic(run_dir, path), tabm=lambda: _load_tabm(run_dir, info, path)
+    )
     parts = {
-        n: _load_logistic(run_dir, path)
-        if n == "logistic"
-        else _load_booster(run_dir, n, info, path)
-        for n in names
+        n: loaders[n]() if n in loaders else _load_booster(run_dir, n, info, path) for n in names
     }
     n_features = int(info["n_features"])
     migration = None
