@@ -14,7 +14,8 @@
 # burst world (benchmarks/burst_world.py: another churn mechanism, never tuned on).
 # On 2 shared CPU cores each world takes 15-40 min, each table 5-15 min.
 # MIGRATION=1 also runs the demo and hard worlds with --target migration (value-tier migration;
-# the tables have no migration labels), candidates MCANDS, in one more table.
+# the tables have no migration labels), candidates MCANDS (the first is reported: head_blend, what
+# model.head: blend scores a run's migration with), in one more table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/compare15}
@@ -62,10 +63,11 @@ done
 "$PY" benchmarks/compare_table.py "${results[@]}"
 
 if [ "${MIGRATION:-0}" = 1 ]; then
-  MCANDS=${MCANDS:-sequence,xgboost_seq,blend,blend_baselines,logistic,hist_gb,xgboost,lightgbm}
+  MCANDS=${MCANDS:-head_blend,sequence,xgboost_seq,blend,blend_baselines,logistic,hist_gb,xgboost,lightgbm}
   for w in demo hard; do
     "$GPUSEG" compare -c "configs/$w.yaml" -s out_dir="$OUT/$w" -s synth.n_subscribers="$N" \
       --folds 5 --trials "$TRIALS" --target migration --candidates "$MCANDS" --boot "$BOOT" \
+      --head "${MCANDS%%,*}" \
       -o "$OUT/${w}_migration.json" | tee "$OUT/${w}_migration.md"
   done
   "$PY" benchmarks/compare_table.py "$OUT/demo_migration.json" "$OUT/hard_migration.json"

@@ -4,6 +4,7 @@ shuffled-label control and the verdict."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from gpuseg.config import ModelConfig, TrainConfig, load_config
 from gpuseg.data.panel import Panel, load_panel
 from gpuseg.errors import ConfigError, DataError, LeakageError, RunDirError
 from gpuseg.evaluate.boosting import booster_available
-from gpuseg.evaluate.metrics import roc_auc
+from gpuseg.evaluate.metrics import macro_roc_auc, roc_auc
 from gpuseg.model.tabular import TabMSpec
 from gpuseg.pipeline.compare import (
     CrossFit,
@@ -29,8 +30,23 @@ from gpuseg.pipeline.compare import (
     stratified_folds,
     verdict,
 )
+from gpuseg.pipeline.evaluate import model_predictions
+from gpuseg.training.calibration import softmax
 from gpuseg.training.checkpoint import load_checkpoint
-from gpuseg.training.heads import HEAD_FILE, head_features, load_head, sequence_proba
+from gpuseg.training.heads import (
+    HEAD_FILE,
+    MIGRATION_FILES,
+    BlendHead,
+    ClassBlend,
+    block_scores,
+    cross_fitted_blend,
+    fit_head,
+    fit_logit_blend,
+    head_features,
+    load_head,
+    sequence_proba,
+    sequence_scores,
+)
 from gpuseg.training.tabular import TabMFit
 
 TINY_MODEL = ModelConfig(
@@ -437,12 +453,24 @@ def test_model_head_scores_the_run_with_a_saved_booster(tmp_path: Path):
     assert not (run / HEAD_FILE).exists() and not (run / "head.xgb.json").exists()
 
 
+@pytest.fixture(scope="module")
+def blend_run(tmp_path_factory) -> tuple[Path, list[str], dict, dict]:
+    """The tiny world run once with model.head=blend (the tests below damage copies of it)."""
+    return run_with_head(tmp_path_factory.mktemp("blend"), "blend")
+
+
+def damaged_copy(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("world", "report", "checkpoint"))
+    return copy
+
+
 @both_boosters
-def test_blend_head_scores_the_blend_of_its_saved_parts(tmp_path: Path):
+def test_blend_head_scores_the_blend_of_its_saved_parts(blend_run, tmp_path: Path):
     """model.head=blend: the logistic baseline and the boosters saved as JSON / their own
     formats, the weights in head.json; predictions are the blend of the parts' logits and the
     sequence model's, and a damaged head file is a one-line error."""
-    run, _, info, metrics = run_with_head(tmp_path, "blend")
+    run, _, info, metrics = blend_run
     assert info["parts"] == ["logistic", "xgboost", "lightgbm"]  # no TabM (session 9)
     assert set(info["weights"]) == {"sequence", "logistic", "xgboost", "lightgbm"}
     assert (run / "head.logistic.json").is_file() and (run / "head.lgb.txt").is_file()
@@ -463,9 +491,156 @@ def test_blend_head_scores_the_blend_of_its_saved_parts(tmp_path: Path):
     np.testing.assert_allclose(preds["churn_prob"].to_numpy()[:50], expected, rtol=1e-4)
     assert abs(metrics["head"]["val_auc"] - 0.5) > 0.1  # a real score, not a constant
     # a blend head whose weights do not match its parts is refused in one line
-    (run / HEAD_FILE).write_text(json.dumps(info | dict(weights={"sequence": 1.0})))
+    copy = damaged_copy(run, tmp_path)
+    (copy / HEAD_FILE).write_text(json.dumps(info | dict(weights={"sequence": 1.0})))
     with pytest.raises(RunDirError, match="one weight per part"):
-        load_head(run)
+        load_head(copy)
+
+
+MIGRATION_COLUMNS = [f"migration_{n}" for n in ("down", "stay", "up")]
+
+
+@both_boosters
+def test_blend_head_scores_migration_with_the_blend_of_its_saved_parts(blend_run, tmp_path):
+    """With migration labels, model.head=blend also writes the migration probabilities: the
+    multinomial blend (head.json's coefficients) of the log class probabilities of the sequence
+    model's migration head and of the saved multiclass parts; score and evaluate use it too."""
+    run, args, info, metrics = blend_run
+    mig = info["migration"]
+    assert mig["parts"] == ["logistic", "xgboost", "lightgbm"]
+    for name in ("head.migration.logistic.json", "head.migration.xgb.json"):
+        assert (run / name).is_file()
+    assert (run / "head.migration.lgb.txt").is_file()
+    blend = mig["blend"]
+    assert blend["names"] == ["lightgbm", "logistic", "sequence", "xgboost"]
+    head = load_head(run)
+    panel = load_panel(run / "panel")
+    rows = np.arange(60)
+    X = head_features(panel.usage[rows], panel.mask[rows], panel.static[rows])
+    model, ckpt = load_checkpoint(run, torch.device("cpu"))
+    _, seq = sequence_scores(model, tuple(ckpt["platt"]), panel, rows)
+    probas = {"sequence": seq} | {n: head.migration.parts[n].predict(X) for n in mig["parts"]}
+    for n in mig["parts"]:
+        assert probas[n].shape == (60, 3)
+        np.testing.assert_allclose(probas[n].sum(1), 1.0, rtol=1e-5)
+    V = np.column_stack([np.log(np.clip(probas[n], 1e-6, 1)) for n in blend["names"]])
+    z = V @ np.asarray(blend["coef"]).T + np.asarray(blend["intercept"])
+    expected = np.exp(z - z.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    preds = pd.read_parquet(run / "predictions.parquet")
+    got = preds[MIGRATION_COLUMNS].to_numpy()
+    np.testing.assert_allclose(got[rows], expected, rtol=1e-4, atol=1e-7)
+    assert np.abs(got[rows] - seq).max() > 1e-3  # the blend's, not the sequence model's
+    # metrics.json says what migration scores with, on test next to the sequence model
+    assert metrics["head"]["migration"]["kind"] == "blend"
+    assert 0.5 < metrics["head"]["migration"]["val_macro_roc_auc"] <= 1
+    # gpuseg score writes the same migration probabilities for the same subscribers
+    world = run / "world"
+    out = tmp_path / "scores.parquet"
+    r = CliRunner().invoke(
+        app,
+        ["score", str(run), "--usage", str(world / "usage.parquet")]
+        + ["--static", str(world / "static.parquet"), "-o", str(out), "--device", "cpu"],
+    )
+    assert r.exit_code == 0, r.output
+    id_col = panel.meta["id_column"]
+    scored = pd.read_parquet(out).set_index(id_col)[MIGRATION_COLUMNS]
+    np.testing.assert_allclose(scored.loc[preds[id_col]].to_numpy(), got, rtol=1e-5, atol=1e-7)
+    # evaluate's migration class is the blend's, with the blend's decision weights
+    pred = model_predictions(run, panel, rows)
+    np.testing.assert_allclose(pred["migration_proba"], expected, rtol=1e-4, atol=1e-7)
+    weights = np.asarray(mig["decision_weights"])
+    assert np.array_equal(pred["migration_pred"], np.argmax(pred["migration_proba"] * weights, 1))
+
+
+@both_boosters
+def test_a_damaged_migration_part_is_refused(blend_run, tmp_path: Path):
+    run, _, info, _ = blend_run
+    cases = {
+        "head.migration.xgb.json": b"{not a model",
+        "head.migration.lgb.txt": (run / "head.migration.lgb.txt").read_bytes()[:200],
+    }
+    for name, data in cases.items():
+        copy = damaged_copy(run, tmp_path / name)
+        (copy / name).write_bytes(data)
+        with pytest.raises(RunDirError, match=name.replace(".", r"\.")):
+            load_head(copy)
+    copy = damaged_copy(run, tmp_path / "churn_booster")  # a churn booster where a 3-class one is
+    shutil.copy(copy / "head.xgb.json", copy / "head.migration.xgb.json")
+    with pytest.raises(RunDirError, match="not a migration booster"):
+        load_head(copy)
+    copy = damaged_copy(run, tmp_path / "logistic")
+    part = json.loads((copy / "head.migration.logistic.json").read_text())
+    (copy / "head.migration.logistic.json").write_text(
+        json.dumps(part | dict(coef=part["coef"][0]))
+    )
+    with pytest.raises(RunDirError, match="migration logistic part"):
+        load_head(copy)
+    copy = damaged_copy(run, tmp_path / "blend")
+    mig = info["migration"] | dict(blend=info["migration"]["blend"] | dict(coef=[[1.0]]))
+    (copy / HEAD_FILE).write_text(json.dumps(info | dict(migration=mig)))
+    with pytest.raises(RunDirError, match="migration blend"):
+        load_head(copy)
+    (copy / "head.migration.logistic.json").unlink()
+    (copy / HEAD_FILE).write_text(json.dumps(info))
+    with pytest.raises(RunDirError, match="missing"):
+        load_head(copy)
+
+
+def test_blend_head_without_migration_labels_covers_churn_only(tmp_path: Path):
+    """A panel with one migration class (no labels to learn from): the blend fits churn only,
+    saves no migration part, and scoring leaves the sequence model's migration unchanged."""
+    torch.set_num_threads(1)
+    p = signal_panel(1500, seed=4)
+    rows = np.arange(1500)
+    train, val = rows[100:1000], rows[1000:1400]
+    rng = np.random.default_rng(0)
+    seq_val = np.clip(rng.random(len(val)), 0.01, 0.99)
+    mig_val = np.full((len(val), 3), 1 / 3)
+    head = fit_head("blend", p, train, val, 0.5, 1, 0, seq_val, mig_val)
+    assert isinstance(head, BlendHead) and head.migration is None
+    head.save(tmp_path)
+    assert "migration" not in json.loads((tmp_path / HEAD_FILE).read_text())
+    assert not any((tmp_path / f).exists() for f in MIGRATION_FILES.values())
+    loaded = load_head(tmp_path)
+    assert loaded.migration is None
+    seq_mig = softmax(rng.normal(size=(20, 3)))
+    t = (
+        torch.as_tensor(p.usage[:20]),
+        torch.as_tensor(p.mask[:20]),
+        torch.as_tensor(p.static[:20]),
+    )
+    churn, mig = block_scores(loaded, *t, np.full(20, 0.3), seq_mig)
+    assert mig is seq_mig and churn.shape == (20,)
+
+
+def test_class_blend_is_sklearns_multinomial_regression_and_refuses_bad_states(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 400)
+    parts = {
+        "b": softmax(rng.normal(size=(400, 3)) + 2.0 * np.eye(3)[y]),
+        "a": softmax(rng.normal(size=(400, 3))),
+    }
+    blend = ClassBlend.fit(parts, y)
+    V = np.column_stack([np.log(np.clip(parts[n], 1e-6, 1)) for n in ("a", "b")])
+    lr = fit_logit_blend(V, y)
+    np.testing.assert_allclose(blend.predict(parts), lr.predict_proba(V), rtol=1e-9)
+    assert blend.names == ["a", "b"] and set(blend.part_weights()) == {"a", "b"}
+    assert macro_roc_auc(y, blend.predict(parts)) > 0.8
+    again = ClassBlend.from_state(json.loads(json.dumps(blend.state())), tmp_path)
+    np.testing.assert_array_equal(again.predict(parts), blend.predict(parts))
+    two = ClassBlend.fit(parts, np.where(y == 2, 1, y))  # a class absent: probability 0
+    p2 = two.predict(parts)
+    assert p2.shape == (400, 3) and np.all(p2[:, 2] == 0)
+    np.testing.assert_allclose(p2.sum(1), 1.0)
+    # the decision weights' probabilities: out of fold, so not the in-sample blend's
+    oof = cross_fitted_blend(parts, y, folds=4)
+    assert oof.shape == (400, 3) and np.abs(oof - blend.predict(parts)).max() > 1e-4
+    np.testing.assert_allclose(oof.sum(1), 1.0)
+    assert macro_roc_auc(y, oof) <= macro_roc_auc(y, blend.predict(parts)) + 0.01
+    for bad in (dict(coef=[[0.0]]), dict(names=["b", "a"]), dict(classes=[0, 5, 1])):
+        with pytest.raises(RunDirError, match="migration blend"):
+            ClassBlend.from_state(blend.state() | bad, tmp_path)
 
 
 def test_unknown_head_is_refused():
@@ -503,7 +678,7 @@ def test_stratified_folds_by_migration_class():
 
 def test_compare_migration_scores_every_candidate_on_class_probabilities(tmp_path: Path):
     panel = migration_panel()
-    names = ["sequence", "logistic", "hist_gb", "blend", "blend_baselines"]
+    names = ["sequence", "logistic", "hist_gb", "blend", "blend_baselines", "head_blend"]
     names += [k for k in ("xgboost", "lightgbm") if booster_available(k)]
     res = compare(
         panel,
@@ -534,10 +709,16 @@ def test_compare_migration_scores_every_candidate_on_class_probabilities(tmp_pat
     assert {"boot_lo", "boot_hi"} <= set(diff["macro_roc_auc"])
     best = res["best_baseline"]
     assert best["macro_roc_auc"] == res["summary"][best["name"]]["macro_roc_auc"]["value"]
-    assert set(res["per_fold"][0]["blend"]["params"]) == set(names) - {"blend", "blend_baselines"}
+    derived = {"blend", "blend_baselines", "head_blend"}
+    assert set(res["per_fold"][0]["blend"]["params"]) == set(names) - derived
+    # head_blend: what model.head=blend scores a run's migration with, of only its parts
+    head_parts = {"sequence", "logistic", "xgboost", "lightgbm"} & set(names)
+    assert set(res["per_fold"][0]["head_blend"]["params"]) == head_parts
     text = comparison_markdown(res)
     assert "macro ROC-AUC" in text and "down Lift@10%" in text
-    assert "macro ROC-AUC" in verdict(res) and "model.head" not in verdict(res)
+    line = verdict(res)
+    assert "macro ROC-AUC" in line
+    assert ("model.head=blend" in line) == (res["best_baseline"]["head_minus_best"]["value"] < 0)
     assert json.loads((tmp_path / "m.json").read_text())["target"] == "migration"
 
 
@@ -558,7 +739,7 @@ def test_compare_migration_shuffled_labels_give_chance_auc():
 
 
 def test_compare_migration_refuses_churn_heads_and_panels_without_labels(panel):
-    for name in ("stack", "auto", "head_blend", "tabm", "head_blend_tabm"):
+    for name in ("stack", "auto", "tabm", "head_blend_tabm"):
         with pytest.raises(ConfigError, match="churn-only"):
             compare(
                 panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", name], target="migration"
@@ -594,7 +775,7 @@ def test_cli_compare_migration_on_the_tiny_world(tmp_path: Path):
     scores migration, the table and compare_migration.json; the churn file is left alone."""
     root = Path(__file__).resolve().parents[1]
     names = ["sequence", "xgboost_seq", "blend", "logistic", "hist_gb"]
-    names += ["xgboost", "lightgbm", "blend_baselines"]
+    names += ["xgboost", "lightgbm", "blend_baselines", "head_blend"]
     if not (booster_available("xgboost") and booster_available("lightgbm")):
         names = ["sequence", "blend", "logistic", "hist_gb", "blend_baselines"]
     r = CliRunner().invoke(

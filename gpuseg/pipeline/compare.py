@@ -15,7 +15,9 @@ same train / validation / test rows of every fold:
   whichever of ``sequence``, ``xgboost`` and ``lightgbm`` (those among the candidates) has the
   best validation ROC-AUC; the boosters were tuned on those rows, so the choice leans to them;
 - ``head_blend``: what ``model.head: blend`` scores with: the blend (as ``blend``) of only
-  ``sequence``, ``logistic``, ``xgboost`` and ``lightgbm`` (those among the candidates);
+  ``sequence``, ``logistic``, ``xgboost`` and ``lightgbm`` (those among the candidates); with
+  ``target="migration"`` the multinomial blend of their class probabilities, which is what
+  ``model.head: blend`` scores a run's migration with (:class:`gpuseg.training.heads.ClassBlend`);
 - ``head_blend_tabm``: the same blend with ``tabm`` as a fifth part (measured in RESULTS.md,
   issue 15 session 9: no better than ``head_blend``, so ``model.head: blend`` leaves TabM out);
 - ``tabm``: TabM with piecewise-linear numeric embeddings (:mod:`gpuseg.model.tabular`,
@@ -40,9 +42,9 @@ the softmax of its migration head, which is what a run scores with; the baseline
 models on the same features, tuned on validation by the macro one-vs-rest ROC-AUC; the blends: a
 multinomial logistic regression over the parts' validation log-probabilities), and the metrics
 are the macro one-vs-rest ROC-AUC (the primary one), the ROC-AUC of ``down`` and the top-decile
-lift of ``down`` (:data:`MIGRATION_METRICS`), with the same paired intervals. ``stack``,
-``auto`` and ``head_blend`` are churn heads (``model.head``) and are refused, as are ``tabm`` and
-``head_blend_tabm`` (TabM's fit is binary); so is a panel without migration labels
+lift of ``down`` (:data:`MIGRATION_METRICS`), with the same paired intervals. ``stack`` and
+``auto`` are churn heads and are refused, as are ``tabm`` and ``head_blend_tabm`` (TabM's fit is
+binary); so is a panel without migration labels
 (:class:`gpuseg.errors.DataError`, one line saying why).
 """
 
@@ -87,7 +89,7 @@ from gpuseg.pipeline.stages import (
     world_dir,
 )
 from gpuseg.training.calibration import calibrated, fit_platt, softmax
-from gpuseg.training.heads import fit_logit_blend, logit
+from gpuseg.training.heads import ClassBlend, fit_logit_blend, logit
 from gpuseg.training.loop import predict, to_device, train_model
 from gpuseg.training.tabular import TabMFit, fit_tabm, tabm_proba
 
@@ -120,8 +122,8 @@ MIGRATION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 TARGETS = ("churn", "migration")
 TARGET_METRICS = {"churn": METRICS, "migration": MIGRATION_METRICS}
 PRIMARY = {"churn": "roc_auc", "migration": "macro_roc_auc"}  # best baseline, verdict
-# churn heads (model.head) and TabM (binary): not for migration
-CHURN_ONLY = ("stack", "auto", "head_blend", "head_blend_tabm", "tabm")
+# churn heads and TabM (binary): not for migration
+CHURN_ONLY = ("stack", "auto", "head_blend_tabm", "tabm")
 
 # ---------------------------------------------------------------------------------------------
 # Folds
@@ -330,17 +332,12 @@ def blend_candidate(fd: FoldData, split: Split, parts: dict[str, dict]) -> dict:
     early-stop and tune on them, so their weights lean slightly optimistic). Migration: a
     multinomial one over the parts' log-probabilities of the three classes."""
     names = sorted(parts)
-    if fd.target == "migration":
-        V = np.column_stack([np.log(np.clip(parts[n]["proba_val"], 1e-6, 1)) for n in names])
-        T = np.column_stack([np.log(np.clip(parts[n]["proba"], 1e-6, 1)) for n in names])
-        lr = fit_logit_blend(V, fd.y[split.val])
-        k = len(MIGRATION_NAMES)
+    if fd.target == "migration":  # the same blend as model.head: blend's migration
+        blend = ClassBlend.fit({n: parts[n]["proba_val"] for n in names}, fd.y[split.val])
         return dict(
-            proba=_class_proba(lr, T),
-            proba_val=_class_proba(lr, V),
-            params={
-                n: lr.coef_[:, k * i : k * (i + 1)].round(4).tolist() for i, n in enumerate(names)
-            },
+            proba=blend.predict({n: parts[n]["proba"] for n in names}),
+            proba_val=blend.predict({n: parts[n]["proba_val"] for n in names}),
+            params=blend.part_weights(4),
         )
     V = np.column_stack([logit(parts[n]["proba_val"]) for n in names])
     T = np.column_stack([logit(parts[n]["proba"]) for n in names])
@@ -759,6 +756,11 @@ def verdict(result: dict) -> str:
         if best["name"] in ("xgboost", "lightgbm") and not migration
         else ""
     )
+    if migration and head != "head_blend":
+        hint = (
+            "; a run scores migration with the blend of the sequence model and the baselines "
+            "under -s model.head=blend (measured here as head_blend)"
+        )
     return (
         f"{best['name']} is AHEAD of {head} by {-d['value']:.4f} {what} ({state}; {head} minus "
         f"{best['name']} {_ci(d)}){hint}"

@@ -27,9 +27,9 @@ from gpuseg.evaluate.baselines import run_baselines
 from gpuseg.evaluate.metrics import churn_report, migration_report, paired_difference, roc_auc
 from gpuseg.io.store import json_ready, write_json_atomic
 from gpuseg.io.tables import read_table, table_columns
-from gpuseg.training.calibration import calibrated, migration_decision
+from gpuseg.training.calibration import calibrated, migration_decision, softmax
 from gpuseg.training.checkpoint import load_checkpoint
-from gpuseg.training.heads import block_proba, load_head
+from gpuseg.training.heads import BlendHead, block_scores, load_head
 from gpuseg.training.loop import predict, to_device
 
 COLUMNS = (
@@ -87,7 +87,8 @@ def model_predictions(
     batch_size: int = 4096,
 ) -> dict[str, np.ndarray]:
     """Calibrated churn probability (Platt from the run; the booster head's when the run has one,
-    ``model.head``) and migration class of ``rows`` (the run's validation-fitted class
+    ``model.head``), migration class probabilities and migration class of ``rows`` (the run's
+    validation-fitted class weights; a blend head with migration: its probabilities and
     weights)."""
     device = torch.device(device)
     model, info = load_checkpoint(Path(run_dir), device)
@@ -97,15 +98,21 @@ def model_predictions(
     logits = out["churn_logit"].cpu().numpy().astype(np.float64)
     platt = tuple(info.get("platt", (1.0, 0.0)))
     proba = calibrated(logits, platt)
+    mig_logits = out["migration_logits"].cpu().numpy()
+    mig_proba = softmax(mig_logits)
+    mig_pred = migration_decision(mig_logits, info.get("migration_weights", (1.0, 1.0, 1.0)))
     head = load_head(Path(run_dir))  # model.head: the run scores churn with a booster head
     if head is not None:
-        proba = block_proba(head, tensors["usage"], tensors["mask"], tensors["static"], proba)
+        proba, mig_proba = block_scores(
+            head, tensors["usage"], tensors["mask"], tensors["static"], proba, mig_proba
+        )
+        if isinstance(head, BlendHead) and head.migration is not None:
+            mig_pred = head.migration.decision(mig_proba)
     return dict(
         churn_proba=proba,
         churn_logit=logits,
-        migration_pred=migration_decision(
-            out["migration_logits"].cpu().numpy(), info.get("migration_weights", (1.0, 1.0, 1.0))
-        ),
+        migration_proba=mig_proba,
+        migration_pred=mig_pred,
     )
 
 

@@ -48,7 +48,7 @@ from gpuseg.data.prepare import prepare
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.synth import generate
 from gpuseg.errors import DataError, RunDirError
-from gpuseg.evaluate.metrics import MIGRATION_NAMES, roc_auc
+from gpuseg.evaluate.metrics import MIGRATION_NAMES, macro_roc_auc, roc_auc
 from gpuseg.io.fingerprint import changed, check_unchanged, fingerprints, read_record, record
 from gpuseg.io.lock import RunDirLock
 from gpuseg.io.store import (
@@ -70,17 +70,15 @@ from gpuseg.training.calibration import calibrated
 from gpuseg.training.checkpoint import TrainResult, load_checkpoint, save_checkpoint
 from gpuseg.training.ddp import DistContext, barrier
 from gpuseg.training.heads import (
-    HEAD_FILE,
-    LOGISTIC_FILE,
-    MODEL_FILES,
-    TABM_FILE,
+    HEAD_FILES,
     BlendHead,
     ChurnHead,
-    block_proba,
+    block_scores,
     fit_head,
+    head_features,
     head_val_auc,
     load_head,
-    sequence_proba,
+    sequence_scores,
 )
 from gpuseg.training.loop import autocast, train_model
 
@@ -254,19 +252,14 @@ def train_stage(
 
 def train_head(cfg: RunConfig, panel: Panel, result: TrainResult, run_dir: Path) -> dict:
     """``model.head``: fit and save the booster head on the run's split (or remove a stale one)."""
-    for name in (
-        HEAD_FILE,
-        LOGISTIC_FILE,
-        TABM_FILE,
-        *MODEL_FILES.values(),
-    ):  # no stale earlier head
+    for name in HEAD_FILES:  # no stale earlier head
         (run_dir / name).unlink(missing_ok=True)
     split = result.split
     if cfg.model.head == "sequence":
         return dict(kind="sequence", requested="sequence")
     blend = cfg.model.head == "blend"  # only the blend reads the sequence model's scores
     seq = {
-        name: sequence_proba(result.model, result.platt, panel, rows) if blend else None
+        name: sequence_scores(result.model, result.platt, panel, rows) if blend else (None, None)
         for name, rows in (("val", split.val), ("test", split.test))
     }
     head = fit_head(
@@ -277,7 +270,8 @@ def train_head(cfg: RunConfig, panel: Panel, result: TrainResult, run_dir: Path)
         result.metrics["val_auc"],
         cfg.model.head_trials,
         cfg.train.seed,
-        sequence_val_proba=seq["val"],
+        sequence_val_proba=seq["val"][0],
+        sequence_val_migration=seq["val"][1],
     )
     if head is None:
         return dict(kind="sequence", requested=cfg.model.head)
@@ -286,11 +280,35 @@ def train_head(cfg: RunConfig, panel: Panel, result: TrainResult, run_dir: Path)
         kind=head.kind,
         requested=cfg.model.head,
         val_auc=head.val_auc,
-        test_roc_auc=head_val_auc(head, panel, split.test, seq["test"]),
+        test_roc_auc=head_val_auc(head, panel, split.test, seq["test"][0]),
     )
     if isinstance(head, BlendHead):
         info["weights"] = head.weights
+        info["migration"] = migration_head_info(head, panel, split.test, seq["test"][1])
     return info
+
+
+def migration_head_info(
+    head: BlendHead, panel: Panel, test: np.ndarray, sequence_test: np.ndarray
+) -> dict:
+    """metrics.json's account of a blend's migration: what scores it, the blend's validation and
+    test macro one-vs-rest ROC-AUC next to the sequence model's on the same test rows."""
+    if head.migration is None:
+        return dict(kind="sequence", why="no migration labels of every class in train and val")
+    y = np.asarray(panel.migration)[test]
+    has = y >= 0
+    X = head_features(panel.usage[test], panel.mask[test], panel.static[test])
+    p = head.migration.proba(X, sequence_test)
+    scored = len(np.unique(y[has])) == p.shape[1]
+    return dict(
+        kind="blend",
+        parts=list(head.migration.parts),
+        val_macro_roc_auc=head.migration.val_macro_auc,
+        test_macro_roc_auc=macro_roc_auc(y[has], p[has]) if scored else None,
+        sequence_test_macro_roc_auc=macro_roc_auc(y[has], sequence_test[has]) if scored else None,
+        weights=head.migration.blend.part_weights(4),
+        decision_weights=head.migration.decision_weights.tolist(),
+    )
 
 
 class ParquetAppender:
@@ -367,7 +385,8 @@ def embed_panel(
     them while the next batch computes. With ``segmenter`` the predictions get each row's
     segment (and its name, from ``segment_names``); ``embeddings=False`` skips
     embeddings.parquet. With ``head`` (:class:`gpuseg.training.heads.ChurnHead`,
-    ``model.head``) churn_prob comes from it.
+    ``model.head``) churn_prob comes from it, and with a blend head fitted with migration labels
+    the migration columns too.
     """
     model.eval()
     id_col = panel.meta["id_column"]
@@ -389,8 +408,8 @@ def embed_panel(
             emb = out["embedding"].float().cpu().numpy()
             mig = torch.softmax(out["migration_logits"].float(), -1).cpu().numpy()
             p = calibrated(out["churn_logit"].float().cpu().numpy(), platt)
-            if head is not None:
-                p = block_proba(head, usage, mask, static, p)
+            if head is not None:  # a blend head with migration also gives the migration columns
+                p, mig = block_scores(head, usage, mask, static, p, mig)
             ids = pa.array(panel.ids[s:e])
             preds = {id_col: ids, "churn_prob": p} | {
                 f"migration_{n}": mig[:, j] for j, n in enumerate(MIGRATION_NAMES)

@@ -9,14 +9,22 @@
   rows and tuned on its validation rows;
 - ``auto``: whichever of those has the best validation ROC-AUC (installed boosters only);
 - ``blend``: a logistic regression over the validation logits of the sequence model, the
-  logistic baseline and the installed boosters. :func:`fit_blend` can add TabM
-  (:mod:`gpuseg.model.tabular`) on the same features as a part (``tabm=True``); the head does
-  not, since TabM did not make the blend better on the real tables (RESULTS.md, issue 15
-  session 9).
+  logistic baseline and the installed boosters (:class:`BlendHead`). :func:`fit_blend` can add
+  TabM (:mod:`gpuseg.model.tabular`) on the same features as a part (``tabm=True``); the head
+  does not, since TabM did not make the blend better on the real tables (RESULTS.md, issue 15
+  session 9). Where the run has migration labels (all three classes in its training and
+  validation rows) the blend also gives the migration probabilities (:class:`MigrationBlend`): a
+  multinomial logistic regression (:class:`ClassBlend`, the same as ``gpuseg compare --target
+  migration``'s blends) over the log class probabilities of the sequence model's migration head
+  and of multiclass logistic and booster baselines fitted on the training rows, with
+  class-decision weights for macro-F1 fitted on the blend's out-of-fold validation
+  probabilities.
 
 The head is saved in the boosters' own formats (XGBoost JSON, LightGBM text model), TabM as
-safetensors, never pickled, with ``head.json`` naming its kind and feature count. Embeddings,
-migration and segments always come from the sequence model.
+safetensors and the rest as JSON, never pickled, with ``head.json`` naming its kind and feature
+count; a missing or damaged part is a :class:`gpuseg.errors.RunDirError`. Embeddings and
+segments always come from the sequence model, and migration does too for every head but a blend
+with migration labels.
 """
 
 from __future__ import annotations
@@ -30,17 +38,18 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 
 from gpuseg.data.panel import Panel
 from gpuseg.errors import ConfigError, DataError, RunDirError
 from gpuseg.evaluate.baselines import GRIDS, tune
 from gpuseg.evaluate.boosting import TunedBooster, booster_available
-from gpuseg.evaluate.metrics import roc_auc
+from gpuseg.evaluate.metrics import MIGRATION_NAMES, fit_decision_weights, macro_roc_auc, roc_auc
 from gpuseg.features.aggregates import window_stats
 from gpuseg.features.window import signed_log1p
 from gpuseg.io.store import atomic_write, read_json, write_json_atomic
 from gpuseg.model.tabular import TabM, TabMSpec
-from gpuseg.training.calibration import calibrated
+from gpuseg.training.calibration import calibrated, softmax
 from gpuseg.training.loop import predict, to_device
 from gpuseg.training.tabular import TabMFit, fit_tabm, tabm_proba
 
@@ -48,7 +57,21 @@ HEAD_FILE = "head.json"
 MODEL_FILES = {"xgboost": "head.xgb.json", "lightgbm": "head.lgb.txt"}
 LOGISTIC_FILE = "head.logistic.json"
 TABM_FILE = "head.tabm.safetensors"
+# model.head: blend's migration parts (multiclass: down / stay / up)
+MIGRATION_FILES = {
+    "xgboost": "head.migration.xgb.json",
+    "lightgbm": "head.migration.lgb.txt",
+    "logistic": "head.migration.logistic.json",
+}
+HEAD_FILES = (
+    HEAD_FILE,
+    LOGISTIC_FILE,
+    TABM_FILE,
+    *MODEL_FILES.values(),
+    *MIGRATION_FILES.values(),
+)
 HEADS = ("sequence", "xgboost", "lightgbm", "auto", "blend")
+TARGETS = ("churn", "migration")
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -63,6 +86,86 @@ def fit_logit_blend(logits_val: np.ndarray, y_val: np.ndarray) -> LogisticRegres
     return LogisticRegression(C=1.0, max_iter=1000).fit(logits_val, y_val)
 
 
+def log_proba(p: np.ndarray) -> np.ndarray:
+    """log(p), p clipped to [1e-6, 1]: what the multinomial blends read of class probabilities."""
+    return np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1))
+
+
+@dataclass
+class ClassBlend:
+    """The multinomial blend of ``model.head: blend``'s migration and of ``gpuseg compare
+    --target migration``'s blends: a logistic regression (C = 1, :func:`fit_logit_blend`) over
+    the parts' log class probabilities, the parts in sorted name order. ``predict`` gives (n, K)
+    class probabilities, 0 for a class absent from the validation rows it was fitted on."""
+
+    names: list[str]  # the parts, sorted
+    classes: np.ndarray  # (C,) the classes of the validation rows
+    coef: np.ndarray  # (C, K * P); (1, K * P) with two classes
+    intercept: np.ndarray  # (C,); (1,) with two classes
+    n_classes: int
+
+    @classmethod
+    def fit(cls, probas_val: dict[str, np.ndarray], y_val: np.ndarray) -> ClassBlend:
+        names = sorted(probas_val)
+        lr = fit_logit_blend(cls.design(probas_val, names), np.asarray(y_val).astype(int))
+        k = probas_val[names[0]].shape[1]
+        return cls(names, lr.classes_.astype(int), lr.coef_.copy(), lr.intercept_.copy(), k)
+
+    @staticmethod
+    def design(probas: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+        return np.column_stack([log_proba(probas[n]) for n in names])  # (n, K * P)
+
+    def predict(self, probas: dict[str, np.ndarray]) -> np.ndarray:
+        z = self.design(probas, self.names) @ self.coef.T + self.intercept  # (n, C) or (n, 1)
+        if z.shape[1] == 1:  # two classes: sklearn's sigmoid is the softmax of (0, z)
+            z = np.column_stack([np.zeros(len(z)), z[:, 0]])
+        out = np.zeros((len(z), self.n_classes))
+        out[:, self.classes] = softmax(z)
+        return out
+
+    def part_weights(self, digits: int | None = None) -> dict[str, list]:
+        """Each part's block of coefficients (C, K): how it weighs the part's log-probabilities."""
+        k = self.n_classes
+        blocks = {n: self.coef[:, k * i : k * (i + 1)] for i, n in enumerate(self.names)}
+        return {n: (b if digits is None else b.round(digits)).tolist() for n, b in blocks.items()}
+
+    def state(self) -> dict:
+        return dict(
+            names=self.names,
+            classes=self.classes.tolist(),
+            coef=self.coef.tolist(),
+            intercept=self.intercept.tolist(),
+            n_classes=self.n_classes,
+        )
+
+    @classmethod
+    def from_state(cls, st: Any, where: Path) -> ClassBlend:
+        try:
+            blend = cls(
+                [str(n) for n in st["names"]],
+                np.asarray(st["classes"], dtype=np.int64),
+                np.asarray(st["coef"], dtype=np.float64),
+                np.asarray(st["intercept"], dtype=np.float64),
+                int(st["n_classes"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunDirError(f"{where}: not a migration blend ({exc})") from None
+        c = len(blend.classes)
+        ok = (
+            blend.names == sorted(blend.names)
+            and blend.coef.shape == (1 if c == 2 else c, blend.n_classes * len(blend.names))
+            and blend.intercept.shape == (blend.coef.shape[0],)
+            and c >= 2
+            and blend.classes.min() >= 0
+            and blend.classes.max() < blend.n_classes
+            and np.isfinite(blend.coef).all()
+            and np.isfinite(blend.intercept).all()
+        )
+        if not ok:
+            raise RunDirError(f"{where}: the migration blend's classes, coef and parts disagree")
+        return blend
+
+
 def head_features(usage: np.ndarray, mask: np.ndarray, static: np.ndarray) -> np.ndarray:
     """The baselines' features of one block: usage (B, T, M), mask (B, T), static (B, S)."""
     stats = window_stats(np.array(usage), np.array(mask))  # copies: panels may be read-only maps
@@ -71,25 +174,43 @@ def head_features(usage: np.ndarray, mask: np.ndarray, static: np.ndarray) -> np
 
 @dataclass
 class ChurnHead:
-    """A fitted booster head: ``predict(features) -> churn probability``."""
+    """A fitted booster head: ``predict(features) -> churn probability`` (n,); with ``target``
+    migration (a part of :class:`MigrationBlend`) the (n, 3) class probabilities."""
 
     kind: str
     model: Any  # xgboost.Booster or lightgbm.Booster, cut at the early-stopping round
     n_features: int
     val_auc: float
+    target: str = "churn"
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         if features.shape[1] != self.n_features:
             raise RunDirError(
-                f"churn head: {features.shape[1]} features, the head was fitted on "
+                f"{self.target} head: {features.shape[1]} features, the head was fitted on "
                 f"{self.n_features}"
             )
         if self.kind == "xgboost":
-            return np.asarray(self.model.inplace_predict(features), dtype=np.float64)
-        return np.asarray(self.model.predict(features), dtype=np.float64)
+            out = np.asarray(self.model.inplace_predict(features), dtype=np.float64)
+        else:
+            out = np.asarray(self.model.predict(features), dtype=np.float64)
+        want = (
+            (len(features), len(MIGRATION_NAMES))
+            if self.target == "migration"
+            else (len(features),)
+        )
+        if out.shape != want:
+            raise RunDirError(
+                f"{self.target} head ({self.kind}): predicts shape {out.shape[1:]}, expected "
+                f"{want[1:]}; the model file is not a {self.target} booster"
+            )
+        return out
+
+    @property
+    def file(self) -> str:
+        return (MIGRATION_FILES if self.target == "migration" else MODEL_FILES)[self.kind]
 
     def save_model(self, run_dir: Path) -> None:
-        self.model.save_model(str(Path(run_dir) / MODEL_FILES[self.kind]))
+        self.model.save_model(str(Path(run_dir) / self.file))
 
     def save(self, run_dir: Path) -> None:
         self.save_model(run_dir)
@@ -101,29 +222,77 @@ class ChurnHead:
 
 @dataclass
 class LogisticPart:
-    """The logistic baseline (signed log1p, standardise, logistic regression) as plain arrays."""
+    """The logistic baseline (signed log1p, standardise, logistic regression) as plain arrays:
+    binary (coef (F,), ``predict`` the churn probability) or multinomial (coef (K, F), intercept
+    (K,), ``predict`` the (n, K) class probabilities)."""
 
     mean: np.ndarray  # (F,)
     scale: np.ndarray  # (F,)
-    coef: np.ndarray  # (F,)
-    intercept: float
+    coef: np.ndarray  # (F,) or (K, F)
+    intercept: float | np.ndarray  # or (K,)
 
     @classmethod
     def from_baseline(cls, baseline: Any) -> LogisticPart:
         pipe = baseline.pipeline_
         scaler, lr = pipe.named_steps["scale"], pipe.named_steps["lr"]
+        if lr.coef_.shape[0] > 1:  # multinomial
+            return cls(scaler.mean_, scaler.scale_, lr.coef_.copy(), lr.intercept_.copy())
         return cls(scaler.mean_, scaler.scale_, lr.coef_[0], float(lr.intercept_[0]))
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         z = (signed_log1p(np.asarray(features, dtype=np.float64)) - self.mean) / self.scale
+        if self.coef.ndim == 2:
+            return softmax(z @ self.coef.T + self.intercept)  # (n, K)
         return 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
 
     def state(self) -> dict:
+        intercept = self.intercept
         return dict(
             mean=self.mean.tolist(),
             scale=self.scale.tolist(),
             coef=self.coef.tolist(),
-            intercept=self.intercept,
+            intercept=intercept.tolist() if isinstance(intercept, np.ndarray) else intercept,
+        )
+
+
+@dataclass
+class MigrationBlend:
+    """``model.head: blend``'s migration: ``proba(features, sequence_proba) -> (n, 3)`` class
+    probabilities (down / stay / up), the :class:`ClassBlend` of the sequence model's migration
+    head and of ``parts``; ``decision`` the migration class with the validation-fitted weights."""
+
+    parts: dict[str, Any]  # name -> ChurnHead (target migration) or LogisticPart (multinomial)
+    blend: ClassBlend  # over "sequence" and the parts
+    decision_weights: np.ndarray  # (3,) per-class multipliers (macro-F1 on validation)
+    n_features: int
+    val_macro_auc: float
+
+    def proba(self, features: np.ndarray, sequence_proba: np.ndarray) -> np.ndarray:
+        if features.shape[1] != self.n_features:
+            raise RunDirError(
+                f"migration head: {features.shape[1]} features, the head was fitted on "
+                f"{self.n_features}"
+            )
+        probas = {"sequence": np.asarray(sequence_proba, dtype=np.float64)}
+        probas |= {name: part.predict(features) for name, part in self.parts.items()}
+        return self.blend.predict(probas)
+
+    def decision(self, proba: np.ndarray) -> np.ndarray:
+        return np.argmax(np.asarray(proba) * self.decision_weights, axis=1).astype(np.int8)
+
+    def save(self, run_dir: Path) -> dict:
+        """Write the parts; the dict that ``head.json`` keeps under ``migration``."""
+        for name, part in self.parts.items():
+            if name == "logistic":
+                write_json_atomic(Path(run_dir) / MIGRATION_FILES["logistic"], part.state())
+            else:
+                part.save_model(run_dir)
+        return dict(
+            parts=list(self.parts),
+            blend=self.blend.state(),
+            decision_weights=self.decision_weights.tolist(),
+            n_features=self.n_features,
+            val_macro_auc=self.val_macro_auc,
         )
 
 
@@ -151,7 +320,8 @@ class TabMPart:
 @dataclass
 class BlendHead:
     """``model.head: blend``: ``predict(features, sequence_proba) -> churn probability``, a
-    logistic regression over the logits of the sequence model and of ``parts``."""
+    logistic regression over the logits of the sequence model and of ``parts``; ``migration``
+    (None without migration labels) gives the migration probabilities."""
 
     parts: dict[str, Any]  # name -> ChurnHead (booster), LogisticPart or TabMPart
     weights: dict[str, float]  # "sequence" and each part -> its logit's coefficient
@@ -159,6 +329,7 @@ class BlendHead:
     n_features: int
     val_auc: float
     kind: str = "blend"
+    migration: MigrationBlend | None = None
 
     def predict(self, features: np.ndarray, sequence_proba: np.ndarray) -> np.ndarray:
         if features.shape[1] != self.n_features:
@@ -177,6 +348,7 @@ class BlendHead:
                 write_json_atomic(Path(run_dir) / LOGISTIC_FILE, part.state())
             else:
                 part.save_model(run_dir)
+        migration = {} if self.migration is None else dict(migration=self.migration.save(run_dir))
         write_json_atomic(
             Path(run_dir) / HEAD_FILE,
             dict(
@@ -187,22 +359,37 @@ class BlendHead:
                 weights=self.weights,
                 intercept=self.intercept,
             )
-            | ({"tabm": self.parts["tabm"].state()} if "tabm" in self.parts else {}),
+            | ({"tabm": self.parts["tabm"].state()} if "tabm" in self.parts else {})
+            | migration,
         )
+
+
+def sequence_scores(
+    model: Any, platt: tuple[float, float], panel: Panel, rows: np.ndarray, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sequence model's calibrated churn probability (n,) and migration class probabilities
+    (n, 3) (the softmax of its migration head) of panel ``rows`` (read only those)."""
+    device = next(model.parameters()).device
+    tensors = to_device(panel, device, rows)
+    out = predict(model, tensors, None, batch_size, amp=device.type == "cuda")
+    churn = calibrated(out["churn_logit"].float().cpu().numpy().astype(np.float64), platt)
+    return churn, softmax(out["migration_logits"].float().cpu().numpy())
 
 
 def sequence_proba(
     model: Any, platt: tuple[float, float], panel: Panel, rows: np.ndarray, batch_size: int = 4096
 ) -> np.ndarray:
     """The sequence model's calibrated churn probability of panel ``rows`` (read only those)."""
-    device = next(model.parameters()).device
-    tensors = to_device(panel, device, rows)
-    out = predict(model, tensors, None, batch_size, amp=device.type == "cuda")
-    return calibrated(out["churn_logit"].float().cpu().numpy().astype(np.float64), platt)
+    return sequence_scores(model, platt, panel, rows, batch_size)[0]
 
 
 def _fit_booster(
-    kind: str, X: dict[str, np.ndarray], y: dict[str, np.ndarray], trials: int, seed: int
+    kind: str,
+    X: dict[str, np.ndarray],
+    y: dict[str, np.ndarray],
+    trials: int,
+    seed: int,
+    target: str = "churn",
 ) -> ChurnHead:
     booster = TunedBooster(kind, n_trials=trials, random_state=seed).fit(
         X["train"], y["train"], X["val"], y["val"]
@@ -211,7 +398,7 @@ def _fit_booster(
         model = booster.model_.get_booster()[: booster.model_.best_iteration + 1]
     else:
         model = booster.model_.booster_
-    return ChurnHead(kind, model, X["train"].shape[1], booster.val_auc_)
+    return ChurnHead(kind, model, X["train"].shape[1], booster.val_auc_, target)
 
 
 def _design(panel: Panel, train: np.ndarray, val: np.ndarray):
@@ -232,10 +419,13 @@ def fit_head(
     trials: int = 15,
     seed: int = 0,
     sequence_val_proba: np.ndarray | None = None,
+    sequence_val_migration: np.ndarray | None = None,
 ) -> ChurnHead | BlendHead | None:
     """The head ``kind`` fitted on ``train`` and tuned on ``val``; None for ``sequence`` (or for
     ``auto`` when the sequence model's validation ROC-AUC is the best). ``blend`` needs
-    ``sequence_val_proba``, the sequence model's calibrated probability of the ``val`` rows."""
+    ``sequence_val_proba``, the sequence model's calibrated probability of the ``val`` rows;
+    with ``sequence_val_migration`` (its (len(val), 3) migration probabilities) and migration
+    labels of every class in both ``train`` and ``val``, the blend gives migration too."""
     if kind not in HEADS:
         raise ConfigError(f"model.head: unknown head {kind!r}; choose from {', '.join(HEADS)}")
     if kind == "sequence":
@@ -247,7 +437,18 @@ def fit_head(
     if kind == "blend":
         if sequence_val_proba is None or len(sequence_val_proba) != len(val):
             raise ConfigError("model.head=blend needs the sequence model's validation scores")
-        return fit_blend(X, y, sequence_val_proba, kinds, trials, seed)
+        head = fit_blend(X, y, sequence_val_proba, kinds, trials, seed)
+        if sequence_val_migration is not None:
+            mig = np.asarray(panel.migration)
+            head.migration = fit_migration_blend(
+                X,
+                {"train": mig[train], "val": mig[val]},
+                sequence_val_migration,
+                kinds,
+                trials,
+                seed,
+            )
+        return head
     best: ChurnHead | None = None
     for k in kinds:
         head = _fit_booster(k, X, y, trials, seed)
@@ -303,25 +504,107 @@ def fit_blend(
     return head
 
 
-def _load_booster(run_dir: Path, kind: str, info: dict, path: Path) -> ChurnHead:
-    model_path = Path(run_dir) / MODEL_FILES[kind]
+def fit_migration_blend(
+    X: dict[str, np.ndarray],
+    y: dict[str, np.ndarray],
+    sequence_val_migration: np.ndarray,
+    boosters: list[str],
+    trials: int = 15,
+    seed: int = 0,
+) -> MigrationBlend | None:
+    """``model.head: blend``'s migration, on the rows of ``X`` whose migration label ``y`` is
+    known (-1: unknown): the multinomial logistic baseline (C from its migration grid by the
+    validation macro one-vs-rest ROC-AUC) and each booster in ``boosters`` (multiclass, tuned by
+    the same) fitted on the training rows, then the :class:`ClassBlend` of their and the sequence
+    model's validation class probabilities (as ``gpuseg compare --target migration``'s
+    ``head_blend``) and the class-decision weights on its cross-fitted validation probabilities
+    (:func:`cross_fitted_blend`). None when the
+    training or the validation rows lack one of the three classes (no migration labels)."""
+    has = {k: np.asarray(y[k]) >= 0 for k in ("train", "val")}
+    Xm = {k: X[k][has[k]] for k in has}
+    ym = {k: np.asarray(y[k])[has[k]].astype(int) for k in has}
+    classes = np.arange(len(MIGRATION_NAMES))
+    if any(not np.array_equal(np.unique(ym[k]), classes) for k in ym):
+        return None
+    seq_val = np.asarray(sequence_val_migration, dtype=np.float64)
+    if seq_val.shape != (len(has["val"]), len(MIGRATION_NAMES)):
+        raise ConfigError("model.head=blend: the sequence model's validation migration scores")
+    cls, _, grid = GRIDS["logistic"]
+
+    def score(model: Any, Xv: np.ndarray, yv: np.ndarray) -> float:
+        return macro_roc_auc(yv, model.predict_proba(Xv))
+
+    baseline, _, _ = tune(cls, grid, Xm["train"], ym["train"], Xm["val"], ym["val"], score)
+    parts: dict[str, Any] = {"logistic": LogisticPart.from_baseline(baseline)}
+    for k in boosters:
+        parts[k] = _fit_booster(k, Xm, ym, trials, seed, target="migration")
+    probas = {"sequence": seq_val[has["val"]]} | {n: p.predict(Xm["val"]) for n, p in parts.items()}
+    blend = ClassBlend.fit(probas, ym["val"])
+    return MigrationBlend(
+        parts,
+        blend,
+        fit_decision_weights(cross_fitted_blend(probas, ym["val"], seed=seed), ym["val"]),
+        X["train"].shape[1],
+        macro_roc_auc(ym["val"], blend.predict(probas)),
+    )
+
+
+def cross_fitted_blend(
+    probas: dict[str, np.ndarray], y: np.ndarray, folds: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Out-of-fold :class:`ClassBlend` probabilities of the validation rows (stratified
+    ``folds``, fewer when a class has fewer rows): what the class-decision weights are fitted on,
+    since the blend's own fit on those rows makes it look sharper there than on new rows (on the
+    demo world at 10k, in-sample weights cost 0.03 test macro-F1). Below two rows of some class:
+    the in-sample probabilities."""
+    y = np.asarray(y).astype(int)
+    k = min(folds, int(np.bincount(y).min()))
+    if k < 2:
+        return ClassBlend.fit(probas, y).predict(probas)
+    out = np.zeros((len(y), next(iter(probas.values())).shape[1]))
+    cut = StratifiedKFold(k, shuffle=True, random_state=seed)
+    for fit_rows, rows in cut.split(np.zeros((len(y), 1)), y):
+        blend = ClassBlend.fit({n: p[fit_rows] for n, p in probas.items()}, y[fit_rows])
+        out[rows] = blend.predict({n: p[rows] for n, p in probas.items()})
+    return out
+
+
+def _load_booster(
+    run_dir: Path, kind: str, info: dict, path: Path, target: str = "churn"
+) -> ChurnHead:
+    model_path = Path(run_dir) / (MIGRATION_FILES if target == "migration" else MODEL_FILES)[kind]
     if not model_path.is_file():
         raise RunDirError(f"{model_path}: missing (the head named in {path})")
     if not booster_available(kind):
         raise RunDirError(f"{path}: the run scores with {kind}; install it (pip install {kind})")
-    if kind == "xgboost":
-        import xgboost
+    try:
+        if kind == "xgboost":
+            import xgboost
 
-        model = xgboost.Booster(model_file=str(model_path))
-    else:
-        import lightgbm
+            model = xgboost.Booster(model_file=str(model_path))
+        else:
+            import lightgbm
 
-        model = lightgbm.Booster(model_file=str(model_path))
-    return ChurnHead(kind, model, int(info["n_features"]), float(info.get("val_auc", np.nan)))
+            model = lightgbm.Booster(model_file=str(model_path))
+    except Exception as exc:  # xgboost.core.XGBoostError, lightgbm.basic.LightGBMError, ...
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{model_path}: not a {kind} model file ({first})") from None
+    try:
+        n_features = int(info["n_features"])
+    except (KeyError, TypeError, ValueError):
+        raise RunDirError(f"{path}: the head needs n_features") from None
+    head = ChurnHead(kind, model, n_features, float(info.get("val_auc", np.nan)), target)
+    if target == "migration":  # a churn booster (or a truncated file) predicts the wrong shape
+        try:
+            head.predict(np.zeros((1, n_features), dtype=np.float32))
+        except Exception as exc:  # RunDirError (a wrong shape) or the library's own
+            raise RunDirError(f"{model_path}: {exc}") from None
+    return head
 
 
-def _load_logistic(run_dir: Path, path: Path) -> LogisticPart:
-    part_path = Path(run_dir) / LOGISTIC_FILE
+def _load_logistic(run_dir: Path, path: Path, target: str = "churn") -> LogisticPart:
+    name = MIGRATION_FILES["logistic"] if target == "migration" else LOGISTIC_FILE
+    part_path = Path(run_dir) / name
     if not part_path.is_file():
         raise RunDirError(f"{part_path}: missing (the head named in {path})")
     st = read_json(part_path)
@@ -330,13 +613,53 @@ def _load_logistic(run_dir: Path, path: Path) -> LogisticPart:
             np.asarray(st["mean"], float),
             np.asarray(st["scale"], float),
             np.asarray(st["coef"], float),
-            float(st["intercept"]),
+            np.asarray(st["intercept"], float) if target == "migration" else float(st["intercept"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RunDirError(f"{part_path}: not a logistic head ({exc})") from None
+    if target == "migration":
+        k = len(MIGRATION_NAMES)
+        ok = part.coef.shape == (k, len(part.mean)) and np.shape(part.intercept) == (k,)
+        if not (ok and part.mean.shape == part.scale.shape):
+            raise RunDirError(
+                f"{part_path}: a migration logistic part needs coef ({k}, F), intercept ({k},) "
+                "and mean, scale of length F"
+            )
+        return part
     if not (part.mean.shape == part.scale.shape == part.coef.shape):
         raise RunDirError(f"{part_path}: mean, scale and coef differ in length")
     return part
+
+
+def _load_migration(run_dir: Path, info: Any, path: Path, n_features: int) -> MigrationBlend:
+    """The ``migration`` entry of a blend's ``head.json`` and the parts it names."""
+    if not isinstance(info, dict):
+        raise RunDirError(f"{path}: the blend's migration entry is not an object")
+    names = info.get("parts")
+    if not isinstance(names, list) or any(n not in (*MODEL_FILES, "logistic") for n in names):
+        raise RunDirError(f"{path}: the blend's migration parts must be logistic or boosters")
+    blend = ClassBlend.from_state(info.get("blend"), path)
+    if blend.names != sorted(["sequence", *names]) or blend.n_classes != len(MIGRATION_NAMES):
+        raise RunDirError(f"{path}: the migration blend's weights do not match its parts")
+    try:
+        weights = np.asarray(info["decision_weights"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise RunDirError(f"{path}: the migration blend needs decision_weights") from None
+    if weights.shape != (len(MIGRATION_NAMES),) or not np.all(weights > 0):
+        raise RunDirError(f"{path}: decision_weights must be 3 positive numbers")
+    part_info = dict(n_features=n_features)
+    parts = {
+        n: _load_logistic(run_dir, path, "migration")
+        if n == "logistic"
+        else _load_booster(run_dir, n, part_info, path, "migration")
+        for n in names
+    }
+    for n, part in parts.items():
+        if isinstance(part, LogisticPart) and len(part.mean) != n_features:
+            raise RunDirError(f"{path}: the migration {n} part has {len(part.mean)} features")
+    return MigrationBlend(
+        parts, blend, weights, n_features, float(info.get("val_macro_auc", np.nan))
+    )
 
 
 def _load_tabm(run_dir: Path, info: dict, path: Path) -> TabMPart:
@@ -384,12 +707,17 @@ def load_head(run_dir: Path) -> ChurnHead | BlendHead | None:
     parts = {
         n: loaders[n]() if n in loaders else _load_booster(run_dir, n, info, path) for n in names
     }
+    n_features = int(info["n_features"])
+    migration = None
+    if "migration" in info:
+        migration = _load_migration(run_dir, info["migration"], path, n_features)
     return BlendHead(
         parts,
         {k: float(v) for k, v in weights.items()},
         float(info.get("intercept", 0.0)),
-        int(info["n_features"]),
+        n_features,
         float(info.get("val_auc", np.nan)),
+        migration=migration,
     )
 
 
@@ -414,14 +742,20 @@ def head_val_auc(
     return roc_auc(np.asarray(panel.churn)[rows], head_proba(head, X, sequence))
 
 
-def block_proba(
+def block_scores(
     head: ChurnHead | BlendHead,
     usage: torch.Tensor,
     mask: torch.Tensor,
     static,
     sequence: np.ndarray,
-) -> np.ndarray:
-    """The head's churn probability of one embed/score block (tensors on any device;
-    ``sequence``: the sequence model's calibrated probability of the block)."""
+    sequence_migration: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The head's churn probability (n,) and migration probabilities (n, 3) of one embed /
+    score / evaluate block (tensors on any device; ``sequence`` and ``sequence_migration``: the
+    sequence model's calibrated churn probability and migration softmax of the block, the
+    latter returned unchanged unless the head is a blend with migration)."""
     X = head_features(usage.float().cpu().numpy(), mask.cpu().numpy(), static.float().cpu().numpy())
-    return head_proba(head, X, sequence)
+    churn = head_proba(head, X, sequence)
+    if isinstance(head, BlendHead) and head.migration is not None:
+        return churn, head.migration.proba(X, sequence_migration)
+    return churn, sequence_migration
