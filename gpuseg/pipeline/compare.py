@@ -400,55 +400,34 @@ def baseline_candidate(name: str, fd: FoldData, split: Split, trials: int, seed:
     """One feature baseline on one fold: grid-tuned (logistic, hist_gb) or Optuna-tuned.
     Migration: the same models multiclass (the grids' migration column), tuned alike on the
     validation macro one-vs-rest ROC-AUC."""
-    if fd.target == "migration":
-        return _migration_baseline(name, fd, split, trials, seed)
-    churn = np.asarray(fd.panel.churn)
+    migration = fd.target == "migration"
+    y = fd.y.astype(int) if migration else np.asarray(fd.panel.churn)
     feats = (lambda r: _wide(fd, r)) if name == "xgboost_seq" else (lambda r: fd.features[r])
     X_tr, X_va, X_te = (feats(p) for p in (split.train, split.val, split.test))
-    y_tr, y_va = churn[split.train], churn[split.val]
+    y_tr, y_va = y[split.train], y[split.val]
+
+    def proba(model: Any, X: np.ndarray) -> np.ndarray:  # (n,) churn or (n, 3) migration
+        if migration:
+            return _class_proba(model, X)
+        return model.predict_proba(X)[:, 1].astype(np.float64)
+
     if name in ("xgboost", "lightgbm", "xgboost_seq"):
         kind = "xgboost" if name == "xgboost_seq" else name
         model = TunedBooster(kind, n_trials=trials, random_state=seed).fit(X_tr, y_tr, X_va, y_va)
         params = model.best_params_
     else:
-        cls, grid, _ = GRIDS[name]
+        cls, churn_grid, migration_grid = GRIDS[name]
         seeded = "random_state" in inspect.signature(cls.__init__).parameters
 
         def make(**kw: Any) -> Any:
             return cls(**kw, random_state=seed) if seeded else cls(**kw)
 
-        def score(model: Any, X: np.ndarray, y: np.ndarray) -> float:
-            return roc_auc(y, model.predict_proba(X)[:, 1])
+        def score(model: Any, X: np.ndarray, yv: np.ndarray) -> float:
+            return macro_roc_auc(yv, proba(model, X)) if migration else roc_auc(yv, proba(model, X))
 
+        grid = migration_grid if migration else churn_grid
         model, params, _ = tune(make, grid, X_tr, y_tr, X_va, y_va, score)
-    return dict(
-        proba=model.predict_proba(X_te)[:, 1].astype(np.float64),
-        proba_val=model.predict_proba(X_va)[:, 1].astype(np.float64),
-        params=params,
-    )
-
-
-def _migration_baseline(name: str, fd: FoldData, split: Split, trials: int, seed: int) -> dict:
-    y = fd.y
-    feats = (lambda r: _wide(fd, r)) if name == "xgboost_seq" else (lambda r: fd.features[r])
-    X_tr, X_va, X_te = (feats(p) for p in (split.train, split.val, split.test))
-    y_tr, y_va = y[split.train].astype(int), y[split.val].astype(int)
-    if name in ("xgboost", "lightgbm", "xgboost_seq"):
-        kind = "xgboost" if name == "xgboost_seq" else name
-        model = TunedBooster(kind, n_trials=trials, random_state=seed).fit(X_tr, y_tr, X_va, y_va)
-        params = model.best_params_
-    else:
-        cls, _, grid = GRIDS[name]
-        seeded = "random_state" in inspect.signature(cls.__init__).parameters
-
-        def make(**kw: Any) -> Any:
-            return cls(**kw, random_state=seed) if seeded else cls(**kw)
-
-        def score(model: Any, X: np.ndarray, y: np.ndarray) -> float:
-            return macro_roc_auc(y, _class_proba(model, X))
-
-        model, params, _ = tune(make, grid, X_tr, y_tr, X_va, y_va, score)
-    return dict(proba=_class_proba(model, X_te), proba_val=_class_proba(model, X_va), params=params)
+    return dict(proba=proba(model, X_te), proba_val=proba(model, X_va), params=params)
 
 
 # ---------------------------------------------------------------------------------------------
