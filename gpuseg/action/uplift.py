@@ -383,18 +383,12 @@ def crossfit(
     for k in range(folds):
         tr = fold != k
         m = LEARNERS[learner](channels, seed + k)
-        if tu is None:
-            m.fit(x_all[tr], camp.offer[tr], camp.channel[tr], camp.treated[tr], camp.retained[tr])
-        else:
-            m.takeup_ = takeups[k]
-            m.fit(
-                x_all[tr],
-                camp.offer[tr],
-                camp.channel[tr],
-                camp.treated[tr],
-                camp.retained[tr],
-                takeup=tu[tr],
-            )
+        kw = {}
+        if tu is not None:
+            m.takeup_, kw = takeups[k], dict(takeup=tu[tr])
+        m.fit(
+            x_all[tr], camp.offer[tr], camp.channel[tr], camp.treated[tr], camp.retained[tr], **kw
+        )
         learners.append(m)
         te = np.flatnonzero(~tr)
         for o in np.unique(camp.offer[te]):
