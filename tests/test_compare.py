@@ -296,9 +296,11 @@ def test_tabm_is_a_candidate_and_a_part_of_head_blend_tabm(panel):
     )
     assert res["summary"]["tabm"]["roc_auc"]["value"] > 0.75
     for rec in res["per_fold"]:
-        assert set(rec["head_blend_tabm"]["params"]) == {"sequence", "tabm", "logistic"}
-        assert set(rec["head_blend"]["params"]) == {"sequence", "logistic"}
+        assert set(rec["head_blend_tabm"]["params"]) == {"sequence", "tabm", "logistic", "hist_gb"}
+        assert set(rec["head_blend"]["params"]) == {"sequence", "logistic", "hist_gb"}
         assert set(rec["blend_baselines"]["params"]) == {"logistic", "hist_gb"}
+        if rec["head_blend"]["params"]["sequence"] == 0:  # left out: the baselines' blend
+            assert rec["head_blend"]["roc_auc"] == rec["blend_baselines"]["roc_auc"]
         assert 1 <= rec["tabm"]["params"]["best_epoch"] <= rec["tabm"]["params"]["epochs_run"]
     assert res["best_baseline"]["name"] != "tabm"  # a model candidate, not a baseline
     with pytest.raises(ConfigError, match="add tabm"):
@@ -489,9 +491,11 @@ def test_blend_head_scores_the_blend_of_its_saved_parts(blend_run, tmp_path: Pat
     formats, the weights in head.json; predictions are the blend of the parts' logits and the
     sequence model's, and a damaged head file is a one-line error."""
     run, _, info, metrics = blend_run
-    assert info["parts"] == ["logistic", "xgboost", "lightgbm"]  # no TabM (session 9)
-    assert set(info["weights"]) == {"sequence", "logistic", "xgboost", "lightgbm"}
+    assert info["parts"] == ["logistic", "hist_gb", "xgboost", "lightgbm"]  # no TabM (session 9)
+    assert set(info["weights"]) == {"sequence", "logistic", "hist_gb", "xgboost", "lightgbm"}
+    assert all(w >= 0 for w in info["weights"].values())  # a tiny validation split: held >= 0
     assert (run / "head.logistic.json").is_file() and (run / "head.lgb.txt").is_file()
+    assert (run / "head.hist_gb.json").is_file()
     head = load_head(run)
     panel = load_panel(run / "panel")
     X = head_features(panel.usage[:50], panel.mask[:50], panel.static[:50])
@@ -512,6 +516,19 @@ def test_blend_head_scores_the_blend_of_its_saved_parts(blend_run, tmp_path: Pat
     copy = damaged_copy(run, tmp_path)
     (copy / HEAD_FILE).write_text(json.dumps(info | dict(weights={"sequence": 1.0})))
     with pytest.raises(RunDirError, match="one weight per part"):
+        load_head(copy)
+    # the HistGradientBoosting part: missing, damaged or of another width, one line each
+    copy = damaged_copy(run, tmp_path / "trees")
+    trees = json.loads((copy / "head.hist_gb.json").read_text())
+    (copy / "head.hist_gb.json").write_text(json.dumps(trees | dict(left=trees["left"][:-1])))
+    with pytest.raises(RunDirError, match="head.hist_gb.json: the hist_gb trees' arrays disagree"):
+        load_head(copy)
+    wider = trees["n_features"] + 5
+    (copy / "head.hist_gb.json").write_text(json.dumps(trees | dict(n_features=wider)))
+    with pytest.raises(RunDirError, match=f"head.hist_gb.json: the trees read {wider} features"):
+        load_head(copy)
+    (copy / "head.hist_gb.json").unlink()
+    with pytest.raises(RunDirError, match="head.hist_gb.json: missing"):
         load_head(copy)
 
 

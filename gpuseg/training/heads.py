@@ -9,8 +9,10 @@
   rows and tuned on its validation rows;
 - ``auto``: whichever of those has the best validation ROC-AUC (installed boosters only);
 - ``blend``: a logistic regression over the validation logits of the sequence model, the
-  logistic baseline and the installed boosters (:class:`BlendHead`; weights >= 0 unless free
-  ones predict better out of fold, :func:`fit_logit_blend`). :func:`fit_blend` can add
+  logistic baseline, scikit-learn's HistGradientBoosting (saved as plain arrays,
+  :class:`gpuseg.evaluate.trees.HistGBTrees`) and the installed boosters (:class:`BlendHead`;
+  weights >= 0 unless free ones predict better out of fold, and the sequence model left out
+  where it does not earn its place out of fold: :func:`fit_logit_blend`). :func:`fit_blend` can add
   TabM (:mod:`gpuseg.model.tabular`) on the same features as a part (``tabm=True``); the head
   does not, since TabM did not make the blend better on the real tables (RESULTS.md, issue 15
   session 9). Where the run has migration labels (all three classes in its training and
@@ -48,6 +50,7 @@ from gpuseg.errors import ConfigError, DataError, RunDirError
 from gpuseg.evaluate.baselines import GRIDS, tune
 from gpuseg.evaluate.boosting import TunedBooster, booster_available
 from gpuseg.evaluate.metrics import MIGRATION_NAMES, fit_decision_weights, macro_roc_auc, roc_auc
+from gpuseg.evaluate.trees import HistGBTrees
 from gpuseg.features.aggregates import window_stats
 from gpuseg.features.window import signed_log1p
 from gpuseg.io.store import atomic_write, read_json, write_json_atomic
@@ -59,6 +62,7 @@ from gpuseg.training.tabular import TabMFit, fit_tabm, tabm_proba
 HEAD_FILE = "head.json"
 MODEL_FILES = {"xgboost": "head.xgb.json", "lightgbm": "head.lgb.txt"}
 LOGISTIC_FILE = "head.logistic.json"
+HIST_GB_FILE = "head.hist_gb.json"
 TABM_FILE = "head.tabm.safetensors"
 # model.head: blend's migration parts (multiclass: down / stay / up)
 MIGRATION_FILES = {
@@ -69,6 +73,7 @@ MIGRATION_FILES = {
 HEAD_FILES = (
     HEAD_FILE,
     LOGISTIC_FILE,
+    HIST_GB_FILE,
     TABM_FILE,
     *MODEL_FILES.values(),
     *MIGRATION_FILES.values(),
@@ -88,9 +93,10 @@ class LogitBlend:
     """A logistic regression over the parts' logits, fitted by :func:`fit_logit_blend`; the
     fields and ``predict_proba`` read like scikit-learn's ``LogisticRegression``."""
 
-    coef_: np.ndarray  # (1, P)
+    coef_: np.ndarray  # (1, P); 0 for a part left out
     intercept_: np.ndarray  # (1,)
     nonneg: bool  # whether the weights were held >= 0
+    left_out: bool = False  # whether the optional part was left out
 
     def predict_proba(self, logits: np.ndarray) -> np.ndarray:
         z = np.asarray(logits, dtype=np.float64) @ self.coef_[0] + self.intercept_[0]  # (n,)
@@ -117,35 +123,62 @@ def _blend_fit(V: np.ndarray, y: np.ndarray, nonneg: bool, c: float) -> np.ndarr
     return minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
 
 
+def _blend_theta(V: np.ndarray, y: np.ndarray, keep: np.ndarray, nonneg: bool, c: float):
+    """:func:`_blend_fit` on the columns ``keep`` (bool (P,)), the others' weights 0."""
+    theta = np.zeros(V.shape[1] + 1)
+    theta[np.append(keep, True)] = _blend_fit(V[:, keep], y, nonneg, c)
+    return theta
+
+
 def fit_logit_blend(
-    logits_val: np.ndarray, y_val: np.ndarray, c: float = 1.0, folds: int = 5, seed: int = 0
+    logits_val: np.ndarray,
+    y_val: np.ndarray,
+    c: float = 1.0,
+    folds: int = 5,
+    seed: int = 0,
+    optional: int | None = None,
 ) -> LogitBlend:
     """The churn blend of ``model.head: blend`` and of ``gpuseg compare``: a logistic regression
-    (:func:`_blend_fit`, C = ``c``) over the parts' validation logits (V, P), with weights held
-    >= 0 (stacking with non-negative weights, Breiman 1996), or free where their log-loss out
-    of fold, over ``folds`` stratified folds of the validation rows, is lower by more than one
-    standard error of the per-row difference (the one-standard-error rule).
-    The parts' logits are highly correlated: on a few hundred rows free weights swing to
-    opposite signs that cancel (RESULTS.md, issue 15 session 8: Telco fold 0 gave the sequence
-    model -0.46), while on tens of thousands a negative weight can be real (the logistic part
-    on the 200k worlds, every fold)."""
+    (:func:`_blend_fit`, C = ``c``) over the parts' validation logits (V, P).
+
+    The blend is the simplest of these whose log-loss out of fold (``folds`` stratified folds of
+    the validation rows) is within one standard error (of the per-row difference) of the best's,
+    the one-standard-error rule: weights held >= 0 (stacking with non-negative weights, Breiman
+    1996) before free ones, and, with ``optional`` (a column: the sequence model in the blends
+    that also hold every baseline), that part left out before kept. The parts' logits are highly
+    correlated: on a few hundred rows free weights swing to opposite signs that cancel
+    (RESULTS.md, issue 15 session 8: Telco fold 0 gave the sequence model -0.46), while on tens
+    of thousands a negative weight can be real (the logistic part on the 200k worlds, every
+    fold); a part that adds nothing the others hold only adds the noise of its weight."""
     V = np.asarray(logits_val, dtype=np.float64)  # (V, P)
     y = np.asarray(y_val, dtype=np.float64)  # (V,)
     if len(np.unique(y)) < 2:
         raise DataError("blend: the validation rows hold one class only")
+    every = np.ones(V.shape[1], dtype=bool)
+    keeps = [every]
+    if optional is not None and V.shape[1] > 1:
+        keeps = [every.copy(), every]
+        keeps[0][optional] = False
+    # simplest first: held weights before free ones, then the optional part left out first
+    configs = [(keep, held) for held in (True, False) for keep in keeps]
     k = int(min(folds, np.bincount(y.astype(int)).min()))
-    nonneg = True
+    chosen = configs[0]
     if k >= 2:
-        gain = np.zeros(len(y))  # per row: held weights' out-of-fold log-loss minus free ones'
+        loss = np.zeros((len(configs), len(y)))  # per config and row: out-of-fold log-loss
         for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(V, y):
-            for held, sign in ((True, 1.0), (False, -1.0)):
-                theta = _blend_fit(V[tr], y[tr], held, c)
+            for i, (keep, held) in enumerate(configs):
+                theta = _blend_theta(V[tr], y[tr], keep, held, c)
                 z = V[te] @ theta[:-1] + theta[-1]
-                gain[te] += sign * (np.logaddexp(0.0, z) - y[te] * z)
-        # the one-standard-error rule: free weights only when their gain exceeds one error
-        nonneg = gain.mean() <= gain.std(ddof=1) / np.sqrt(len(gain))
-    theta = _blend_fit(V, y, nonneg, c)
-    return LogitBlend(theta[None, :-1].copy(), theta[-1:].copy(), nonneg)
+                loss[i, te] = np.logaddexp(0.0, z) - y[te] * z
+        best = int(loss.mean(axis=1).argmin())
+        for i in range(len(configs)):
+            d = loss[i] - loss[best]  # (V,) how much worse than the best, per row
+            if d.mean() <= d.std(ddof=1) / np.sqrt(len(d)):
+                chosen = configs[i]
+                break
+    keep, held = chosen
+    theta = _blend_theta(V, y, keep, held, c)
+    return LogitBlend(theta[None, :-1].copy(), theta[-1:].copy(), held, not keep.all())
 
 
 def log_proba(p: np.ndarray) -> np.ndarray:
@@ -387,7 +420,7 @@ class BlendHead:
     logistic regression over the logits of the sequence model and of ``parts``; ``migration``
     (None without migration labels) gives the migration probabilities."""
 
-    parts: dict[str, Any]  # name -> ChurnHead (booster), LogisticPart or TabMPart
+    parts: dict[str, Any]  # name -> ChurnHead (booster), LogisticPart, HistGBTrees or TabMPart
     weights: dict[str, float]  # "sequence" and each part -> its logit's coefficient
     intercept: float
     n_features: int
@@ -410,6 +443,8 @@ class BlendHead:
         for name, part in self.parts.items():
             if name == "logistic":
                 write_json_atomic(Path(run_dir) / LOGISTIC_FILE, part.state())
+            elif name == "hist_gb":
+                write_json_atomic(Path(run_dir) / HIST_GB_FILE, part.state())
             else:
                 part.save_model(run_dir)
         migration = {} if self.migration is None else dict(migration=self.migration.save(run_dir))
@@ -546,6 +581,17 @@ def fit_blend(
 
     baseline, _, _ = tune(cls, grid, X["train"], y["train"], X["val"], y["val"], score)
     parts: dict[str, Any] = {"logistic": LogisticPart.from_baseline(baseline)}
+    cls, grid, _ = GRIDS["hist_gb"]
+    trees, _, _ = tune(
+        lambda **kw: cls(**kw, random_state=seed),
+        grid,
+        X["train"],
+        y["train"],
+        X["val"],
+        y["val"],
+        score,
+    )
+    parts["hist_gb"] = HistGBTrees.from_model(trees)
     for k in boosters:
         parts[k] = _fit_booster(k, X, y, trials, seed)
     if tabm:
@@ -556,7 +602,7 @@ def fit_blend(
     V = np.column_stack(
         [logit(sequence_val_proba)] + [logit(parts[n].predict(X["val"])) for n in parts]
     )
-    lr = fit_logit_blend(V, y["val"])
+    lr = fit_logit_blend(V, y["val"], optional=0)  # the sequence model: left out unless it helps
     head = BlendHead(
         parts,
         dict(zip(names, lr.coef_[0].astype(float).tolist(), strict=True)),
@@ -726,6 +772,19 @@ def _load_migration(run_dir: Path, info: Any, path: Path, n_features: int) -> Mi
     )
 
 
+def _load_hist_gb(run_dir: Path, path: Path, n_features: int) -> HistGBTrees:
+    part_path = Path(run_dir) / HIST_GB_FILE
+    if not part_path.is_file():
+        raise RunDirError(f"{part_path}: missing (the head named in {path})")
+    try:
+        trees = HistGBTrees.from_state(read_json(part_path))
+    except ValueError as exc:
+        raise RunDirError(f"{part_path}: {exc}") from None
+    if trees.n_features != n_features:
+        raise RunDirError(f"{part_path}: the trees read {trees.n_features} features")
+    return trees
+
+
 def _load_tabm(run_dir: Path, info: dict, path: Path) -> TabMPart:
     weights = Path(run_dir) / TABM_FILE
     if not weights.is_file():
@@ -761,12 +820,14 @@ def load_head(run_dir: Path) -> ChurnHead | BlendHead | None:
     if (
         not isinstance(names, list)
         or not isinstance(weights, dict)
-        or any(n not in (*MODEL_FILES, "logistic", "tabm") for n in names)
+        or any(n not in (*MODEL_FILES, "logistic", "hist_gb", "tabm") for n in names)
         or set(weights) != {"sequence", *names}
     ):
         raise RunDirError(f"{path}: a blend head needs parts and one weight per part and sequence")
     loaders = dict(
-        logistic=lambda: _load_logistic(run_dir, path), tabm=lambda: _load_tabm(run_dir, info, path)
+        logistic=lambda: _load_logistic(run_dir, path),
+        hist_gb=lambda: _load_hist_gb(run_dir, path, int(info["n_features"])),
+        tabm=lambda: _load_tabm(run_dir, info, path),
     )
     parts = {
         n: loaders[n]() if n in loaders else _load_booster(run_dir, n, info, path) for n in names
