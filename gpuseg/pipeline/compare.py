@@ -46,6 +46,18 @@ lift of ``down`` (:data:`MIGRATION_METRICS`), with the same paired intervals. ``
 ``auto`` are churn heads and are refused, as are ``tabm`` and ``head_blend_tabm`` (TabM's fit is
 binary); so is a panel without migration labels
 (:class:`gpuseg.errors.DataError`, one line saying why).
+
+Out of time (``test_panel``: a later window's panel with the same periods, metrics and static
+columns, e.g. prepared with the same config): the folds' train and validation rows are the run
+panel's, exactly as in time (so every fitted thing, the sequence model's normalisation, quantile
+bins and Platt calibration, the boosters' tuning and the blends' weights, is the same as in the
+in-time comparison with the same seed), the run panel's test parts are left unused, and the test
+rows come from the later panel: its labelled subscribers cut into ``folds`` stratified parts
+(seeded, :func:`out_of_time_splits`), fold f tests on part f. Test parts are disjoint and cover
+every labelled row of the later panel once per repeat, so the fold t interval and the paired
+bootstrap keep their meaning. The two panels are concatenated (:func:`stack_panels`) so that the
+candidates' code is the same in both modes; nothing is fitted on the later rows. An incompatible
+panel is refused (:func:`check_test_panel`, one line naming what differs).
 """
 
 from __future__ import annotations
@@ -153,18 +165,7 @@ def stratified_folds(
     churn = np.asarray(churn)
     labelled = np.flatnonzero(churn >= 0)
     y = churn[labelled].astype(int)
-    counts = np.bincount(y, minlength=2 if class_names is None else len(class_names))
-    if class_names is not None and counts.min() < folds:
-        have = ", ".join(f"{c} {n}" for c, n in zip(class_names, counts, strict=True))
-        raise DataError(
-            f"{folds} folds need at least {folds} labelled subscribers of each class; "
-            f"the panel has {have}"
-        )
-    if counts.min() < folds:
-        raise DataError(
-            f"{folds} folds need at least {folds} churners and {folds} stayers; "
-            f"the panel has {counts[1]} and {counts[0]}"
-        )
+    _check_class_counts(y, folds, class_names, "the panel")
     out = []
     for r in range(repeats):
         kfold = StratifiedKFold(folds, shuffle=True, random_state=seed + 1000 * r)
@@ -175,6 +176,88 @@ def stratified_folds(
             )
             out.append(Split(*(np.sort(labelled[p]) for p in (train, val, test))))
     return out
+
+
+def _check_class_counts(
+    y: np.ndarray, folds: int, class_names: Sequence[str] | None, where: str
+) -> None:
+    """DataError unless every class of ``y`` (labelled rows) has ``folds`` rows."""
+    counts = np.bincount(y, minlength=2 if class_names is None else len(class_names))
+    if class_names is not None and counts.min() < folds:
+        have = ", ".join(f"{c} {n}" for c, n in zip(class_names, counts, strict=True))
+        raise DataError(
+            f"{folds} folds need at least {folds} labelled subscribers of each class; "
+            f"{where} has {have}"
+        )
+    if counts.min() < folds:
+        raise DataError(
+            f"{folds} folds need at least {folds} churners and {folds} stayers; "
+            f"{where} has {counts[1]} and {counts[0]}"
+        )
+
+
+def out_of_time_splits(
+    splits: Sequence[Split],
+    later_labels: np.ndarray,
+    offset: int,
+    folds: int,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> list[Split]:
+    """``splits`` (``folds`` x repeats, of the run panel) with their test rows replaced by a later
+    panel's: its labelled rows (``later_labels >= 0``) cut into ``folds`` stratified parts per
+    repeat (another shuffle per repeat), fold f of a repeat testing on part f. The later panel's
+    rows are numbered from ``offset`` (they follow the run panel's, see :func:`stack_panels`);
+    train and validation rows are kept as they are."""
+    later_labels = np.asarray(later_labels)
+    labelled = np.flatnonzero(later_labels >= 0)
+    y = later_labels[labelled].astype(int)
+    _check_class_counts(y, folds, class_names, "the test panel")
+    if len(splits) % folds:
+        raise ConfigError(f"{len(splits)} splits are not repeats of {folds} folds")
+    out = []
+    for r in range(len(splits) // folds):
+        kfold = StratifiedKFold(folds, shuffle=True, random_state=seed + 1000 * r + 500)
+        for f, (_, test) in enumerate(kfold.split(labelled, y)):
+            s = splits[r * folds + f]
+            out.append(Split(s.train, s.val, offset + np.sort(labelled[test])))
+    return out
+
+
+def check_test_panel(panel: Panel, later: Panel, name: str = "the test panel") -> None:
+    """DataError (one line naming what differs) unless ``later`` has ``panel``'s layout: the
+    number of periods, the metrics (in order) and the encoded static columns (in order)."""
+    t, t_later = panel.usage.shape[1], later.usage.shape[1]
+    if t != t_later:
+        raise DataError(f"{name}: {t_later} periods, the run's panel has {t}")
+    if list(later.metrics) != list(panel.metrics):
+        raise DataError(
+            f"{name}: metrics {', '.join(later.metrics)} differ from the run panel's "
+            f"{', '.join(panel.metrics)}"
+        )
+    ours = list(panel.meta.get("static_features", []))
+    theirs = list(later.meta.get("static_features", []))
+    if ours != theirs or panel.static.shape[1] != later.static.shape[1]:
+        only = [c for c in theirs if c not in ours][:3] + [c for c in ours if c not in theirs][:3]
+        why = f"e.g. {', '.join(only)}" if only else "in another order"
+        raise DataError(
+            f"{name}: static columns differ from the run panel's ({len(theirs)} against "
+            f"{len(ours)}, {why}); prepare it with the run's config"
+        )
+
+
+def stack_panels(panel: Panel, later: Panel) -> Panel:
+    """``panel``'s rows followed by ``later``'s (same layout, see :func:`check_test_panel`), with
+    ``panel``'s meta: what the candidates read out of time."""
+    return Panel(
+        usage=np.concatenate([np.asarray(panel.usage), np.asarray(later.usage)]),
+        mask=np.concatenate([np.asarray(panel.mask), np.asarray(later.mask)]),
+        static=np.concatenate([np.asarray(panel.static), np.asarray(later.static)]),
+        churn=np.concatenate([np.asarray(panel.churn), np.asarray(later.churn)]),
+        migration=np.concatenate([np.asarray(panel.migration), np.asarray(later.migration)]),
+        ids=np.concatenate([np.asarray(panel.ids), np.asarray(later.ids)]),
+        meta=panel.meta,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,6 +586,8 @@ def compare(
     target: str = "churn",
     tabm_spec: TabMSpec = TabMSpec(),
     tabm_fit: TabMFit = TabMFit(),
+    test_panel: Panel | None = None,
+    test_panel_name: str | None = None,
 ) -> dict:
     """Run every candidate on the same folds and compare ``head`` with the others.
 
@@ -512,6 +597,10 @@ def compare(
     writes to ``out_path`` as JSON) the per-fold metrics and seconds, the summary per candidate
     and the paired differences; see the module docstring. ``tabm_spec`` and ``tabm_fit``: the
     ``tabm`` candidate's architecture and training.
+
+    ``test_panel`` (named ``test_panel_name`` in the result): out of time, the test rows are
+    that later panel's labelled subscribers (see the module docstring); the train and validation
+    rows stay ``panel``'s.
     """
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
@@ -543,6 +632,13 @@ def compare(
     device = torch.device(device)
     t0 = time.perf_counter()
     metrics = TARGET_METRICS[target]
+    n_run = len(panel)  # the run panel's rows; a test panel's follow them
+    if test_panel is not None:
+        test_panel_name = test_panel_name or "the test panel"
+        check_test_panel(panel, test_panel, test_panel_name)
+        if target == "migration" and (np.asarray(test_panel.migration) >= 0).sum() == 0:
+            raise DataError(f"{test_panel_name}: no migration labels to test on")
+        panel = stack_panels(panel, test_panel)
     if target == "migration":
         # rows with both labels: the sequence model trains on churn too
         labels = np.where(np.asarray(panel.churn) >= 0, np.asarray(panel.migration), -1)
@@ -551,17 +647,21 @@ def compare(
             raise DataError(no_migration_labels(panel.meta))
     else:
         labels = np.asarray(panel.churn).astype(np.int8)
-    if shuffle_labels:
-        labelled = np.flatnonzero(labels >= 0)
+    if shuffle_labels:  # within each panel
         labels = labels.copy()
-        labels[labelled] = np.random.default_rng(seed + 7).permutation(labels[labelled])
+        rng = np.random.default_rng(seed + 7)
+        for lo, hi in ((0, n_run), (n_run, len(labels))):
+            labelled = lo + np.flatnonzero(labels[lo:hi] >= 0)
+            labels[labelled] = rng.permutation(labels[labelled])
     if target == "migration":
         panel = replace(panel, migration=labels)
         class_names: tuple[str, ...] | None = MIGRATION_NAMES
     else:
         panel = replace(panel, churn=labels)
         class_names = None
-    splits = stratified_folds(labels, folds, repeats, train_cfg.val_frac, seed, class_names)
+    splits = stratified_folds(labels[:n_run], folds, repeats, train_cfg.val_frac, seed, class_names)
+    if test_panel is not None:
+        splits = out_of_time_splits(splits, labels[n_run:], n_run, folds, seed, class_names)
     features = window_features(panel)
     seq = None
     if any(n in names for n in ("stack", "xgboost_seq")):
@@ -640,13 +740,14 @@ def compare(
             | {primary: summary[b][primary]["value"]}
             | (dict(head_minus_best=paired[b][primary]) if b != head else {})
         )
-    labelled_y = labels[labels >= 0]
-    if target == "migration":
-        rates: dict[str, Any] = dict(
-            class_rates={c: float((labelled_y == k).mean()) for k, c in enumerate(MIGRATION_NAMES)}
-        )
-    else:
-        rates = dict(churn_rate=float(labelled_y.mean()))
+    rates = _label_rates(labels[:n_run], target)
+    later = None
+    if test_panel is not None:
+        later = dict(
+            path=test_panel_name,
+            subscribers=len(labels) - n_run,
+            n_labelled=int((labels[n_run:] >= 0).sum()),
+        ) | _label_rates(labels[n_run:], target)
     result = json_ready(
         dict(
             target=target,
@@ -660,10 +761,12 @@ def compare(
             level=level,
             seed=seed,
             shuffle_labels=shuffle_labels,
-            n_labelled=int((labels >= 0).sum()),
+            out_of_time=test_panel is not None,
+            test_panel=later,
+            n_labelled=int((labels[:n_run] >= 0).sum()),
             **rates,
             shape=dict(
-                subscribers=int(panel.usage.shape[0]),
+                subscribers=n_run,
                 periods=int(panel.usage.shape[1]),
                 metrics=int(panel.usage.shape[2]),
                 static=int(panel.static.shape[1]),
@@ -679,6 +782,14 @@ def compare(
     if out_path is not None:
         write_json_atomic(Path(out_path), result)
     return result
+
+
+def _label_rates(labels: np.ndarray, target: str) -> dict:
+    """``churn_rate``, or with target migration ``class_rates``, of the labelled rows."""
+    y = labels[labels >= 0]
+    if target == "migration":
+        return dict(class_rates={c: float((y == k).mean()) for k, c in enumerate(MIGRATION_NAMES)})
+    return dict(churn_rate=float(y.mean()))
 
 
 def default_candidates() -> list[str]:
@@ -746,6 +857,22 @@ def verdict(result: dict) -> str:
     )
 
 
+def _out_of_time_line(result: dict) -> str:
+    """The markdown header's out-of-time sentence ("" in time)."""
+    later = result.get("test_panel")
+    if not result.get("out_of_time") or not later:
+        return ""
+    if "class_rates" in later:
+        rates = " / ".join(f"{c} {r:.3f}" for c, r in later["class_rates"].items())
+    else:
+        rates = f"churn rate {later['churn_rate']:.3f}"
+    return (
+        f"\n\nOUT OF TIME: train and validation rows from the run's panel, test rows from the "
+        f"later panel {later['path']} ({later['n_labelled']} labelled, {rates}; cut into "
+        f"{result['folds']} stratified parts, fold f tests on part f)"
+    )
+
+
 def comparison_markdown(result: dict) -> str:
     """Mean (t interval over folds) per candidate; paired differences; the verdict."""
     if result.get("target") == "migration":
@@ -756,7 +883,8 @@ def comparison_markdown(result: dict) -> str:
         f"{result['folds']}-fold x {result['repeats']} stratified splits by subscriber "
         f"({result['n_labelled']} labelled, churn rate {result['churn_rate']:.3f}); "
         f"{result['level'] * 100:g}% intervals over the {k} folds"
-        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else ""),
+        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else "")
+        + _out_of_time_line(result),
         "",
         "| candidate | ROC-AUC | Lift@10% | wall s (all folds) | CPU s |",
         "|---|---|---|---|---|",
@@ -793,7 +921,8 @@ def migration_markdown(result: dict) -> str:
         f"migration (down / stay / up): {result['folds']}-fold x {result['repeats']} splits by "
         f"subscriber stratified by class ({result['n_labelled']} labelled, {rates}); "
         f"{result['level'] * 100:g}% intervals over the {k} folds"
-        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else ""),
+        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else "")
+        + _out_of_time_line(result),
         "",
         "| candidate | macro ROC-AUC (one-vs-rest) | down ROC-AUC | down Lift@10% "
         "| wall s (all folds) | CPU s |",
@@ -825,17 +954,20 @@ def migration_markdown(result: dict) -> str:
     return "\n".join(lines + ["", verdict(result)]) + "\n"
 
 
-def result_name(target: str) -> str:
-    """The file :func:`compare_stage` writes in the run directory for ``target``."""
-    return "compare.json" if target == "churn" else f"compare_{target}.json"
+def result_name(target: str, out_of_time: bool = False) -> str:
+    """The file :func:`compare_stage` writes in the run directory for ``target`` (out of time:
+    ``compare_oot.json``, ``compare_migration_oot.json``)."""
+    stem = "compare" if target == "churn" else f"compare_{target}"
+    return f"{stem}_oot.json" if out_of_time else f"{stem}.json"
 
 
 def compare_stage(cfg: Any, backend: Any, run_dir: Path, **kw: Any) -> dict:
     """:func:`compare` on the run's panel, made first when missing (synthetic world, prepare).
 
-    Writes ``run_dir/compare.json`` (``target`` migration: ``compare_migration.json``) unless
-    ``out_path`` is given in ``kw``. A panel made from input tables that have changed since is
-    refused (run ``gpuseg prepare`` again).
+    Writes ``run_dir/compare.json`` (``target`` migration: ``compare_migration.json``; out of
+    time ``..._oot.json``) unless ``out_path`` is given in ``kw``. ``test_panel_dir``: out of
+    time, the later panel to test on (see the module docstring). A panel made from input tables
+    that have changed since is refused (run ``gpuseg prepare`` again).
     """
     if not (run_dir / "panel" / "meta.json").is_file():
         synthetic = cfg.synth is not None and not cfg.data.usage
@@ -844,5 +976,10 @@ def compare_stage(cfg: Any, backend: Any, run_dir: Path, **kw: Any) -> dict:
         prepare_stage(with_world_data(cfg, run_dir), backend, run_dir)
     check_stage(cfg, run_dir, "prepare")
     panel = load_panel(run_dir / "panel", mmap=False)
-    kw.setdefault("out_path", run_dir / result_name(kw.get("target", "churn")))
+    test_panel_dir = kw.pop("test_panel_dir", None)
+    if test_panel_dir is not None:
+        kw["test_panel"] = load_panel(test_panel_dir, mmap=False)
+        kw["test_panel_name"] = str(test_panel_dir)
+    oot = test_panel_dir is not None
+    kw.setdefault("out_path", run_dir / result_name(kw.get("target", "churn"), oot))
     return compare(panel, cfg.model, cfg.train, device=backend.torch_device, seed=cfg.seed, **kw)
