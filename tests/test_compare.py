@@ -460,12 +460,21 @@ def test_compare_out_of_time_tests_on_the_later_panel_and_fits_nothing_on_it(pan
         assert a["n_train"] == b["n_train"] and a["n_val"] == b["n_val"]
         for name in names:  # tuned parameters and blend weights: fitted on train / val only
             assert a[name]["params"] == b[name]["params"] == c[name]["params"], name
+            # the same models also score the run panel's own fold test rows: the in-time figures
+            assert b[name]["in_time"]["roc_auc"] == pytest.approx(a[name]["roc_auc"], abs=1e-9)
+        assert b["n_test_in_time"] == a["n_test"]
     for name in names:
         assert oot["summary"][name]["roc_auc"]["value"] > 0.75, name  # the same signal
         assert abs(permuted["summary"][name]["roc_auc"]["value"] - 0.5) < 0.05, name
         assert oot["summary"][name]["roc_auc"] != in_time["summary"][name]["roc_auc"]
+    cell = oot["in_time"]["difference"]["logistic"]["roc_auc"]
+    assert cell["value"] == pytest.approx(
+        in_time["paired"]["difference"]["logistic"]["roc_auc"]["value"]
+    )
+    assert in_time["in_time"] is None and oot["in_time"]["n_test"] == len(panel) - 50
     text = comparison_markdown(oot)
     assert "OUT OF TIME" in text and "later panel feb (2950 labelled" in text
+    assert "| sequence | " in text.split("In time, for reference")[1]
     assert "OUT OF TIME" not in comparison_markdown(in_time)
 
 

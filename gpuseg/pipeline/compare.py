@@ -57,7 +57,9 @@ rows come from the later panel: its labelled subscribers cut into ``folds`` stra
 every labelled row of the later panel once per repeat, so the fold t interval and the paired
 bootstrap keep their meaning. The two panels are concatenated (:func:`stack_panels`) so that the
 candidates' code is the same in both modes; nothing is fitted on the later rows. An incompatible
-panel is refused (:func:`check_test_panel`, one line naming what differs).
+panel is refused (:func:`check_test_panel`, one line naming what differs). The candidates also
+score the run panel's own fold test rows, so ``in_time`` holds the in-time figures of the very
+same models (summary and paired differences, as in an in-time run with the same seed).
 """
 
 from __future__ import annotations
@@ -659,9 +661,10 @@ def compare(
     else:
         panel = replace(panel, churn=labels)
         class_names = None
-    splits = stratified_folds(labels[:n_run], folds, repeats, train_cfg.val_frac, seed, class_names)
+    inner = stratified_folds(labels[:n_run], folds, repeats, train_cfg.val_frac, seed, class_names)
+    splits = inner
     if test_panel is not None:
-        splits = out_of_time_splits(splits, labels[n_run:], n_run, folds, seed, class_names)
+        splits = out_of_time_splits(inner, labels[n_run:], n_run, folds, seed, class_names)
     features = window_features(panel)
     seq = None
     if any(n in names for n in ("stack", "xgboost_seq")):
@@ -672,12 +675,22 @@ def compare(
     per_fold: list[dict] = []
     ys: list[np.ndarray] = []
     probas: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for f, split in enumerate(splits):
-        y = labels[split.test].astype(int)
+    ys_in: list[np.ndarray] = []  # out of time: the run panel's own fold test rows, in time
+    probas_in: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for f, (oot_split, own) in enumerate(zip(splits, inner, strict=True)):
+        y = labels[oot_split.test].astype(int)
         ys.append(y)
         record: dict[str, Any] = dict(
-            fold=f, n_train=len(split.train), n_val=len(split.val), n_test=len(split.test)
+            fold=f, n_train=len(oot_split.train), n_val=len(oot_split.val), n_test=len(y)
         )
+        # out of time the candidates also score the fold's own test rows (in front): the in-time
+        # figures of the very same models, at the cost of their predictions only
+        k = len(own.test) if test_panel is not None else 0
+        split = oot_split
+        if k:
+            split = Split(oot_split.train, oot_split.val, np.r_[own.test, oot_split.test])
+            ys_in.append(labels[own.test].astype(int))
+            record["n_test_in_time"] = k
         done: dict[str, dict] = {}
         for name in sorted(names, key=lambda n: n in DERIVED):  # blends, auto after their parts
             t1, c1 = time.perf_counter(), time.process_time()
@@ -704,12 +717,18 @@ def compare(
             else:
                 res = baseline_candidate(name, fd, split, trials, fold_seed)
             done[name] = res
-            probas[name].append(res["proba"])
-            record[name] = {m: fn(y, res["proba"]) for m, fn in metrics.items()} | dict(
+            p = res["proba"][k:]
+            probas[name].append(p)
+            record[name] = {m: fn(y, p) for m, fn in metrics.items()} | dict(
                 seconds=time.perf_counter() - t1,
                 cpu_seconds=time.process_time() - c1,
                 params=res.get("params"),
             )
+            if k:
+                probas_in[name].append(res["proba"][:k])
+                record[name]["in_time"] = {
+                    m: fn(ys_in[-1], probas_in[name][-1]) for m, fn in metrics.items()
+                }
         per_fold.append(record)
         if on_fold is not None:
             on_fold(record)
@@ -719,17 +738,19 @@ def compare(
         | {k: float(sum(r[name][k] for r in per_fold)) for k in ("seconds", "cpu_seconds")}
         for name in names
     }
-    paired: dict[str, dict] = {}
-    for other in names[1:]:
-        paired[other] = {}
-        for m, fn in metrics.items():
-            cell = fold_interval(
-                [r[head][m] - r[other][m] for r in per_fold], level
-            )  # t interval over folds
-            lo, hi = paired_bootstrap(
-                fn, ys, probas[head], probas[other], n_boot=n_boot, seed=seed, level=level
-            )
-            paired[other][m] = cell | dict(boot_lo=lo, boot_hi=hi)
+    boot = dict(n_boot=n_boot, seed=seed, level=level)
+    paired = paired_differences(metrics, names, per_fold, ys, probas, **boot)
+    in_time = None
+    if test_panel is not None:
+        values = [{n: r[n]["in_time"] for n in names} for r in per_fold]
+        in_time = dict(
+            n_test=int(sum(len(y) for y in ys_in)),
+            summary={
+                n: {m: fold_interval([v[n][m] for v in values], level) for m in metrics}
+                for n in names
+            },
+            difference=paired_differences(metrics, names, values, ys_in, probas_in, **boot),
+        )
     baselines = [n for n in names if n in BASELINES or n == "blend_baselines"]
     best = None
     primary = PRIMARY[target]
@@ -775,6 +796,7 @@ def compare(
             per_fold=per_fold,
             summary=summary,
             paired=dict(reference=head, difference=paired),
+            in_time=in_time,
             best_baseline=best,
             seconds=dict(features=feature_seconds, total=time.perf_counter() - t0),
         )
@@ -782,6 +804,31 @@ def compare(
     if out_path is not None:
         write_json_atomic(Path(out_path), result)
     return result
+
+
+def paired_differences(
+    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]],
+    names: Sequence[str],
+    values: Sequence[dict],
+    ys: Sequence[np.ndarray],
+    probas: dict[str, list[np.ndarray]],
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict]:
+    """``names[0]`` minus each other name, per metric: the mean over folds with a t interval
+    (``values``: per fold, name -> metric -> value) and the paired bootstrap interval (``ys`` and
+    ``probas[name]``: per fold, the test labels and scores)."""
+    head, out = names[0], {}
+    for other in names[1:]:
+        out[other] = {}
+        for m, fn in metrics.items():
+            cell = fold_interval([v[head][m] - v[other][m] for v in values], level)
+            lo, hi = paired_bootstrap(
+                fn, ys, probas[head], probas[other], n_boot=n_boot, seed=seed, level=level
+            )
+            out[other][m] = cell | dict(boot_lo=lo, boot_hi=hi)
+    return out
 
 
 def _label_rates(labels: np.ndarray, target: str) -> dict:
@@ -909,7 +956,33 @@ def comparison_markdown(result: dict) -> str:
             lines.append(
                 f"| {other} | {_ci(a)} | {_ci(a, lo='boot_lo', hi='boot_hi')} | {_ci(lift, 3)} |"
             )
-    return "\n".join(lines + ["", verdict(result)]) + "\n"
+    return "\n".join(lines + in_time_lines(result) + ["", verdict(result)]) + "\n"
+
+
+def in_time_lines(result: dict) -> list[str]:
+    """Out of time: the primary metric in time (the run panel's own fold test rows, the same
+    models) beside out of time, and the head's differences in both (markdown table lines)."""
+    in_time = result.get("in_time")
+    if not in_time:
+        return []
+    primary = PRIMARY[result.get("target", "churn")]
+    what, head = _METRIC_NAMES[primary], result["head"]
+    lines = [
+        "",
+        f"In time, for reference: the same models on the run panel's own fold test rows "
+        f"({in_time['n_test']} labelled; {what}, fold t intervals):",
+        "",
+        f"| candidate | {what} in time | {what} out of time | {head} minus, in time "
+        f"| {head} minus, out of time |",
+        "|---|---|---|---|---|",
+    ]
+    for name in result["candidates"]:
+        a, b = in_time["summary"][name][primary], result["summary"][name][primary]
+        d_in = in_time["difference"].get(name, {}).get(primary)
+        d_out = result["paired"]["difference"].get(name, {}).get(primary)
+        cells = [_ci(d) if d else "" for d in (d_in, d_out)]
+        lines.append(f"| {name} | {a['value']:.4f} | {b['value']:.4f} | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def migration_markdown(result: dict) -> str:
@@ -951,7 +1024,7 @@ def migration_markdown(result: dict) -> str:
                 f"| {other} | {_ci(a)} | {_ci(a, **boot)} | {_ci(d)} | {_ci(d, **boot)} "
                 f"| {_ci(lift, 3)} |"
             )
-    return "\n".join(lines + ["", verdict(result)]) + "\n"
+    return "\n".join(lines + in_time_lines(result) + ["", verdict(result)]) + "\n"
 
 
 def result_name(target: str, out_of_time: bool = False) -> str:
