@@ -765,6 +765,15 @@ def compare_cmd(
             metavar="FILE",
         ),
     ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--predictions",
+            help="also write every candidate's validation and test probabilities per fold, "
+            "with the rows and labels, to this .npz (for blend studies without rerunning)",
+            metavar="FILE",
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -783,6 +792,8 @@ def compare_cmd(
         kw["candidates"] = [c.strip() for c in candidates.split(",") if c.strip()]
     if out_path is not None:
         kw["out_path"] = out_path
+    if predictions is not None:
+        kw["predictions_path"] = predictions
     with _stage(config, set_, device, overwrite) as (cfg, run_dir, backend):
         from gpuseg.pipeline.compare import compare_stage, comparison_markdown, result_name
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 from gpuseg.cli import app
@@ -337,12 +338,29 @@ def test_cli_compare_on_the_tiny_world(tmp_path: Path):
             "sequence,logistic",
             "--boot",
             "10",
+            "--predictions",
+            str(tmp_path / "pred.npz"),
         ],
         catch_exceptions=False,
     )
     assert r.exit_code == 0, r.output
     assert "sequence minus" in r.output and "fold t interval" in r.output
-    assert (tmp_path / "run" / "compare.json").is_file()
+    result = json.loads((tmp_path / "run" / "compare.json").read_text())
+    # the saved probabilities are the ones the metrics were computed from, fold by fold
+    pred = np.load(tmp_path / "pred.npz")
+    labels = np.asarray(load_panel(tmp_path / "run" / "panel").churn)
+    tested = []
+    for f, record in enumerate(result["per_fold"]):
+        rows, y = pred[f"fold{f}_test_rows"], pred[f"fold{f}_test_y"]
+        np.testing.assert_array_equal(y, labels[rows])
+        assert (
+            len(pred[f"fold{f}_val_rows"]) == record["n_val"] == len(pred[f"fold{f}_logistic_val"])
+        )
+        for name in ("sequence", "logistic"):
+            auc = roc_auc(y, pred[f"fold{f}_{name}_test"].astype(np.float64))
+            assert auc == pytest.approx(record[name]["roc_auc"], abs=1e-6)
+        tested.append(rows)
+    assert len(np.intersect1d(*tested)) == 0
     bad = CliRunner().invoke(
         app,
         [
@@ -433,7 +451,7 @@ def test_a_test_panel_of_another_layout_is_refused_in_one_line(panel):
         assert "\n" not in str(exc.value) and str(exc.value).startswith("feb/panel: ")
 
 
-def test_compare_out_of_time_tests_on_the_later_panel_and_fits_nothing_on_it(panel):
+def test_compare_out_of_time_tests_on_the_later_panel_and_fits_nothing_on_it(panel, tmp_path):
     """The test rows are the later panel's labelled rows; every fitted thing (the boosters'
     tuning, the blends' weights over the parts' validation predictions, hence the sequence
     model's normalisation, bins and calibration) is the same as in time and does not move when
@@ -442,7 +460,18 @@ def test_compare_out_of_time_tests_on_the_later_panel_and_fits_nothing_on_it(pan
     names = ["head_blend", "sequence", "logistic", "hist_gb", "blend_baselines"]
     kw = dict(folds=2, candidates=names, head="head_blend", n_boot=20)
     in_time = compare(panel, TINY_MODEL, TINY_TRAIN, **kw)
-    oot = compare(panel, TINY_MODEL, TINY_TRAIN, **kw, test_panel=later, test_panel_name="feb")
+    npz = tmp_path / "p.npz"
+    oot = compare(
+        panel, TINY_MODEL, TINY_TRAIN, **kw, test_panel=later, test_panel_name="feb",
+        predictions_path=npz,
+    )  # fmt: skip
+    with np.load(npz) as saved:  # the fold's own test rows, then the later panel's
+        for f, r in enumerate(oot["per_fold"]):
+            rows = saved[f"fold{f}_test_rows"]
+            assert len(rows) == r["n_test_in_time"] + r["n_test"]
+            assert (rows[r["n_test_in_time"] :] >= len(panel)).all()
+            assert (rows[: r["n_test_in_time"]] < len(panel)).all()
+            assert len(saved[f"fold{f}_head_blend_test"]) == len(rows)
     churn = np.array(later.churn)
     labelled = churn >= 0
     churn[labelled] = np.random.default_rng(5).permutation(churn[labelled])
@@ -735,6 +764,35 @@ def test_blend_head_without_migration_labels_covers_churn_only(tmp_path: Path):
     assert mig is seq_mig and churn.shape == (20,)
 
 
+def test_churn_blend_holds_weights_nonnegative_unless_free_ones_predict_better_out_of_fold():
+    swung, held = 0, 0
+    for seed in range(10):  # 800 validation rows of four noisy, correlated copies of one signal
+        rng = np.random.default_rng(seed)
+        s, common = rng.normal(size=800), rng.normal(size=800)
+        y = (rng.random(800) < 1 / (1 + np.exp(-(1.5 * s - 1.5)))).astype(int)
+        V = np.column_stack([s + 0.5 * common + rng.normal(0, 0.3, 800) for _ in range(4)])
+        blend = fit_logit_blend(V, y)
+        assert blend.coef_.shape == (1, 4) and roc_auc(y, blend.predict_proba(V)[:, 1]) > 0.7
+        if LogisticRegression(C=1.0, max_iter=1000).fit(V, y).coef_.min() < -0.1:
+            swung += 1  # free weights of opposite signs: noise, which the held blend leaves out
+            held += blend.nonneg
+        assert not blend.nonneg or (blend.coef_ >= 0).all()
+    assert swung >= 3 and held >= 0.8 * swung
+    # 20,000 rows where the third part removes the second's shared noise: a real negative weight
+    rng = np.random.default_rng(0)
+    s, shared = rng.normal(size=20000), rng.normal(size=20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(1.5 * s - 1.5)))).astype(int)
+    V = np.column_stack([s + rng.normal(0, 0.7, 20000), s + shared, shared])
+    chosen = fit_logit_blend(V, y)
+    free = LogisticRegression(C=1.0, max_iter=1000).fit(V, y)
+    assert not chosen.nonneg and chosen.coef_[0, 2] < -0.5
+    # free weights are scikit-learn's LogisticRegression(C=1)
+    np.testing.assert_allclose(chosen.coef_, free.coef_, atol=1e-3)
+    np.testing.assert_allclose(chosen.predict_proba(V), free.predict_proba(V), atol=1e-3)
+    with pytest.raises(DataError, match="one class"):
+        fit_logit_blend(V, np.zeros(len(V)))
+
+
 def test_class_blend_is_sklearns_multinomial_regression_and_refuses_bad_states(tmp_path: Path):
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 400)
@@ -744,7 +802,7 @@ def test_class_blend_is_sklearns_multinomial_regression_and_refuses_bad_states(t
     }
     blend = ClassBlend.fit(parts, y)
     V = np.column_stack([np.log(np.clip(parts[n], 1e-6, 1)) for n in ("a", "b")])
-    lr = fit_logit_blend(V, y)
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit(V, y)
     np.testing.assert_allclose(blend.predict(parts), lr.predict_proba(V), rtol=1e-9)
     assert blend.names == ["a", "b"] and set(blend.part_weights()) == {"a", "b"}
     assert macro_roc_auc(y, blend.predict(parts)) > 0.8

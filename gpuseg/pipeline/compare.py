@@ -93,7 +93,7 @@ from gpuseg.evaluate.metrics import (
 )
 from gpuseg.features.aggregates import window_features
 from gpuseg.features.sequence import sequence_features
-from gpuseg.io.store import json_ready, write_json_atomic
+from gpuseg.io.store import atomic_write, json_ready, write_json_atomic
 from gpuseg.model.tabular import TabMSpec
 from gpuseg.pipeline.stages import (
     check_stage,
@@ -590,6 +590,7 @@ def compare(
     tabm_fit: TabMFit = TabMFit(),
     test_panel: Panel | None = None,
     test_panel_name: str | None = None,
+    predictions_path: str | Path | None = None,
 ) -> dict:
     """Run every candidate on the same folds and compare ``head`` with the others.
 
@@ -598,11 +599,13 @@ def compare(
     ``migration`` (value-tier migration, three classes; see the module docstring). Returns (and
     writes to ``out_path`` as JSON) the per-fold metrics and seconds, the summary per candidate
     and the paired differences; see the module docstring. ``tabm_spec`` and ``tabm_fit``: the
-    ``tabm`` candidate's architecture and training.
+    ``tabm`` candidate's architecture and training. ``predictions_path``: also write
+    :func:`save_predictions`'s .npz there.
 
     ``test_panel`` (named ``test_panel_name`` in the result): out of time, the test rows are
     that later panel's labelled subscribers (see the module docstring); the train and validation
-    rows stay ``panel``'s.
+    rows stay ``panel``'s. The predictions' test rows are then the run panel's own fold test rows
+    followed by the later panel's (numbered from ``len(panel)``).
     """
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
@@ -673,6 +676,8 @@ def compare(
     feature_seconds = time.perf_counter() - t0
 
     per_fold: list[dict] = []
+    kept: list[dict[str, dict]] = []  # each fold's candidates' results (save_predictions)
+    scored: list[Split] = []  # the rows they scored
     ys: list[np.ndarray] = []
     probas: dict[str, list[np.ndarray]] = {n: [] for n in names}
     ys_in: list[np.ndarray] = []  # out of time: the run panel's own fold test rows, in time
@@ -730,6 +735,9 @@ def compare(
                     m: fn(ys_in[-1], probas_in[name][-1]) for m, fn in metrics.items()
                 }
         per_fold.append(record)
+        if predictions_path is not None:
+            kept.append(done)
+            scored.append(split)  # out of time: the fold's own test rows, then the later ones
         if on_fold is not None:
             on_fold(record)
 
@@ -803,6 +811,8 @@ def compare(
     )
     if out_path is not None:
         write_json_atomic(Path(out_path), result)
+    if predictions_path is not None:
+        save_predictions(predictions_path, scored, labels, kept)
     return result
 
 
@@ -837,6 +847,30 @@ def _label_rates(labels: np.ndarray, target: str) -> dict:
     if target == "migration":
         return dict(class_rates={c: float((y == k).mean()) for k, c in enumerate(MIGRATION_NAMES)})
     return dict(churn_rate=float(y.mean()))
+
+
+def save_predictions(
+    path: str | Path, splits: Sequence[Split], labels: np.ndarray, kept: list[dict[str, dict]]
+) -> None:
+    """Every candidate's probabilities per fold as an .npz: ``fold{f}_{val,test}_rows`` (panel
+    rows), ``fold{f}_{val,test}_y`` (labels) and ``fold{f}_{name}_{val,test}`` ((n,) churn or
+    (n, 3) migration probabilities, float32), so that a blend can be studied on the folds'
+    validation rows and checked on their test rows without running the candidates again."""
+    arrays: dict[str, np.ndarray] = {}
+    for f, (split, done) in enumerate(zip(splits, kept, strict=True)):
+        for part, rows in (("val", split.val), ("test", split.test)):
+            arrays[f"fold{f}_{part}_rows"] = np.asarray(rows, dtype=np.int64)
+            arrays[f"fold{f}_{part}_y"] = labels[rows].astype(np.int8)
+        for name, res in done.items():
+            arrays[f"fold{f}_{name}_test"] = np.asarray(res["proba"], dtype=np.float32)
+            if "proba_val" in res:
+                arrays[f"fold{f}_{name}_val"] = np.asarray(res["proba_val"], dtype=np.float32)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(Path(path), write)
 
 
 def default_candidates() -> list[str]:

@@ -9,7 +9,8 @@
   rows and tuned on its validation rows;
 - ``auto``: whichever of those has the best validation ROC-AUC (installed boosters only);
 - ``blend``: a logistic regression over the validation logits of the sequence model, the
-  logistic baseline and the installed boosters (:class:`BlendHead`). :func:`fit_blend` can add
+  logistic baseline and the installed boosters (:class:`BlendHead`; weights >= 0 unless free
+  ones predict better out of fold, :func:`fit_logit_blend`). :func:`fit_blend` can add
   TabM (:mod:`gpuseg.model.tabular`) on the same features as a part (``tabm=True``); the head
   does not, since TabM did not make the blend better on the real tables (RESULTS.md, issue 15
   session 9). Where the run has migration labels (all three classes in its training and
@@ -37,6 +38,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from scipy.optimize import minimize
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
@@ -80,10 +83,69 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def fit_logit_blend(logits_val: np.ndarray, y_val: np.ndarray) -> LogisticRegression:
-    """The blend of ``model.head: blend`` and of ``gpuseg compare``'s blends: a logistic
-    regression (C = 1) over the parts' validation logits (V, P)."""
-    return LogisticRegression(C=1.0, max_iter=1000).fit(logits_val, y_val)
+@dataclass
+class LogitBlend:
+    """A logistic regression over the parts' logits, fitted by :func:`fit_logit_blend`; the
+    fields and ``predict_proba`` read like scikit-learn's ``LogisticRegression``."""
+
+    coef_: np.ndarray  # (1, P)
+    intercept_: np.ndarray  # (1,)
+    nonneg: bool  # whether the weights were held >= 0
+
+    def predict_proba(self, logits: np.ndarray) -> np.ndarray:
+        z = np.asarray(logits, dtype=np.float64) @ self.coef_[0] + self.intercept_[0]  # (n,)
+        p = expit(z)
+        return np.column_stack([1.0 - p, p])
+
+
+def _blend_fit(V: np.ndarray, y: np.ndarray, nonneg: bool, c: float) -> np.ndarray:
+    """(P + 1,) weights and intercept minimising the log-loss summed over the rows plus
+    ``|w|^2 / (2 c)`` (scikit-learn's ``LogisticRegression(C=c)`` objective, the intercept not
+    penalised), with ``nonneg`` subject to w >= 0 (L-BFGS-B)."""
+    n_parts = V.shape[1]
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:n_parts], theta[n_parts]
+        z = V @ w + b  # (V,)
+        nll = np.logaddexp(0.0, z) - y * z  # -log p(y | z), stable
+        r = expit(z) - y  # d nll / dz
+        grad = np.append(V.T @ r + w / c, r.sum())
+        return float(nll.sum() + w @ w / (2 * c)), grad
+
+    start = np.append(np.full(n_parts, 1.0 / n_parts), 0.0)  # the mean of the parts' logits
+    bounds = [(0.0, None) if nonneg else (None, None)] * n_parts + [(None, None)]
+    return minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
+
+
+def fit_logit_blend(
+    logits_val: np.ndarray, y_val: np.ndarray, c: float = 1.0, folds: int = 5, seed: int = 0
+) -> LogitBlend:
+    """The churn blend of ``model.head: blend`` and of ``gpuseg compare``: a logistic regression
+    (:func:`_blend_fit`, C = ``c``) over the parts' validation logits (V, P), with weights held
+    >= 0 (stacking with non-negative weights, Breiman 1996), or free where their log-loss out
+    of fold, over ``folds`` stratified folds of the validation rows, is lower by more than one
+    standard error of the per-row difference (the one-standard-error rule).
+    The parts' logits are highly correlated: on a few hundred rows free weights swing to
+    opposite signs that cancel (RESULTS.md, issue 15 session 8: Telco fold 0 gave the sequence
+    model -0.46), while on tens of thousands a negative weight can be real (the logistic part
+    on the 200k worlds, every fold)."""
+    V = np.asarray(logits_val, dtype=np.float64)  # (V, P)
+    y = np.asarray(y_val, dtype=np.float64)  # (V,)
+    if len(np.unique(y)) < 2:
+        raise DataError("blend: the validation rows hold one class only")
+    k = int(min(folds, np.bincount(y.astype(int)).min()))
+    nonneg = True
+    if k >= 2:
+        gain = np.zeros(len(y))  # per row: held weights' out-of-fold log-loss minus free ones'
+        for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(V, y):
+            for held, sign in ((True, 1.0), (False, -1.0)):
+                theta = _blend_fit(V[tr], y[tr], held, c)
+                z = V[te] @ theta[:-1] + theta[-1]
+                gain[te] += sign * (np.logaddexp(0.0, z) - y[te] * z)
+        # the one-standard-error rule: free weights only when their gain exceeds one error
+        nonneg = gain.mean() <= gain.std(ddof=1) / np.sqrt(len(gain))
+    theta = _blend_fit(V, y, nonneg, c)
+    return LogitBlend(theta[None, :-1].copy(), theta[-1:].copy(), nonneg)
 
 
 def log_proba(p: np.ndarray) -> np.ndarray:
@@ -94,7 +156,7 @@ def log_proba(p: np.ndarray) -> np.ndarray:
 @dataclass
 class ClassBlend:
     """The multinomial blend of ``model.head: blend``'s migration and of ``gpuseg compare
-    --target migration``'s blends: a logistic regression (C = 1, :func:`fit_logit_blend`) over
+    --target migration``'s blends: a logistic regression (C = 1, free weights) over
     the parts' log class probabilities, the parts in sorted name order. ``predict`` gives (n, K)
     class probabilities, 0 for a class absent from the validation rows it was fitted on."""
 
@@ -107,7 +169,9 @@ class ClassBlend:
     @classmethod
     def fit(cls, probas_val: dict[str, np.ndarray], y_val: np.ndarray) -> ClassBlend:
         names = sorted(probas_val)
-        lr = fit_logit_blend(cls.design(probas_val, names), np.asarray(y_val).astype(int))
+        lr = LogisticRegression(C=1.0, max_iter=1000).fit(
+            cls.design(probas_val, names), np.asarray(y_val).astype(int)
+        )
         k = probas_val[names[0]].shape[1]
         return cls(names, lr.classes_.astype(int), lr.coef_.copy(), lr.intercept_.copy(), k)
 
