@@ -51,15 +51,15 @@ Out of time (``test_panel``: a later window's panel with the same periods, metri
 columns, e.g. prepared with the same config): the folds' train and validation rows are the run
 panel's, exactly as in time (so every fitted thing, the sequence model's normalisation, quantile
 bins and Platt calibration, the boosters' tuning and the blends' weights, is the same as in the
-in-time comparison with the same seed), the run panel's test parts are left unused, and the test
-rows come from the later panel: its labelled subscribers cut into ``folds`` stratified parts
-(seeded, :func:`out_of_time_splits`), fold f tests on part f. Test parts are disjoint and cover
-every labelled row of the later panel once per repeat, so the fold t interval and the paired
-bootstrap keep their meaning. The two panels are concatenated (:func:`stack_panels`) so that the
-candidates' code is the same in both modes; nothing is fitted on the later rows. An incompatible
-panel is refused (:func:`check_test_panel`, one line naming what differs). The candidates also
-score the run panel's own fold test rows, so ``in_time`` holds the in-time figures of the very
-same models (summary and paired differences, as in an in-time run with the same seed).
+in-time comparison with the same seed), and the test rows come from the later panel: its
+labelled subscribers cut into ``folds`` stratified parts (seeded, :func:`out_of_time_splits`),
+fold f tests on part f. Test parts are disjoint and cover every labelled row of the later panel
+once per repeat, so the fold t interval and the paired bootstrap keep their meaning. The two
+panels are concatenated (:func:`stack_panels`) so that the candidates' code is the same in both
+modes; nothing is fitted on the later rows. An incompatible panel is refused
+(:func:`check_test_panel`, one line naming what differs). The candidates also score the run
+panel's own fold test rows, so ``in_time`` holds the in-time figures of the very same models
+(summary and paired differences, as in an in-time run with the same seed).
 """
 
 from __future__ import annotations
