@@ -745,12 +745,23 @@ def compare_cmd(
             metavar="NAME",
         ),
     ] = "churn",
+    test_panel: Annotated[
+        Path | None,
+        typer.Option(
+            "--test-panel",
+            help="out of time: test on a later window's panel (same periods, metrics and static "
+            "columns, e.g. prepared with the same config): its labelled subscribers cut into the "
+            "K folds' test parts; train and validation rows stay the run's",
+            metavar="DIR",
+        ),
+    ] = None,
     out_path: Annotated[
         Path | None,
         typer.Option(
             "--out",
             "-o",
-            help="JSON result (default <out_dir>/compare.json; migration: compare_migration.json)",
+            help="JSON result (default <out_dir>/compare.json; migration: compare_migration.json;"
+            " --test-panel: compare_oot.json, compare_migration_oot.json)",
             metavar="FILE",
         ),
     ] = None,
@@ -769,9 +780,12 @@ def compare_cmd(
     """K-fold comparison of the model and tuned baselines on the same folds, paired intervals.
 
     Example: gpuseg compare -c configs/demo.yaml --folds 5 -s synth.n_subscribers=20000
-    (--target migration: the same on value-tier migration)
+    (--target migration: the same on value-tier migration; --test-panel runs/later/panel: out of
+    time, tested on a later window's subscribers)
     """
     kw = dict(folds=folds, repeats=repeats, head=head, trials=trials, seeds=seeds)
+    if test_panel is not None:
+        kw["test_panel_dir"] = test_panel
     if target != "churn":
         kw["target"] = target
     if candidates:
@@ -793,7 +807,7 @@ def compare_cmd(
             **kw,
         )
     out.print(comparison_markdown(result), soft_wrap=True, markup=False)
-    out.print(f"wrote {out_path or run_dir / result_name(target)}")
+    out.print(f"wrote {out_path or run_dir / result_name(target, test_panel is not None)}")
 
 
 @app.command("targets")

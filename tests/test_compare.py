@@ -24,9 +24,11 @@ from gpuseg.evaluate.metrics import macro_roc_auc, roc_auc
 from gpuseg.model.tabular import TabMSpec
 from gpuseg.pipeline.compare import (
     CrossFit,
+    check_test_panel,
     compare,
     comparison_markdown,
     fold_interval,
+    out_of_time_splits,
     paired_bootstrap,
     stratified_folds,
     verdict,
@@ -413,6 +415,136 @@ def test_cli_compare_on_a_table_layout(tmp_path: Path):
     assert res["n_labelled"] == n and res["shape"]["periods"] == 1
     assert abs(res["churn_rate"] - (table["Churn"] == "Yes").mean()) < 1e-9
     assert res["summary"]["logistic"]["roc_auc"]["value"] > 0.7
+
+
+# ---------------------------------------------------------------------------------------------
+# Out of time: train and validation rows from the run's panel, test rows from a later one
+
+
+def test_out_of_time_folds_test_every_later_labelled_row_once():
+    churn = np.r_[np.zeros(700), np.ones(300), -np.ones(40)].astype(np.int8)
+    later = np.r_[-np.ones(30), np.ones(250), np.zeros(750)].astype(np.int8)
+    inner = stratified_folds(churn, folds=5, repeats=2, val_frac=0.15, seed=1)
+    splits = out_of_time_splits(inner, later, len(churn), folds=5, seed=1)
+    assert len(splits) == 10
+    labelled = len(churn) + np.flatnonzero(later >= 0)
+    for r in range(2):
+        tests = np.concatenate([s.test for s in splits[5 * r : 5 * r + 5]])
+        assert np.array_equal(np.sort(tests), labelled)  # disjoint parts covering every row
+    for s, i in zip(splits, inner, strict=True):
+        assert np.array_equal(s.train, i.train) and np.array_equal(s.val, i.val)
+        assert s.test.min() >= len(churn)  # only the later panel's rows
+        assert abs(later[s.test - len(churn)].mean() - 0.25) < 0.02  # stratified
+    assert not np.array_equal(splits[0].test, splits[5].test)  # a repeat reshuffles
+    with pytest.raises(DataError, match="the test panel has 3 and"):
+        out_of_time_splits(inner, np.r_[np.zeros(50), np.ones(3)].astype(np.int8), 1040, 5)
+
+
+def test_a_test_panel_of_another_layout_is_refused_in_one_line(panel):
+    small = signal_panel(n=600, seed=3)
+    check_test_panel(panel, small)  # same layout
+    other_t = replace(small, usage=small.usage[:, :5], mask=small.mask[:, :5])
+    other_m = replace(small, meta=dict(small.meta, metrics=["data_mb", "voice_min"]))
+    other_s = replace(small, meta=dict(small.meta, static_features=["a", "c"]))
+    for bad, what in ((other_t, "5 periods"), (other_m, "metrics"), (other_s, "static columns")):
+        with pytest.raises(DataError, match=what) as exc:
+            compare(panel, TINY_MODEL, TINY_TRAIN, folds=2, candidates=["logistic", "hist_gb"],
+                    head="logistic", test_panel=bad, test_panel_name="feb/panel")  # fmt: skip
+        assert "\n" not in str(exc.value) and str(exc.value).startswith("feb/panel: ")
+
+
+def test_compare_out_of_time_tests_on_the_later_panel_and_fits_nothing_on_it(panel, tmp_path):
+    """The test rows are the later panel's labelled rows; every fitted thing (the boosters'
+    tuning, the blends' weights over the parts' validation predictions, hence the sequence
+    model's normalisation, bins and calibration) is the same as in time and does not move when
+    the later panel's labels are permuted; only the test metrics do."""
+    later = signal_panel(n=3000, seed=2)
+    names = ["head_blend", "sequence", "logistic", "hist_gb", "blend_baselines"]
+    kw = dict(folds=2, candidates=names, head="head_blend", n_boot=20)
+    in_time = compare(panel, TINY_MODEL, TINY_TRAIN, **kw)
+    npz = tmp_path / "p.npz"
+    oot = compare(
+        panel, TINY_MODEL, TINY_TRAIN, **kw, test_panel=later, test_panel_name="feb",
+        predictions_path=npz,
+    )  # fmt: skip
+    with np.load(npz) as saved:  # the fold's own test rows, then the later panel's
+        for f, r in enumerate(oot["per_fold"]):
+            rows = saved[f"fold{f}_test_rows"]
+            assert len(rows) == r["n_test_in_time"] + r["n_test"]
+            assert (rows[r["n_test_in_time"] :] >= len(panel)).all()
+            assert (rows[: r["n_test_in_time"]] < len(panel)).all()
+            assert len(saved[f"fold{f}_head_blend_test"]) == len(rows)
+    churn = np.array(later.churn)
+    labelled = churn >= 0
+    churn[labelled] = np.random.default_rng(5).permutation(churn[labelled])
+    permuted = compare(
+        panel, TINY_MODEL, TINY_TRAIN, **kw, test_panel=replace(later, churn=churn),
+        test_panel_name="feb",
+    )  # fmt: skip
+    assert oot["out_of_time"] is True and in_time["out_of_time"] is False
+    assert oot["test_panel"] == dict(
+        path="feb", subscribers=3000, n_labelled=2950, churn_rate=float(later.churn[50:].mean())
+    )
+    assert oot["n_labelled"] == in_time["n_labelled"] == len(panel) - 50
+    assert sum(r["n_test"] for r in oot["per_fold"]) == 2950
+    for a, b, c in zip(in_time["per_fold"], oot["per_fold"], permuted["per_fold"], strict=True):
+        assert a["n_train"] == b["n_train"] and a["n_val"] == b["n_val"]
+        for name in names:  # tuned parameters and blend weights: fitted on train / val only
+            assert a[name]["params"] == b[name]["params"] == c[name]["params"], name
+            # the same models also score the run panel's own fold test rows: the in-time figures
+            assert b[name]["in_time"]["roc_auc"] == pytest.approx(a[name]["roc_auc"], abs=1e-9)
+        assert b["n_test_in_time"] == a["n_test"]
+    for name in names:
+        assert oot["summary"][name]["roc_auc"]["value"] > 0.75, name  # the same signal
+        assert abs(permuted["summary"][name]["roc_auc"]["value"] - 0.5) < 0.05, name
+        assert oot["summary"][name]["roc_auc"] != in_time["summary"][name]["roc_auc"]
+    cell = oot["in_time"]["difference"]["logistic"]["roc_auc"]
+    assert cell["value"] == pytest.approx(
+        in_time["paired"]["difference"]["logistic"]["roc_auc"]["value"]
+    )
+    assert in_time["in_time"] is None and oot["in_time"]["n_test"] == len(panel) - 50
+    text = comparison_markdown(oot)
+    assert "OUT OF TIME" in text and "later panel feb (2950 labelled" in text
+    assert "| sequence | " in text.split("In time, for reference")[1]
+    assert "OUT OF TIME" not in comparison_markdown(in_time)
+
+
+def test_cli_compare_out_of_time_on_a_later_tiny_world(tmp_path: Path):
+    """`gpuseg compare --test-panel`: a later, drifted world prepared with the same config; the
+    churn and migration results name it; a panel of another window length is one line."""
+    root = Path(__file__).resolve().parents[1]
+    cfg = str(root / "configs" / "tiny.yaml")
+    runner = CliRunner()
+    for name, t in (("later", 12), ("short", 10)):
+        world = tmp_path / name / "world"
+        r = runner.invoke(app, ["synth", "--out", str(world), "-n", "1000", "-t", str(t),
+                                "--seed", "1", "--set", "shift=8"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        data = [f"data.{k}={world / k}.parquet" for k in ("usage", "static", "labels")]
+        r = runner.invoke(app, ["prepare", "-c", cfg, "--set", f"out_dir={tmp_path / name}"]
+                          + [a for d in data for a in ("--set", d)])  # fmt: skip
+        assert r.exit_code == 0, r.output
+    base = ["compare", "-c", cfg, "-s", f"out_dir={tmp_path / 'run'}", "--device", "cpu"]
+    base += ["--folds", "2", "--boot", "10", "--candidates", "head_blend,sequence,logistic"]
+    base += ["--head", "head_blend"]
+    later = str(tmp_path / "later" / "panel")
+    for target, file in (
+        ("churn", "compare_oot.json"),
+        ("migration", "compare_migration_oot.json"),
+    ):
+        r = runner.invoke(app, [*base, "--target", target, "--test-panel", later],
+                          catch_exceptions=False)  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert "OUT OF TIME" in r.output and later in r.output
+        res = json.loads((tmp_path / "run" / file).read_text())
+        assert res["out_of_time"] and res["test_panel"]["path"] == later
+        n_later = res["test_panel"]["n_labelled"]
+        assert sum(f["n_test"] for f in res["per_fold"]) == n_later > 0
+    assert not (tmp_path / "run" / "compare.json").exists()
+    r = runner.invoke(app, [*base, "--test-panel", str(tmp_path / "short" / "panel")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    line = [s for s in r.output.splitlines() if "periods" in s]
+    assert len(line) == 1 and "10 periods, the run's panel has 12" in line[0], r.output
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,20 @@ lift of ``down`` (:data:`MIGRATION_METRICS`), with the same paired intervals. ``
 ``auto`` are churn heads and are refused, as are ``tabm`` and ``head_blend_tabm`` (TabM's fit is
 binary); so is a panel without migration labels
 (:class:`gpuseg.errors.DataError`, one line saying why).
+
+Out of time (``test_panel``: a later window's panel with the same periods, metrics and static
+columns, e.g. prepared with the same config): the folds' train and validation rows are the run
+panel's, exactly as in time (so every fitted thing, the sequence model's normalisation, quantile
+bins and Platt calibration, the boosters' tuning and the blends' weights, is the same as in the
+in-time comparison with the same seed), and the test rows come from the later panel: its
+labelled subscribers cut into ``folds`` stratified parts (seeded, :func:`out_of_time_splits`),
+fold f tests on part f. Test parts are disjoint and cover every labelled row of the later panel
+once per repeat, so the fold t interval and the paired bootstrap keep their meaning. The two
+panels are concatenated (:func:`stack_panels`) so that the candidates' code is the same in both
+modes; nothing is fitted on the later rows. An incompatible panel is refused
+(:func:`check_test_panel`, one line naming what differs). The candidates also score the run
+panel's own fold test rows, so ``in_time`` holds the in-time figures of the very same models
+(summary and paired differences, as in an in-time run with the same seed).
 """
 
 from __future__ import annotations
@@ -159,18 +173,7 @@ def stratified_folds(
     churn = np.asarray(churn)
     labelled = np.flatnonzero(churn >= 0)
     y = churn[labelled].astype(int)
-    counts = np.bincount(y, minlength=2 if class_names is None else len(class_names))
-    if class_names is not None and counts.min() < folds:
-        have = ", ".join(f"{c} {n}" for c, n in zip(class_names, counts, strict=True))
-        raise DataError(
-            f"{folds} folds need at least {folds} labelled subscribers of each class; "
-            f"the panel has {have}"
-        )
-    if counts.min() < folds:
-        raise DataError(
-            f"{folds} folds need at least {folds} churners and {folds} stayers; "
-            f"the panel has {counts[1]} and {counts[0]}"
-        )
+    _check_class_counts(y, folds, class_names, "the panel")
     out = []
     for r in range(repeats):
         kfold = StratifiedKFold(folds, shuffle=True, random_state=seed + 1000 * r)
@@ -181,6 +184,88 @@ def stratified_folds(
             )
             out.append(Split(*(np.sort(labelled[p]) for p in (train, val, test))))
     return out
+
+
+def _check_class_counts(
+    y: np.ndarray, folds: int, class_names: Sequence[str] | None, where: str
+) -> None:
+    """DataError unless every class of ``y`` (labelled rows) has ``folds`` rows."""
+    counts = np.bincount(y, minlength=2 if class_names is None else len(class_names))
+    if class_names is not None and counts.min() < folds:
+        have = ", ".join(f"{c} {n}" for c, n in zip(class_names, counts, strict=True))
+        raise DataError(
+            f"{folds} folds need at least {folds} labelled subscribers of each class; "
+            f"{where} has {have}"
+        )
+    if counts.min() < folds:
+        raise DataError(
+            f"{folds} folds need at least {folds} churners and {folds} stayers; "
+            f"{where} has {counts[1]} and {counts[0]}"
+        )
+
+
+def out_of_time_splits(
+    splits: Sequence[Split],
+    later_labels: np.ndarray,
+    offset: int,
+    folds: int,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> list[Split]:
+    """``splits`` (``folds`` x repeats, of the run panel) with their test rows replaced by a later
+    panel's: its labelled rows (``later_labels >= 0``) cut into ``folds`` stratified parts per
+    repeat (another shuffle per repeat), fold f of a repeat testing on part f. The later panel's
+    rows are numbered from ``offset`` (they follow the run panel's, see :func:`stack_panels`);
+    train and validation rows are kept as they are."""
+    later_labels = np.asarray(later_labels)
+    labelled = np.flatnonzero(later_labels >= 0)
+    y = later_labels[labelled].astype(int)
+    _check_class_counts(y, folds, class_names, "the test panel")
+    if len(splits) % folds:
+        raise ConfigError(f"{len(splits)} splits are not repeats of {folds} folds")
+    out = []
+    for r in range(len(splits) // folds):
+        kfold = StratifiedKFold(folds, shuffle=True, random_state=seed + 1000 * r + 500)
+        for f, (_, test) in enumerate(kfold.split(labelled, y)):
+            s = splits[r * folds + f]
+            out.append(Split(s.train, s.val, offset + np.sort(labelled[test])))
+    return out
+
+
+def check_test_panel(panel: Panel, later: Panel, name: str = "the test panel") -> None:
+    """DataError (one line naming what differs) unless ``later`` has ``panel``'s layout: the
+    number of periods, the metrics (in order) and the encoded static columns (in order)."""
+    t, t_later = panel.usage.shape[1], later.usage.shape[1]
+    if t != t_later:
+        raise DataError(f"{name}: {t_later} periods, the run's panel has {t}")
+    if list(later.metrics) != list(panel.metrics):
+        raise DataError(
+            f"{name}: metrics {', '.join(later.metrics)} differ from the run panel's "
+            f"{', '.join(panel.metrics)}"
+        )
+    ours = list(panel.meta.get("static_features", []))
+    theirs = list(later.meta.get("static_features", []))
+    if ours != theirs or panel.static.shape[1] != later.static.shape[1]:
+        only = [c for c in theirs if c not in ours][:3] + [c for c in ours if c not in theirs][:3]
+        why = f"e.g. {', '.join(only)}" if only else "in another order"
+        raise DataError(
+            f"{name}: static columns differ from the run panel's ({len(theirs)} against "
+            f"{len(ours)}, {why}); prepare it with the run's config"
+        )
+
+
+def stack_panels(panel: Panel, later: Panel) -> Panel:
+    """``panel``'s rows followed by ``later``'s (same layout, see :func:`check_test_panel`), with
+    ``panel``'s meta: what the candidates read out of time."""
+    return Panel(
+        usage=np.concatenate([np.asarray(panel.usage), np.asarray(later.usage)]),
+        mask=np.concatenate([np.asarray(panel.mask), np.asarray(later.mask)]),
+        static=np.concatenate([np.asarray(panel.static), np.asarray(later.static)]),
+        churn=np.concatenate([np.asarray(panel.churn), np.asarray(later.churn)]),
+        migration=np.concatenate([np.asarray(panel.migration), np.asarray(later.migration)]),
+        ids=np.concatenate([np.asarray(panel.ids), np.asarray(later.ids)]),
+        meta=panel.meta,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,6 +598,8 @@ def compare(
     target: str = "churn",
     tabm_spec: TabMSpec = TabMSpec(),
     tabm_fit: TabMFit = TabMFit(),
+    test_panel: Panel | None = None,
+    test_panel_name: str | None = None,
     predictions_path: str | Path | None = None,
 ) -> dict:
     """Run every candidate on the same folds and compare ``head`` with the others.
@@ -524,6 +611,11 @@ def compare(
     and the paired differences; see the module docstring. ``tabm_spec`` and ``tabm_fit``: the
     ``tabm`` candidate's architecture and training. ``predictions_path``: also write
     :func:`save_predictions`'s .npz there.
+
+    ``test_panel`` (named ``test_panel_name`` in the result): out of time, the test rows are
+    that later panel's labelled subscribers (see the module docstring); the train and validation
+    rows stay ``panel``'s. The predictions' test rows are then the run panel's own fold test rows
+    followed by the later panel's (numbered from ``len(panel)``).
     """
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
@@ -555,6 +647,13 @@ def compare(
     device = torch.device(device)
     t0 = time.perf_counter()
     metrics = TARGET_METRICS[target]
+    n_run = len(panel)  # the run panel's rows; a test panel's follow them
+    if test_panel is not None:
+        test_panel_name = test_panel_name or "the test panel"
+        check_test_panel(panel, test_panel, test_panel_name)
+        if target == "migration" and (np.asarray(test_panel.migration) >= 0).sum() == 0:
+            raise DataError(f"{test_panel_name}: no migration labels to test on")
+        panel = stack_panels(panel, test_panel)
     if target == "migration":
         # rows with both labels: the sequence model trains on churn too
         labels = np.where(np.asarray(panel.churn) >= 0, np.asarray(panel.migration), -1)
@@ -563,17 +662,22 @@ def compare(
             raise DataError(no_migration_labels(panel.meta))
     else:
         labels = np.asarray(panel.churn).astype(np.int8)
-    if shuffle_labels:
-        labelled = np.flatnonzero(labels >= 0)
+    if shuffle_labels:  # within each panel
         labels = labels.copy()
-        labels[labelled] = np.random.default_rng(seed + 7).permutation(labels[labelled])
+        rng = np.random.default_rng(seed + 7)
+        for lo, hi in ((0, n_run), (n_run, len(labels))):
+            labelled = lo + np.flatnonzero(labels[lo:hi] >= 0)
+            labels[labelled] = rng.permutation(labels[labelled])
     if target == "migration":
         panel = replace(panel, migration=labels)
         class_names: tuple[str, ...] | None = MIGRATION_NAMES
     else:
         panel = replace(panel, churn=labels)
         class_names = None
-    splits = stratified_folds(labels, folds, repeats, train_cfg.val_frac, seed, class_names)
+    inner = stratified_folds(labels[:n_run], folds, repeats, train_cfg.val_frac, seed, class_names)
+    splits = inner
+    if test_panel is not None:
+        splits = out_of_time_splits(inner, labels[n_run:], n_run, folds, seed, class_names)
     features = window_features(panel)
     seq = None
     if any(n in names for n in ("stack", "xgboost_seq")):
@@ -583,14 +687,25 @@ def compare(
 
     per_fold: list[dict] = []
     kept: list[dict[str, dict]] = []  # each fold's candidates' results (save_predictions)
+    scored: list[Split] = []  # the rows they scored
     ys: list[np.ndarray] = []
     probas: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for f, split in enumerate(splits):
-        y = labels[split.test].astype(int)
+    ys_in: list[np.ndarray] = []  # out of time: the run panel's own fold test rows, in time
+    probas_in: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for f, (oot_split, own) in enumerate(zip(splits, inner, strict=True)):
+        y = labels[oot_split.test].astype(int)
         ys.append(y)
         record: dict[str, Any] = dict(
-            fold=f, n_train=len(split.train), n_val=len(split.val), n_test=len(split.test)
+            fold=f, n_train=len(oot_split.train), n_val=len(oot_split.val), n_test=len(y)
         )
+        # out of time the candidates also score the fold's own test rows (in front): the in-time
+        # figures of the very same models, at the cost of their predictions only
+        k = len(own.test) if test_panel is not None else 0
+        split = oot_split
+        if k:
+            split = Split(oot_split.train, oot_split.val, np.r_[own.test, oot_split.test])
+            ys_in.append(labels[own.test].astype(int))
+            record["n_test_in_time"] = k
         done: dict[str, dict] = {}
         for name in sorted(names, key=lambda n: n in DERIVED):  # blends, auto after their parts
             t1, c1 = time.perf_counter(), time.process_time()
@@ -618,15 +733,22 @@ def compare(
             else:
                 res = baseline_candidate(name, fd, split, trials, fold_seed)
             done[name] = res
-            probas[name].append(res["proba"])
-            record[name] = {m: fn(y, res["proba"]) for m, fn in metrics.items()} | dict(
+            p = res["proba"][k:]
+            probas[name].append(p)
+            record[name] = {m: fn(y, p) for m, fn in metrics.items()} | dict(
                 seconds=time.perf_counter() - t1,
                 cpu_seconds=time.process_time() - c1,
                 params=res.get("params"),
             )
+            if k:
+                probas_in[name].append(res["proba"][:k])
+                record[name]["in_time"] = {
+                    m: fn(ys_in[-1], probas_in[name][-1]) for m, fn in metrics.items()
+                }
         per_fold.append(record)
         if predictions_path is not None:
             kept.append(done)
+            scored.append(split)  # out of time: the fold's own test rows, then the later ones
         if on_fold is not None:
             on_fold(record)
 
@@ -635,17 +757,19 @@ def compare(
         | {k: float(sum(r[name][k] for r in per_fold)) for k in ("seconds", "cpu_seconds")}
         for name in names
     }
-    paired: dict[str, dict] = {}
-    for other in names[1:]:
-        paired[other] = {}
-        for m, fn in metrics.items():
-            cell = fold_interval(
-                [r[head][m] - r[other][m] for r in per_fold], level
-            )  # t interval over folds
-            lo, hi = paired_bootstrap(
-                fn, ys, probas[head], probas[other], n_boot=n_boot, seed=seed, level=level
-            )
-            paired[other][m] = cell | dict(boot_lo=lo, boot_hi=hi)
+    boot = dict(n_boot=n_boot, seed=seed, level=level)
+    paired = paired_differences(metrics, names, per_fold, ys, probas, **boot)
+    in_time = None
+    if test_panel is not None:
+        values = [{n: r[n]["in_time"] for n in names} for r in per_fold]
+        in_time = dict(
+            n_test=int(sum(len(y) for y in ys_in)),
+            summary={
+                n: {m: fold_interval([v[n][m] for v in values], level) for m in metrics}
+                for n in names
+            },
+            difference=paired_differences(metrics, names, values, ys_in, probas_in, **boot),
+        )
     baselines = [n for n in names if n in BASELINES or n == "blend_baselines"]
     best = None
     primary = PRIMARY[target]
@@ -656,13 +780,14 @@ def compare(
             | {primary: summary[b][primary]["value"]}
             | (dict(head_minus_best=paired[b][primary]) if b != head else {})
         )
-    labelled_y = labels[labels >= 0]
-    if target == "migration":
-        rates: dict[str, Any] = dict(
-            class_rates={c: float((labelled_y == k).mean()) for k, c in enumerate(MIGRATION_NAMES)}
-        )
-    else:
-        rates = dict(churn_rate=float(labelled_y.mean()))
+    rates = _label_rates(labels[:n_run], target)
+    later = None
+    if test_panel is not None:
+        later = dict(
+            path=test_panel_name,
+            subscribers=len(labels) - n_run,
+            n_labelled=int((labels[n_run:] >= 0).sum()),
+        ) | _label_rates(labels[n_run:], target)
     result = json_ready(
         dict(
             target=target,
@@ -676,10 +801,12 @@ def compare(
             level=level,
             seed=seed,
             shuffle_labels=shuffle_labels,
-            n_labelled=int((labels >= 0).sum()),
+            out_of_time=test_panel is not None,
+            test_panel=later,
+            n_labelled=int((labels[:n_run] >= 0).sum()),
             **rates,
             shape=dict(
-                subscribers=int(panel.usage.shape[0]),
+                subscribers=n_run,
                 periods=int(panel.usage.shape[1]),
                 metrics=int(panel.usage.shape[2]),
                 static=int(panel.static.shape[1]),
@@ -688,6 +815,7 @@ def compare(
             per_fold=per_fold,
             summary=summary,
             paired=dict(reference=head, difference=paired),
+            in_time=in_time,
             best_baseline=best,
             seconds=dict(features=feature_seconds, total=time.perf_counter() - t0),
         )
@@ -695,8 +823,41 @@ def compare(
     if out_path is not None:
         write_json_atomic(Path(out_path), result)
     if predictions_path is not None:
-        save_predictions(predictions_path, splits, labels, kept)
+        save_predictions(predictions_path, scored, labels, kept)
     return result
+
+
+def paired_differences(
+    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]],
+    names: Sequence[str],
+    values: Sequence[dict],
+    ys: Sequence[np.ndarray],
+    probas: dict[str, list[np.ndarray]],
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict]:
+    """``names[0]`` minus each other name, per metric: the mean over folds with a t interval
+    (``values``: per fold, name -> metric -> value) and the paired bootstrap interval (``ys`` and
+    ``probas[name]``: per fold, the test labels and scores)."""
+    head, out = names[0], {}
+    for other in names[1:]:
+        out[other] = {}
+        for m, fn in metrics.items():
+            cell = fold_interval([v[head][m] - v[other][m] for v in values], level)
+            lo, hi = paired_bootstrap(
+                fn, ys, probas[head], probas[other], n_boot=n_boot, seed=seed, level=level
+            )
+            out[other][m] = cell | dict(boot_lo=lo, boot_hi=hi)
+    return out
+
+
+def _label_rates(labels: np.ndarray, target: str) -> dict:
+    """``churn_rate``, or with target migration ``class_rates``, of the labelled rows."""
+    y = labels[labels >= 0]
+    if target == "migration":
+        return dict(class_rates={c: float((y == k).mean()) for k, c in enumerate(MIGRATION_NAMES)})
+    return dict(churn_rate=float(y.mean()))
 
 
 def save_predictions(
@@ -788,6 +949,22 @@ def verdict(result: dict) -> str:
     )
 
 
+def _out_of_time_line(result: dict) -> str:
+    """The markdown header's out-of-time sentence ("" in time)."""
+    later = result.get("test_panel")
+    if not result.get("out_of_time") or not later:
+        return ""
+    if "class_rates" in later:
+        rates = " / ".join(f"{c} {r:.3f}" for c, r in later["class_rates"].items())
+    else:
+        rates = f"churn rate {later['churn_rate']:.3f}"
+    return (
+        f"\n\nOUT OF TIME: train and validation rows from the run's panel, test rows from the "
+        f"later panel {later['path']} ({later['n_labelled']} labelled, {rates}; cut into "
+        f"{result['folds']} stratified parts, fold f tests on part f)"
+    )
+
+
 def comparison_markdown(result: dict) -> str:
     """Mean (t interval over folds) per candidate; paired differences; the verdict."""
     if result.get("target") == "migration":
@@ -798,7 +975,8 @@ def comparison_markdown(result: dict) -> str:
         f"{result['folds']}-fold x {result['repeats']} stratified splits by subscriber "
         f"({result['n_labelled']} labelled, churn rate {result['churn_rate']:.3f}); "
         f"{result['level'] * 100:g}% intervals over the {k} folds"
-        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else ""),
+        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else "")
+        + _out_of_time_line(result),
         "",
         "| candidate | ROC-AUC | Lift@10% | wall s (all folds) | CPU s |",
         "|---|---|---|---|---|",
@@ -823,7 +1001,33 @@ def comparison_markdown(result: dict) -> str:
             lines.append(
                 f"| {other} | {_ci(a)} | {_ci(a, lo='boot_lo', hi='boot_hi')} | {_ci(lift, 3)} |"
             )
-    return "\n".join(lines + ["", verdict(result)]) + "\n"
+    return "\n".join(lines + in_time_lines(result) + ["", verdict(result)]) + "\n"
+
+
+def in_time_lines(result: dict) -> list[str]:
+    """Out of time: the primary metric in time (the run panel's own fold test rows, the same
+    models) beside out of time, and the head's differences in both (markdown table lines)."""
+    in_time = result.get("in_time")
+    if not in_time:
+        return []
+    primary = PRIMARY[result.get("target", "churn")]
+    what, head = _METRIC_NAMES[primary], result["head"]
+    lines = [
+        "",
+        f"In time, for reference: the same models on the run panel's own fold test rows "
+        f"({in_time['n_test']} labelled; {what}, fold t intervals):",
+        "",
+        f"| candidate | {what} in time | {what} out of time | {head} minus, in time "
+        f"| {head} minus, out of time |",
+        "|---|---|---|---|---|",
+    ]
+    for name in result["candidates"]:
+        a, b = in_time["summary"][name][primary], result["summary"][name][primary]
+        d_in = in_time["difference"].get(name, {}).get(primary)
+        d_out = result["paired"]["difference"].get(name, {}).get(primary)
+        cells = [_ci(d) if d else "" for d in (d_in, d_out)]
+        lines.append(f"| {name} | {a['value']:.4f} | {b['value']:.4f} | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def migration_markdown(result: dict) -> str:
@@ -835,7 +1039,8 @@ def migration_markdown(result: dict) -> str:
         f"migration (down / stay / up): {result['folds']}-fold x {result['repeats']} splits by "
         f"subscriber stratified by class ({result['n_labelled']} labelled, {rates}); "
         f"{result['level'] * 100:g}% intervals over the {k} folds"
-        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else ""),
+        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else "")
+        + _out_of_time_line(result),
         "",
         "| candidate | macro ROC-AUC (one-vs-rest) | down ROC-AUC | down Lift@10% "
         "| wall s (all folds) | CPU s |",
@@ -864,20 +1069,23 @@ def migration_markdown(result: dict) -> str:
                 f"| {other} | {_ci(a)} | {_ci(a, **boot)} | {_ci(d)} | {_ci(d, **boot)} "
                 f"| {_ci(lift, 3)} |"
             )
-    return "\n".join(lines + ["", verdict(result)]) + "\n"
+    return "\n".join(lines + in_time_lines(result) + ["", verdict(result)]) + "\n"
 
 
-def result_name(target: str) -> str:
-    """The file :func:`compare_stage` writes in the run directory for ``target``."""
-    return "compare.json" if target == "churn" else f"compare_{target}.json"
+def result_name(target: str, out_of_time: bool = False) -> str:
+    """The file :func:`compare_stage` writes in the run directory for ``target`` (out of time:
+    ``compare_oot.json``, ``compare_migration_oot.json``)."""
+    stem = "compare" if target == "churn" else f"compare_{target}"
+    return f"{stem}_oot.json" if out_of_time else f"{stem}.json"
 
 
 def compare_stage(cfg: Any, backend: Any, run_dir: Path, **kw: Any) -> dict:
     """:func:`compare` on the run's panel, made first when missing (synthetic world, prepare).
 
-    Writes ``run_dir/compare.json`` (``target`` migration: ``compare_migration.json``) unless
-    ``out_path`` is given in ``kw``. A panel made from input tables that have changed since is
-    refused (run ``gpuseg prepare`` again).
+    Writes ``run_dir/compare.json`` (``target`` migration: ``compare_migration.json``; out of
+    time ``..._oot.json``) unless ``out_path`` is given in ``kw``. ``test_panel_dir``: out of
+    time, the later panel to test on (see the module docstring). A panel made from input tables
+    that have changed since is refused (run ``gpuseg prepare`` again).
     """
     if not (run_dir / "panel" / "meta.json").is_file():
         synthetic = cfg.synth is not None and not cfg.data.usage
@@ -886,5 +1094,10 @@ def compare_stage(cfg: Any, backend: Any, run_dir: Path, **kw: Any) -> dict:
         prepare_stage(with_world_data(cfg, run_dir), backend, run_dir)
     check_stage(cfg, run_dir, "prepare")
     panel = load_panel(run_dir / "panel", mmap=False)
-    kw.setdefault("out_path", run_dir / result_name(kw.get("target", "churn")))
+    test_panel_dir = kw.pop("test_panel_dir", None)
+    if test_panel_dir is not None:
+        kw["test_panel"] = load_panel(test_panel_dir, mmap=False)
+        kw["test_panel_name"] = str(test_panel_dir)
+    oot = test_panel_dir is not None
+    kw.setdefault("out_path", run_dir / result_name(kw.get("target", "churn"), oot))
     return compare(panel, cfg.model, cfg.train, device=backend.torch_device, seed=cfg.seed, **kw)
