@@ -17,7 +17,7 @@ N=${N:-200000}
 BOOT=${BOOT:-200}
 TRIALS=${TRIALS:-4}
 FOLDS=${FOLDS:-5}
-CANDIDATES=${CANDIDATES:-head_blend,sequence,blend_baselines,logistic,xgboost,lightgbm}
+CANDIDATES=${CANDIDATES:-head_blend,sequence,blend_baselines,logistic,hist_gb,xgboost,lightgbm}
 mkdir -p "$OUT"
 
 "$GPUSEG" synth --out "$OUT/later/world" -n "$N" -t 26 --seed 1 --set shift=8

@@ -59,6 +59,8 @@ def test_long_export_with_churn_only_labels_under_its_own_names():
     assert d["revenue_metric"] == "arpu"
     assert "allow_negative" not in d  # arpu is negative, and revenue-like: allowed by default
     assert "churn values" not in " ".join(guess.warnings)
+    # a panel scores with the blend, its boosters tuned as in the 200k measurement (RESULTS.md)
+    assert guess.model == {"head": "blend", "head_trials": 4}
 
 
 def test_the_files_may_come_in_any_order():
@@ -137,6 +139,8 @@ def test_rendered_long_config_is_commented_and_loads(tmp_path):
     path.write_text(text)
     cfg = load_config(path)  # every key is a DataConfig key
     assert (cfg.data.id_column, cfg.data.churn_column) == ("msisdn", "is_churned")
+    assert (cfg.model.head, cfg.model.head_trials) == ("blend", 4)
+    assert "# head: blend: churn scores from a blend of the sequence model" in text
 
 
 def test_rendered_table_config_loads(tmp_path):

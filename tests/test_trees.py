@@ -26,7 +26,7 @@ def test_the_exported_trees_predict_what_scikit_learn_does_and_survive_json():
     X, y = data()
     model = HistGBBaseline(max_leaf_nodes=15).fit(X[:4000], y[:4000], X[4000:5000], y[4000:5000])
     trees = HistGBTrees.from_model(model)
-    assert len(trees.roots) == model.n_iter_ and trees.depth >= 3
+    assert len(trees.roots) == model.n_iter_ and trees.depths.max() >= 3
     Xt = np.concatenate([X, X[: BLOCK_ROWS + 7]])  # more than one block, a ragged last one
     want = model.predict_proba(Xt)[:, 1]
     np.testing.assert_allclose(trees.predict(Xt), want, rtol=0, atol=1e-12)

@@ -35,7 +35,7 @@ class HistGBTrees:
     roots: np.ndarray  # (T,) int64
     baseline: float  # the raw score before the first tree
     n_features: int
-    depth: int  # the longest root-to-leaf path
+    depths: np.ndarray  # (T,) int64, each tree's longest root-to-leaf path
 
     @classmethod
     def from_model(cls, model: Any) -> HistGBTrees:
@@ -45,7 +45,7 @@ class HistGBTrees:
         if len(model.classes_) != 2:
             raise DataError("hist_gb export: binary classifiers only")
         parts = {k: [] for k in ("feature", "threshold", "missing_left", "left", "right", "value")}
-        leaf_parts, roots, depth, offset = [], [], 0, 0
+        leaf_parts, roots, depths, offset = [], [], [], 0
         for (tree,) in model._predictors:  # noqa: SLF001  (one tree per iteration when binary)
             nodes = tree.nodes
             if nodes["is_categorical"].any():
@@ -60,7 +60,7 @@ class HistGBTrees:
             parts["value"].append(np.where(leaf, nodes["value"], 0.0).astype(np.float64))
             leaf_parts.append(leaf)
             roots.append(offset)
-            depth = max(depth, int(nodes["depth"].max()))
+            depths.append(int(nodes["depth"].max()))
             offset += len(nodes)
         arrays = {k: np.concatenate(v) for k, v in parts.items()}
         split = ~np.concatenate(leaf_parts)
@@ -71,7 +71,7 @@ class HistGBTrees:
             roots=np.asarray(roots, dtype=np.int64),
             baseline=float(np.ravel(model._baseline_prediction)[0]),  # noqa: SLF001
             n_features=int(model.n_features_in_),
-            depth=depth,
+            depths=np.asarray(depths, dtype=np.int64),
         )
 
     def raw(self, X: np.ndarray) -> np.ndarray:
@@ -79,16 +79,21 @@ class HistGBTrees:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise DataError(f"hist_gb: {X.shape[-1]} features, the trees read {self.n_features}")
-        out = np.empty(len(X))
+        out = np.full(len(X), self.baseline)
+        # trees of one depth walked together, each group only as many steps as it is deep
+        groups = [(int(d), self.roots[self.depths == d]) for d in np.unique(self.depths)]
         for lo in range(0, len(X), BLOCK_ROWS):
             block = np.ascontiguousarray(X[lo : lo + BLOCK_ROWS])  # (B, F)
             flat, starts = block.ravel(), np.arange(len(block))[:, None] * self.n_features
-            node = np.broadcast_to(self.roots, (len(block), len(self.roots))).copy()  # (B, T)
-            for _ in range(self.depth):  # a leaf's children are itself: extra steps stay put
-                x = flat[starts + self.feature[node]]  # (B, T)
-                go_left = np.where(np.isnan(x), self.missing_left[node], x <= self.threshold[node])
-                node = np.where(go_left, self.left[node], self.right[node])
-            out[lo : lo + len(block)] = self.baseline + self.value[node].sum(axis=1)
+            for depth, roots in groups:
+                node = np.broadcast_to(roots, (len(block), len(roots))).copy()  # (B, T_d)
+                for _ in range(depth):  # a leaf's children are itself: it stays put
+                    x = flat[starts + self.feature[node]]  # (B, T_d)
+                    go_left = np.where(
+                        np.isnan(x), self.missing_left[node], x <= self.threshold[node]
+                    )
+                    node = np.where(go_left, self.left[node], self.right[node])
+                out[lo : lo + len(block)] += self.value[node].sum(axis=1)
         return out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -106,7 +111,7 @@ class HistGBTrees:
             roots=self.roots.tolist(),
             baseline=self.baseline,
             n_features=self.n_features,
-            depth=self.depth,
+            depths=self.depths.tolist(),
         )
 
     @classmethod
@@ -126,7 +131,7 @@ class HistGBTrees:
                 np.asarray(st["roots"], dtype=np.int64),
                 float(st["baseline"]),
                 int(st["n_features"]),
-                int(st["depth"]),
+                np.asarray(st["depths"], dtype=np.int64),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a hist_gb state ({exc})") from None
@@ -136,7 +141,8 @@ class HistGBTrees:
             all(a.shape == (n,) for a in fields)
             and trees.roots.ndim == 1
             and len(trees.roots) > 0
-            and trees.depth >= 0
+            and trees.depths.shape == trees.roots.shape
+            and (trees.depths >= 0).all()
             and all(((a >= 0) & (a < n)).all() for a in (trees.left, trees.right, trees.roots))
             and ((trees.feature >= 0) & (trees.feature < trees.n_features)).all()
             and np.isfinite(trees.value).all()

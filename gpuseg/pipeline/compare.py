@@ -16,12 +16,9 @@ same train / validation / test rows of every fold:
   best validation ROC-AUC; the boosters were tuned on those rows, so the choice leans to them;
 - ``head_blend``: what ``model.head: blend`` scores with: the blend (as ``blend``) of only
   ``sequence``, ``logistic``, ``hist_gb``, ``xgboost`` and ``lightgbm`` (those among the
-  candidates), which leaves ``sequence`` out where it does not earn its place out of fold on
-  the validation rows (:func:`gpuseg.training.heads.fit_logit_blend`): it is then the blend of
-  the baselines, ``blend_baselines`` when those are all the baselines run; with
-  ``target="migration"`` the multinomial blend of their class probabilities (all but
-  ``hist_gb``), which is what
-  ``model.head: blend`` scores a run's migration with (:class:`gpuseg.training.heads.ClassBlend`);
+  candidates); with ``target="migration"`` the multinomial blend of their class probabilities
+  (all but ``hist_gb``), which is what ``model.head: blend`` scores a run's migration with
+  (:class:`gpuseg.training.heads.ClassBlend`);
 - ``head_blend_tabm``: the same blend with ``tabm`` as a fifth part (measured in RESULTS.md,
   issue 15 session 9: no better than ``head_blend``, so ``model.head: blend`` leaves TabM out);
 - ``tabm``: TabM with piecewise-linear numeric embeddings (:mod:`gpuseg.model.tabular`,
@@ -417,14 +414,12 @@ def _wide(fd: FoldData, rows: np.ndarray) -> np.ndarray:
     return np.column_stack([fd.features[rows], fd.seq_features[rows]])
 
 
-def blend_candidate(
-    fd: FoldData, split: Split, parts: dict[str, dict], optional: str | None = None
-) -> dict:
+def blend_candidate(fd: FoldData, split: Split, parts: dict[str, dict]) -> dict:
     """Logistic regression over the logits of ``parts`` (candidates already run on this fold),
     fitted on their validation predictions: rows none of them trained on (the boosters did
-    early-stop and tune on them, so their weights lean slightly optimistic); ``optional``: a
-    part the churn blend may leave out (:func:`fit_logit_blend`). Migration: a multinomial one
-    over the parts' log-probabilities of the three classes."""
+    early-stop and tune on them, so their weights lean slightly optimistic;
+    :func:`gpuseg.training.heads.fit_logit_blend`). Migration: a multinomial one over the parts'
+    log-probabilities of the three classes."""
     names = sorted(parts)
     if fd.target == "migration":  # the same blend as model.head: blend's migration
         blend = ClassBlend.fit({n: parts[n]["proba_val"] for n in names}, fd.y[split.val])
@@ -435,12 +430,11 @@ def blend_candidate(
         )
     V = np.column_stack([logit(parts[n]["proba_val"]) for n in names])
     T = np.column_stack([logit(parts[n]["proba"]) for n in names])
-    column = names.index(optional) if optional in names else None
-    lr = fit_logit_blend(V, np.asarray(fd.panel.churn)[split.val], optional=column)
+    lr = fit_logit_blend(V, np.asarray(fd.panel.churn)[split.val])
     return dict(
         proba=lr.predict_proba(T)[:, 1],
         proba_val=lr.predict_proba(V)[:, 1],
-        params=dict(zip(names, lr.coef_[0].round(4).tolist(), strict=True)),  # 0: left out
+        params=dict(zip(names, lr.coef_[0].round(4).tolist(), strict=True)),
     )
 
 
@@ -723,7 +717,7 @@ def compare(
                 chosen = HEAD_BLEND_PARTS if target == "churn" else MIGRATION_HEAD_BLEND_PARTS
                 chosen += ("tabm",) if name == "head_blend_tabm" else ()
                 parts = {n: done[n] for n in chosen if n in done}
-                res = blend_candidate(fd, split, parts, optional="sequence")
+                res = blend_candidate(fd, split, parts)
             elif name == "sequence":
                 res = sequence_candidate(fd, split, model_cfg, train_cfg, seeds, fold_seed)
             elif name == "stack":

@@ -11,9 +11,9 @@
 - ``blend``: a logistic regression over the validation logits of the sequence model, the
   logistic baseline, scikit-learn's HistGradientBoosting (saved as plain arrays,
   :class:`gpuseg.evaluate.trees.HistGBTrees`) and the installed boosters (:class:`BlendHead`;
-  weights >= 0 unless free ones predict better out of fold, and the sequence model left out
-  where it does not earn its place out of fold: :func:`fit_logit_blend`). :func:`fit_blend` can add
-  TabM (:mod:`gpuseg.model.tabular`) on the same features as a part (``tabm=True``); the head
+  weights >= 0 unless free ones predict better out of fold, :func:`fit_logit_blend`).
+  :func:`fit_blend` can add TabM (:mod:`gpuseg.model.tabular`) on the same features as a part
+  (``tabm=True``); the head
   does not, since TabM did not make the blend better on the real tables (RESULTS.md, issue 15
   session 9). Where the run has migration labels (all three classes in its training and
   validation rows) the blend also gives the migration probabilities (:class:`MigrationBlend`): a
@@ -93,10 +93,9 @@ class LogitBlend:
     """A logistic regression over the parts' logits, fitted by :func:`fit_logit_blend`; the
     fields and ``predict_proba`` read like scikit-learn's ``LogisticRegression``."""
 
-    coef_: np.ndarray  # (1, P); 0 for a part left out
+    coef_: np.ndarray  # (1, P)
     intercept_: np.ndarray  # (1,)
     nonneg: bool  # whether the weights were held >= 0
-    left_out: bool = False  # whether the optional part was left out
 
     def predict_proba(self, logits: np.ndarray) -> np.ndarray:
         z = np.asarray(logits, dtype=np.float64) @ self.coef_[0] + self.intercept_[0]  # (n,)
@@ -123,62 +122,35 @@ def _blend_fit(V: np.ndarray, y: np.ndarray, nonneg: bool, c: float) -> np.ndarr
     return minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
 
 
-def _blend_theta(V: np.ndarray, y: np.ndarray, keep: np.ndarray, nonneg: bool, c: float):
-    """:func:`_blend_fit` on the columns ``keep`` (bool (P,)), the others' weights 0."""
-    theta = np.zeros(V.shape[1] + 1)
-    theta[np.append(keep, True)] = _blend_fit(V[:, keep], y, nonneg, c)
-    return theta
-
-
 def fit_logit_blend(
-    logits_val: np.ndarray,
-    y_val: np.ndarray,
-    c: float = 1.0,
-    folds: int = 5,
-    seed: int = 0,
-    optional: int | None = None,
+    logits_val: np.ndarray, y_val: np.ndarray, c: float = 1.0, folds: int = 5, seed: int = 0
 ) -> LogitBlend:
     """The churn blend of ``model.head: blend`` and of ``gpuseg compare``: a logistic regression
-    (:func:`_blend_fit`, C = ``c``) over the parts' validation logits (V, P).
-
-    The blend is the simplest of these whose log-loss out of fold (``folds`` stratified folds of
-    the validation rows) is within one standard error (of the per-row difference) of the best's,
-    the one-standard-error rule: weights held >= 0 (stacking with non-negative weights, Breiman
-    1996) before free ones, and, with ``optional`` (a column: the sequence model in the blends
-    that also hold every baseline), that part left out before kept. The parts' logits are highly
-    correlated: on a few hundred rows free weights swing to opposite signs that cancel
-    (RESULTS.md, issue 15 session 8: Telco fold 0 gave the sequence model -0.46), while on tens
-    of thousands a negative weight can be real (the logistic part on the 200k worlds, every
-    fold); a part that adds nothing the others hold only adds the noise of its weight."""
+    (:func:`_blend_fit`, C = ``c``) over the parts' validation logits (V, P), with weights held
+    >= 0 (stacking with non-negative weights, Breiman 1996), or free where their log-loss out
+    of fold, over ``folds`` stratified folds of the validation rows, is lower by more than one
+    standard error of the per-row difference (the one-standard-error rule).
+    The parts' logits are highly correlated: on a few hundred rows free weights swing to
+    opposite signs that cancel (RESULTS.md, issue 15 session 8: Telco fold 0 gave the sequence
+    model -0.46), while on tens of thousands a negative weight can be real (the logistic part
+    on the 200k worlds, every fold)."""
     V = np.asarray(logits_val, dtype=np.float64)  # (V, P)
     y = np.asarray(y_val, dtype=np.float64)  # (V,)
     if len(np.unique(y)) < 2:
         raise DataError("blend: the validation rows hold one class only")
-    every = np.ones(V.shape[1], dtype=bool)
-    keeps = [every]
-    if optional is not None and V.shape[1] > 1:
-        keeps = [every.copy(), every]
-        keeps[0][optional] = False
-    # simplest first: held weights before free ones, then the optional part left out first
-    configs = [(keep, held) for held in (True, False) for keep in keeps]
     k = int(min(folds, np.bincount(y.astype(int)).min()))
-    chosen = configs[0]
+    nonneg = True
     if k >= 2:
-        loss = np.zeros((len(configs), len(y)))  # per config and row: out-of-fold log-loss
+        gain = np.zeros(len(y))  # per row: held weights' out-of-fold log-loss minus free ones'
         for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(V, y):
-            for i, (keep, held) in enumerate(configs):
-                theta = _blend_theta(V[tr], y[tr], keep, held, c)
+            for held, sign in ((True, 1.0), (False, -1.0)):
+                theta = _blend_fit(V[tr], y[tr], held, c)
                 z = V[te] @ theta[:-1] + theta[-1]
-                loss[i, te] = np.logaddexp(0.0, z) - y[te] * z
-        best = int(loss.mean(axis=1).argmin())
-        for i in range(len(configs)):
-            d = loss[i] - loss[best]  # (V,) how much worse than the best, per row
-            if d.mean() <= d.std(ddof=1) / np.sqrt(len(d)):
-                chosen = configs[i]
-                break
-    keep, held = chosen
-    theta = _blend_theta(V, y, keep, held, c)
-    return LogitBlend(theta[None, :-1].copy(), theta[-1:].copy(), held, not keep.all())
+                gain[te] += sign * (np.logaddexp(0.0, z) - y[te] * z)
+        # the one-standard-error rule: free weights only when their gain exceeds one error
+        nonneg = gain.mean() <= gain.std(ddof=1) / np.sqrt(len(gain))
+    theta = _blend_fit(V, y, nonneg, c)
+    return LogitBlend(theta[None, :-1].copy(), theta[-1:].copy(), nonneg)
 
 
 def log_proba(p: np.ndarray) -> np.ndarray:
@@ -602,7 +574,7 @@ def fit_blend(
     V = np.column_stack(
         [logit(sequence_val_proba)] + [logit(parts[n].predict(X["val"])) for n in parts]
     )
-    lr = fit_logit_blend(V, y["val"], optional=0)  # the sequence model: left out unless it helps
+    lr = fit_logit_blend(V, y["val"])
     head = BlendHead(
         parts,
         dict(zip(names, lr.coef_[0].astype(float).tolist(), strict=True)),
