@@ -177,8 +177,9 @@ class ModelConfig:
     # where churn_prob comes from (gpuseg.training.heads): the sequence model, a tuned XGBoost or
     # LightGBM head over the window aggregates (when `gpuseg compare` shows it ahead), "auto":
     # the best of those on validation, or "blend": a logistic regression over the logits of the
-    # sequence model, the logistic baseline and the boosters, fitted on validation, and with
-    # migration labels the multinomial blend of their migration probabilities too; embeddings,
+    # sequence model, the logistic baseline, HistGradientBoosting and the boosters, fitted on
+    # validation, and with migration labels the multinomial blend of their migration
+    # probabilities too (the shipped configs and `gpuseg init` choose blend); embeddings,
     # segments (and migration under every other head) stay the sequence model's
     head: Literal["sequence", "xgboost", "lightgbm", "auto", "blend"] = "sequence"
     head_trials: int = 15  # Optuna trials per booster head

@@ -188,5 +188,13 @@ def test_evaluate_out_of_time(trained, tmp_path):
     assert rows["oracle"]["roc_auc"]["value"] == pytest.approx(
         roc_auc(truth["churn"].to_numpy(), truth["churn_prob"].to_numpy()), abs=1e-9
     )
+    # a later panel whose static columns are another's (same count) is refused in one line
+    meta_path = later / "panel" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["static_features"] = meta["static_features"][::-1]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="static columns differ") as exc:
+        evaluate_run(trained["run"], trained["panel"], n_boot=0, test_panel_dir=later / "panel")
+    assert "\n" not in str(exc.value)
     assert json.loads(out.read_text())["test"]["n"] == 1500
     assert (trained["run"] / "evaluation.json").read_text() != out.read_text()

@@ -27,6 +27,7 @@ from gpuseg.evaluate.baselines import run_baselines
 from gpuseg.evaluate.metrics import churn_report, migration_report, paired_difference, roc_auc
 from gpuseg.io.store import json_ready, write_json_atomic
 from gpuseg.io.tables import read_table, table_columns
+from gpuseg.pipeline.compare import check_test_panel
 from gpuseg.training.calibration import calibrated, migration_decision, softmax
 from gpuseg.training.checkpoint import load_checkpoint
 from gpuseg.training.heads import BlendHead, block_scores, load_head
@@ -171,10 +172,10 @@ def evaluate_run(
 ) -> dict:
     """Compare the run's model with the baselines (and the oracle) on the run's test split.
 
-    Out of time: with ``test_panel_dir`` (a panel of a later window, same periods and metrics,
-    prepared with the run's reference), every labelled subscriber of that panel is a test row;
-    the baselines still train on the run's train/val rows of ``panel_dir``, and ``truth_path``
-    must be the later world's truth.
+    Out of time: with ``test_panel_dir`` (a panel of a later window, same periods, metrics and
+    static columns, :func:`gpuseg.pipeline.compare.check_test_panel`), every labelled subscriber
+    of that panel is a test row; the baselines still train on the run's train/val rows of
+    ``panel_dir``, and ``truth_path`` must be the later world's truth.
 
     ``k`` is the precision-at-k cut (a fraction of the test rows below 1, a count otherwise);
     ``baselines`` defaults to every baseline available here. Writes the result as JSON to
@@ -190,6 +191,7 @@ def evaluate_run(
     later = panel
     if test_panel_dir is not None:
         later = load_panel(test_panel_dir)
+        check_test_panel(panel, later, str(test_panel_dir))
         split = Split(split.train, split.val, np.flatnonzero(np.asarray(later.churn) >= 0))
     test = split.test
     y = np.asarray(later.churn)[test].astype(int)

@@ -2,7 +2,8 @@
 
 ``model.head`` chooses what a run's ``churn_prob`` comes from:
 
-- ``sequence`` (default): the sequence model's calibrated churn logit;
+- ``sequence`` (the config default; the shipped configs and ``gpuseg init`` choose ``blend``): the
+  sequence model's calibrated churn logit;
 - ``xgboost`` / ``lightgbm``: a :class:`gpuseg.evaluate.boosting.TunedBooster` over the window
   aggregates and static attributes (:func:`gpuseg.features.aggregates.window_features`, what
   ``gpuseg evaluate`` and ``gpuseg compare`` call the baselines), trained on the run's training
