@@ -124,8 +124,8 @@ def test_the_blend_has_a_tabm_part_saved_and_loaded(tmp_path: Path):
     ys = {"train": y[:2000], "val": y[2000:]}
     seq = np.clip(0.3 + 0.1 * np.random.default_rng(0).standard_normal(1000), 0.01, 0.99)
     head = fit_blend(Xs, ys, seq, ["xgboost", "lightgbm"], 2, 0, True, SMALL, QUICK)
-    assert list(head.parts) == ["logistic", "xgboost", "lightgbm", "tabm"]
-    assert set(head.weights) == {"sequence", "logistic", "xgboost", "lightgbm", "tabm"}
+    assert list(head.parts) == ["logistic", "hist_gb", "xgboost", "lightgbm", "tabm"]
+    assert set(head.weights) == {"sequence", "logistic", "hist_gb", "xgboost", "lightgbm", "tabm"}
     assert isinstance(head.parts["tabm"].model, TabM)
     without = fit_blend(Xs, ys, seq, ["xgboost"], trials=2, tabm=False)
     assert "tabm" not in without.parts

@@ -14,15 +14,14 @@
   :class:`gpuseg.evaluate.trees.HistGBTrees`) and the installed boosters (:class:`BlendHead`;
   weights >= 0 unless free ones predict better out of fold, :func:`fit_logit_blend`).
   :func:`fit_blend` can add TabM (:mod:`gpuseg.model.tabular`) on the same features as a part
-  (``tabm=True``); the head
-  does not, since TabM did not make the blend better on the real tables (RESULTS.md, issue 15
-  session 9). Where the run has migration labels (all three classes in its training and
-  validation rows) the blend also gives the migration probabilities (:class:`MigrationBlend`): a
-  multinomial logistic regression (:class:`ClassBlend`, the same as ``gpuseg compare --target
-  migration``'s blends) over the log class probabilities of the sequence model's migration head
-  and of multiclass logistic and booster baselines fitted on the training rows, with
-  class-decision weights for macro-F1 fitted on the blend's out-of-fold validation
-  probabilities.
+  (``tabm=True``); the head does not, since TabM did not make the blend better on the real
+  tables (RESULTS.md, issue 15 session 9). Where the run has migration labels (all three classes
+  in its training and validation rows) the blend also gives the migration probabilities
+  (:class:`MigrationBlend`): a multinomial logistic regression (:class:`ClassBlend`, the same as
+  ``gpuseg compare --target migration``'s blends) over the log class probabilities of the
+  sequence model's migration head and of multiclass logistic and booster baselines fitted on the
+  training rows, with class-decision weights for macro-F1 fitted on the blend's out-of-fold
+  validation probabilities.
 
 The head is saved in the boosters' own formats (XGBoost JSON, LightGBM text model), TabM as
 safetensors and the rest as JSON, never pickled, with ``head.json`` naming its kind and feature
@@ -134,7 +133,7 @@ def fit_logit_blend(
     The parts' logits are highly correlated: on a few hundred rows free weights swing to
     opposite signs that cancel (RESULTS.md, issue 15 session 8: Telco fold 0 gave the sequence
     model -0.46), while on tens of thousands a negative weight can be real (the logistic part
-    on the 200k worlds, every fold)."""
+    on the 200k burst world: -0.40 to -0.62, free weights chosen in four folds of five)."""
     V = np.asarray(logits_val, dtype=np.float64)  # (V, P)
     y = np.asarray(y_val, dtype=np.float64)  # (V,)
     if len(np.unique(y)) < 2:
@@ -542,29 +541,27 @@ def fit_blend(
     tabm_spec: TabMSpec = TabMSpec(),
     tabm_fit: TabMFit = TabMFit(),
 ) -> BlendHead:
-    """The logistic baseline (C from its grid on validation), each booster in ``boosters`` and
-    (``tabm``) TabM fitted on the training rows, then a logistic regression over their and the
-    sequence model's validation logits (the boosters and TabM early-stopped on those rows, the
-    boosters were tuned on them, so their weights lean slightly optimistic; as ``gpuseg
-    compare``'s blends)."""
-    cls, grid, _ = GRIDS["logistic"]
+    """The logistic baseline and HistGradientBoosting (each from its grid, tuned on validation),
+    each booster in ``boosters`` and (``tabm``) TabM fitted on the training rows, then a
+    logistic regression over their and the sequence model's validation logits (the boosters
+    and TabM early-stopped on those rows, the boosters were tuned on them, so their weights
+    lean slightly optimistic; as ``gpuseg compare``'s blends)."""
 
-    def score(model: Any, Xv: np.ndarray, yv: np.ndarray) -> float:
-        return roc_auc(yv, model.predict_proba(Xv)[:, 1])
+    def tuned(name: str, **fixed: Any) -> Any:  # a grid baseline, tuned on validation ROC-AUC
+        cls, grid, _ = GRIDS[name]
 
-    baseline, _, _ = tune(cls, grid, X["train"], y["train"], X["val"], y["val"], score)
-    parts: dict[str, Any] = {"logistic": LogisticPart.from_baseline(baseline)}
-    cls, grid, _ = GRIDS["hist_gb"]
-    trees, _, _ = tune(
-        lambda **kw: cls(**kw, random_state=seed),
-        grid,
-        X["train"],
-        y["train"],
-        X["val"],
-        y["val"],
-        score,
-    )
-    parts["hist_gb"] = HistGBTrees.from_model(trees)
+        def score(model: Any, Xv: np.ndarray, yv: np.ndarray) -> float:
+            return roc_auc(yv, model.predict_proba(Xv)[:, 1])
+
+        def make(**kw: Any) -> Any:
+            return cls(**kw, **fixed)
+
+        return tune(make, grid, X["train"], y["train"], X["val"], y["val"], score)[0]
+
+    parts: dict[str, Any] = {
+        "logistic": LogisticPart.from_baseline(tuned("logistic")),
+        "hist_gb": HistGBTrees.from_model(tuned("hist_gb", random_state=seed)),
+    }
     for k in boosters:
         parts[k] = _fit_booster(k, X, y, trials, seed)
     if tabm:
