@@ -103,6 +103,11 @@ class LogitBlend:
         return np.column_stack([1.0 - p, p])
 
 
+def _row_log_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """-log p(y | logit z) per row, computed stably."""
+    return np.logaddexp(0.0, z) - y * z
+
+
 def _blend_fit(V: np.ndarray, y: np.ndarray, nonneg: bool, c: float) -> np.ndarray:
     """(P + 1,) weights and intercept minimising the log-loss summed over the rows plus
     ``|w|^2 / (2 c)`` (scikit-learn's ``LogisticRegression(C=c)`` objective, the intercept not
@@ -112,10 +117,9 @@ def _blend_fit(V: np.ndarray, y: np.ndarray, nonneg: bool, c: float) -> np.ndarr
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:n_parts], theta[n_parts]
         z = V @ w + b  # (V,)
-        nll = np.logaddexp(0.0, z) - y * z  # -log p(y | z), stable
         r = expit(z) - y  # d nll / dz
         grad = np.append(V.T @ r + w / c, r.sum())
-        return float(nll.sum() + w @ w / (2 * c)), grad
+        return float(_row_log_loss(z, y).sum() + w @ w / (2 * c)), grad
 
     start = np.append(np.full(n_parts, 1.0 / n_parts), 0.0)  # the mean of the parts' logits
     bounds = [(0.0, None) if nonneg else (None, None)] * n_parts + [(None, None)]
@@ -146,7 +150,7 @@ def fit_logit_blend(
             for held, sign in ((True, 1.0), (False, -1.0)):
                 theta = _blend_fit(V[tr], y[tr], held, c)
                 z = V[te] @ theta[:-1] + theta[-1]
-                gain[te] += sign * (np.logaddexp(0.0, z) - y[te] * z)
+                gain[te] += sign * _row_log_loss(z, y[te])
         # the one-standard-error rule: free weights only when their gain exceeds one error
         nonneg = gain.mean() <= gain.std(ddof=1) / np.sqrt(len(gain))
     theta = _blend_fit(V, y, nonneg, c)
