@@ -30,6 +30,7 @@ from gpuseg.pipeline.compare import (
     fold_interval,
     out_of_time_splits,
     paired_bootstrap,
+    repeat_overlap,
     stratified_folds,
     verdict,
 )
@@ -153,6 +154,16 @@ def test_fold_interval_is_a_t_interval():
     assert cell["lo"] == pytest.approx(3.0 - half) and cell["hi"] == pytest.approx(3.0 + half)
 
 
+def test_repeated_folds_get_the_corrected_interval_one_repeat_the_plain_one():
+    values = [0.01, 0.03, -0.02, 0.02, 0.00] * 4  # 5 folds x 4 repeats
+    assert repeat_overlap(5, 1) == 0.0 and repeat_overlap(5, 4) == 0.25
+    plain = fold_interval(values)
+    corrected = fold_interval(values, overlap=repeat_overlap(5, 4))
+    assert corrected["value"] == plain["value"] and corrected["sd"] == plain["sd"]
+    ratio = (corrected["hi"] - corrected["lo"]) / (plain["hi"] - plain["lo"])
+    assert ratio == pytest.approx(np.sqrt((1 / 20 + 0.25) * 20))  # sd**2 (1/J + 1/(K-1))
+
+
 def test_paired_bootstrap_of_equal_predictions_is_zero_and_of_better_is_positive():
     rng = np.random.default_rng(0)
     ys = [rng.integers(0, 2, 500) for _ in range(3)]
@@ -199,6 +210,7 @@ def test_compare_same_folds_for_all_and_a_verdict(panel, tmp_path: Path):
     text = comparison_markdown(res)
     assert best["name"] in text.splitlines()[-1]
     assert ("AHEAD" in verdict(res)) == (best["head_minus_best"]["value"] < 0)
+    assert "corrected" not in text and "corrected" in comparison_markdown(res | {"repeats": 2})
 
 
 def test_shuffled_labels_give_chance_auc(panel):

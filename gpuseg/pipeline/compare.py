@@ -527,15 +527,28 @@ def _t_quantile(df: int, level: float) -> float:
     return float(student_t.ppf(1 - (1 - level) / 2, df))
 
 
-def fold_interval(values: Sequence[float], level: float = 0.95) -> dict:
-    """Mean of per-fold values with a t interval over folds (value, lo, hi, sd)."""
+def fold_interval(values: Sequence[float], level: float = 0.95, overlap: float = 0.0) -> dict:
+    """Mean of per-fold values with a t interval over folds (value, lo, hi, sd).
+
+    ``overlap`` > 0 (repeated K-fold: ``1 / (K - 1)``, the test rows over the training rows)
+    widens the interval by the corrected resampled t (Nadeau and Bengio 2003; Bouckaert and Frank
+    2004): the variance of the mean is ``sd**2 * (1 / J + overlap)`` over the J folds, not
+    ``sd**2 / J``, because folds of different repeats reuse the same rows and their values are
+    not independent; without it the interval would shrink with every repeat though no row was
+    added."""
     v = np.asarray(values, dtype=float)
     mean = float(v.mean())
     if len(v) < 2:
         return dict(value=mean, lo=None, hi=None, sd=None)
     sd = float(v.std(ddof=1))
-    half = _t_quantile(len(v) - 1, level) * sd / math.sqrt(len(v))
+    half = _t_quantile(len(v) - 1, level) * sd * math.sqrt(1 / len(v) + overlap)
     return dict(value=mean, lo=mean - half, hi=mean + half, sd=sd)
+
+
+def repeat_overlap(folds: int, repeats: int) -> float:
+    """The ``overlap`` of :func:`fold_interval` for ``folds`` x ``repeats`` splits: 0 for one
+    repeat (the plain t interval over folds), else test over training rows, ``1 / (folds - 1)``."""
+    return 0.0 if repeats <= 1 else 1.0 / (folds - 1)
 
 
 def paired_bootstrap(
@@ -746,12 +759,13 @@ def compare(
         if on_fold is not None:
             on_fold(record)
 
+    overlap = repeat_overlap(folds, repeats)
     summary = {
-        name: {m: fold_interval([r[name][m] for r in per_fold], level) for m in metrics}
+        name: {m: fold_interval([r[name][m] for r in per_fold], level, overlap) for m in metrics}
         | {k: float(sum(r[name][k] for r in per_fold)) for k in ("seconds", "cpu_seconds")}
         for name in names
     }
-    boot = dict(n_boot=n_boot, seed=seed, level=level)
+    boot = dict(n_boot=n_boot, seed=seed, level=level, overlap=overlap)
     paired = paired_differences(metrics, names, per_fold, ys, probas, **boot)
     in_time = None
     if test_panel is not None:
@@ -759,7 +773,7 @@ def compare(
         in_time = dict(
             n_test=int(sum(len(y) for y in ys_in)),
             summary={
-                n: {m: fold_interval([v[n][m] for v in values], level) for m in metrics}
+                n: {m: fold_interval([v[n][m] for v in values], level, overlap) for m in metrics}
                 for n in names
             },
             difference=paired_differences(metrics, names, values, ys_in, probas_in, **boot),
@@ -830,15 +844,17 @@ def paired_differences(
     n_boot: int = 200,
     seed: int = 0,
     level: float = 0.95,
+    overlap: float = 0.0,
 ) -> dict[str, dict]:
     """``names[0]`` minus each other name, per metric: the mean over folds with a t interval
-    (``values``: per fold, name -> metric -> value) and the paired bootstrap interval (``ys`` and
-    ``probas[name]``: per fold, the test labels and scores)."""
+    (``values``: per fold, name -> metric -> value; ``overlap``: see :func:`fold_interval`) and
+    the paired bootstrap interval (``ys`` and ``probas[name]``: per fold, the test labels and
+    scores)."""
     head, out = names[0], {}
     for other in names[1:]:
         out[other] = {}
         for m, fn in metrics.items():
-            cell = fold_interval([v[head][m] - v[other][m] for v in values], level)
+            cell = fold_interval([v[head][m] - v[other][m] for v in values], level, overlap)
             lo, hi = paired_bootstrap(
                 fn, ys, probas[head], probas[other], n_boot=n_boot, seed=seed, level=level
             )
@@ -959,17 +975,29 @@ def _out_of_time_line(result: dict) -> str:
     )
 
 
+def _intervals_note(result: dict) -> str:
+    """``95% intervals over the K folds`` and what they are corrected for."""
+    return (
+        f"{result['level'] * 100:g}% intervals over the {result['folds'] * result['repeats']} folds"
+        + (
+            " (t intervals corrected for the repeats' shared rows, Nadeau and Bengio 2003; the "
+            "bootstrap is not)"
+            if result["repeats"] > 1
+            else ""
+        )
+        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else "")
+    )
+
+
 def comparison_markdown(result: dict) -> str:
     """Mean (t interval over folds) per candidate; paired differences; the verdict."""
     if result.get("target") == "migration":
         return migration_markdown(result)
     s = result["summary"]
-    k = result["folds"] * result["repeats"]
     lines = [
         f"{result['folds']}-fold x {result['repeats']} stratified splits by subscriber "
         f"({result['n_labelled']} labelled, churn rate {result['churn_rate']:.3f}); "
-        f"{result['level'] * 100:g}% intervals over the {k} folds"
-        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else "")
+        + _intervals_note(result)
         + _out_of_time_line(result),
         "",
         "| candidate | ROC-AUC | Lift@10% | wall s (all folds) | CPU s |",
@@ -1027,13 +1055,11 @@ def in_time_lines(result: dict) -> list[str]:
 def migration_markdown(result: dict) -> str:
     """:func:`comparison_markdown` of a ``target="migration"`` result."""
     s = result["summary"]
-    k = result["folds"] * result["repeats"]
     rates = " / ".join(f"{c} {r:.3f}" for c, r in result["class_rates"].items())
     lines = [
         f"migration (down / stay / up): {result['folds']}-fold x {result['repeats']} splits by "
         f"subscriber stratified by class ({result['n_labelled']} labelled, {rates}); "
-        f"{result['level'] * 100:g}% intervals over the {k} folds"
-        + (" (SHUFFLED LABELS: a control)" if result.get("shuffle_labels") else "")
+        + _intervals_note(result)
         + _out_of_time_line(result),
         "",
         "| candidate | macro ROC-AUC (one-vs-rest) | down ROC-AUC | down Lift@10% "
