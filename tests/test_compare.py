@@ -47,6 +47,7 @@ from gpuseg.training.heads import (
     fit_head,
     fit_logit_blend,
     head_features,
+    head_val_auc,
     load_head,
     sequence_proba,
     sequence_scores,
@@ -789,6 +790,11 @@ def test_blend_head_without_migration_labels_covers_churn_only(tmp_path: Path):
     )
     churn, mig = block_scores(loaded, *t, np.full(20, 0.3), seq_mig)
     assert mig is seq_mig and churn.shape == (20,)
+    # a tiny panel's test split of one class: the head's test AUC is NaN, as the sequence
+    # model's is, not an internal error (was: "ROC-AUC needs both classes")
+    one_class = rows[1400:][np.asarray(p.churn)[1400:] == 0][:9]
+    assert np.isnan(head_val_auc(loaded, p, one_class, np.full(9, 0.3)))
+    assert 0.5 < head_val_auc(loaded, p, rows[1400:], np.full(100, 0.3)) <= 1
 
 
 def test_churn_blend_holds_weights_nonnegative_unless_free_ones_predict_better_out_of_fold():

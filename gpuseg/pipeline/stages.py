@@ -48,7 +48,7 @@ from gpuseg.data.prepare import prepare
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.synth import generate
 from gpuseg.errors import DataError, RunDirError
-from gpuseg.evaluate.metrics import MIGRATION_NAMES, macro_roc_auc, roc_auc
+from gpuseg.evaluate.metrics import MIGRATION_NAMES, churn_metrics, macro_roc_auc
 from gpuseg.io.fingerprint import changed, check_unchanged, fingerprints, read_record, record
 from gpuseg.io.lock import RunDirLock
 from gpuseg.io.store import (
@@ -516,7 +516,7 @@ def truth_check(run_dir: Path, world_dir: Path, data_cfg=None) -> dict:
         "segment"
     ]
     return dict(
-        oracle_auc_test=roc_auc(t["churn"].to_numpy(), t["churn_prob"].to_numpy()),
+        oracle_auc_test=churn_metrics(t["churn"].to_numpy(), t["churn_prob"].to_numpy())["roc_auc"],
         segment_ari=float(adjusted_rand_score(truth.loc[segs.index, "segment"], segs.to_numpy())),
     )
 

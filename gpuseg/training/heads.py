@@ -49,7 +49,13 @@ from gpuseg.data.panel import Panel
 from gpuseg.errors import ConfigError, DataError, RunDirError
 from gpuseg.evaluate.baselines import GRIDS, tune
 from gpuseg.evaluate.boosting import TunedBooster, booster_available
-from gpuseg.evaluate.metrics import MIGRATION_NAMES, fit_decision_weights, macro_roc_auc, roc_auc
+from gpuseg.evaluate.metrics import (
+    MIGRATION_NAMES,
+    churn_metrics,
+    fit_decision_weights,
+    macro_roc_auc,
+    roc_auc,
+)
 from gpuseg.evaluate.trees import HistGBTrees
 from gpuseg.features.aggregates import window_stats
 from gpuseg.features.window import signed_log1p
@@ -836,9 +842,11 @@ def head_val_auc(
     head: ChurnHead | BlendHead, panel: Panel, rows: np.ndarray, sequence: np.ndarray | None
 ) -> float:
     """ROC-AUC of the head on ``rows`` of the panel (``sequence``: the sequence model's
-    calibrated probability of those rows)."""
+    calibrated probability of those rows); NaN where they hold one class, as the sequence
+    model's test metrics are (:func:`gpuseg.evaluate.metrics.churn_metrics`)."""
     X = head_features(panel.usage[rows], panel.mask[rows], panel.static[rows])
-    return roc_auc(np.asarray(panel.churn)[rows], head_proba(head, X, sequence))
+    y, p = np.asarray(panel.churn)[rows], head_proba(head, X, sequence)
+    return churn_metrics(y[y >= 0], p[y >= 0])["roc_auc"]
 
 
 def block_scores(
