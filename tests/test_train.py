@@ -13,7 +13,7 @@ import torch
 
 from gpuseg.config import ModelConfig, TrainConfig
 from gpuseg.data.panel import Panel
-from gpuseg.data.split import split_subscribers
+from gpuseg.data.split import Split, split_subscribers
 from gpuseg.errors import DataError, RunDirError
 from gpuseg.features.aggregates import window_features
 from gpuseg.features.fitting import fit_normalization
@@ -194,6 +194,11 @@ def test_needs_labels(tiny_panel):
     churn[:] = 0  # one class only
     with pytest.raises(DataError, match="one churn class"):
         train_model(panel, MODEL, TRAIN, CPU)
+    rows = np.arange(len(churn))
+    churn[::2] = 1  # both classes in training, churners only in validation: a clear error,
+    split = Split(rows[40:], rows[0:40:2], rows[1:40:2])  # not ROC-AUC's internal one
+    with pytest.raises(DataError, match="validation split .* one churn class.*val_frac"):
+        train_model(panel, MODEL, TRAIN, CPU, split=split)
 
 
 def test_fit_normalization_uses_present_periods_of_given_rows(tiny_panel):

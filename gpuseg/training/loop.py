@@ -139,6 +139,12 @@ def train_model(
     churn_all = np.asarray(panel.churn)
     if len(np.unique(churn_all[split.train])) < 2:
         raise DataError("training split has only one churn class; need churners and stayers")
+    if len(np.unique(churn_all[split.val])) < 2:  # early stopping and calibration read its AUC
+        raise DataError(
+            f"validation split ({len(split.val)} of {len(labelled)} labelled subscribers) has "
+            "only one churn class; need churners and stayers in it: more labelled subscribers "
+            f"or a larger train.val_frac (now {cfg.val_frac})"
+        )
 
     # model with normalisation fitted on the training split only
     n, t, m = panel.usage.shape
