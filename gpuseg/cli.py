@@ -242,6 +242,11 @@ def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
     ):
         t.add_column(col, justify="right")
     c = metrics["churn"]
+    if c["roc_auc"] != c["roc_auc"] and "n" in c:  # NaN: the test split holds one class
+        t.caption = (
+            f"the test split's {c['n']} subscribers hold one churn class ({c['positives']} "
+            "churned): ROC-AUC, PR-AUC and lift are undefined"
+        )
     t.add_row(
         f"{c['roc_auc']:.4f}",
         f"{oracle:.4f}" if oracle is not None else "-",

@@ -366,3 +366,20 @@ def test_segment_table_and_progress_fit_80_columns():
     frames = ["train" + f for f in narrow.export_text().split("train") if f.strip()]
     assert frames and all(len(f.rstrip()) <= 80 for f in frames), frames
     assert "\n" not in "".join(f.rstrip() for f in frames)  # one line each: never wrapped
+
+
+def test_metrics_table_says_why_a_one_class_test_split_has_no_auc():
+    from rich.console import Console
+
+    from gpuseg.cli import _metrics_table
+
+    nan = float("nan")
+    one = dict(roc_auc=nan, pr_auc=nan, top_decile_lift=nan, brier=0.06, n=18, positives=0)
+    console = Console(width=100, record=True)
+    console.print(_metrics_table(dict(churn=one)))
+    assert "18 subscribers hold one churn class (0 churned)" in console.export_text()
+    both = one | dict(roc_auc=0.8, pr_auc=0.5, top_decile_lift=2.0, positives=5)
+    console = Console(width=100, record=True)
+    console.print(_metrics_table(dict(churn=both)))
+    text = console.export_text()
+    assert "one churn class" not in text and "0.8000" in text
