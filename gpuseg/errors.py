@@ -32,3 +32,8 @@ class WriteError(GpusegError):
 class LeakageError(DataError):
     """A model would be fitted on features learned from its own training rows (e.g. a head over
     embeddings of the rows its encoder trained on)."""
+
+
+class TrainingError(GpusegError):
+    """Training failed in a way the user can fix: the loss diverged (too high a learning rate,
+    extreme input values)."""

@@ -103,6 +103,11 @@ def test_metric_values_text_negative_and_missing(export):
     found = problems(config(export))
     assert any("column 'voice_min' row 5: negative value" in p for p in found)
     assert not any("'arpu'" in p and "negative" in p for p in found)  # revenue-like: allowed
+    frame.loc[4, "voice_min"], frame.loc[7, "arpu"] = "1e300", "-inf"
+    frame.to_csv(export / "usage.csv", index=False)
+    found = problems(config(export))
+    assert any("column 'voice_min' row 5: value 1e+300 is beyond" in p for p in found)
+    assert any("column 'arpu' row 8: infinite value" in p for p in found)
 
 
 def test_ids_that_do_not_join_are_counted_not_shown(export):

@@ -45,6 +45,8 @@ USAGE_CASES = {
     "wrong_type.csv": ([], ["column 'data_mb' row 2", "non-numeric"]),
     "nan_value.csv": ([], ["column 'data_mb' row 3", "NaN"]),
     "inf_value.csv": ([], ["column 'data_mb' row 2", "infinite"]),
+    # finite in float64, inf in the float32 panel and its window statistics
+    "huge_value.csv": ([], ["column 'data_mb' row 3", "1e+300 is beyond the 1e+18"]),
     "negative_usage.csv": ([], ["column 'data_mb' row 3", "negative"]),
     "duplicate_rows.csv": ([], ["row 3", "duplicate (subscriber, period)"]),
     "empty.csv": ([], ["usage file is empty"]),

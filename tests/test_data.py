@@ -271,6 +271,17 @@ def test_static_duplicate_and_non_numeric(tmp_path):
     data_error(DataConfig(usage=str(usage), static=str(static)), "static.csv", "row 3", "duplicate")
 
 
+def test_static_value_beyond_what_the_panel_holds(tmp_path):
+    """1e300 is finite in float64 but inf in the float32 static matrix: named, not kept."""
+    usage = write(long_frame(), tmp_path / "usage.csv")
+    ids = sorted(long_frame()["subscriber_id"].unique())
+    income = [1e300] + [1.0] * (len(ids) - 1)
+    static = write(pd.DataFrame(dict(subscriber_id=ids, income=income)), tmp_path / "static.csv")
+    data_error(
+        DataConfig(usage=str(usage), static=str(static)), "static.csv", "'income'", "row 1", "1e+18"
+    )
+
+
 def test_static_dates_need_date_periods(tmp_path):
     """Integer periods are not days: a date attribute cannot be made relative to them."""
     usage = write(long_frame(), tmp_path / "usage.csv")

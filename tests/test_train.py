@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch
 from gpuseg.config import ModelConfig, TrainConfig
 from gpuseg.data.panel import Panel
 from gpuseg.data.split import Split, split_subscribers
-from gpuseg.errors import DataError, RunDirError
+from gpuseg.errors import DataError, RunDirError, TrainingError
 from gpuseg.features.aggregates import window_features
 from gpuseg.features.fitting import fit_normalization
 from gpuseg.io.store import check_json
@@ -310,3 +311,10 @@ def test_metrics_schema_takes_churn_only_runs(tmp_path):
     bad = dict(ok, migration=dict(macro_f1="0.5"))
     with pytest.raises(RunDirError, match="migration.macro_f1"):
         check_json(path, bad, METRICS_SCHEMA)
+
+
+def test_a_diverging_run_is_a_training_error_not_a_crash(tiny_panel):
+    """A learning rate far too high: the loss turns NaN in the first epoch, and training stops
+    with one line saying so (was: AttributeError from the checkpoint of no best state)."""
+    with pytest.raises(TrainingError, match="diverged.*train.lr"):
+        train_model(tiny_panel, MODEL, replace(TRAIN, lr=1e6), CPU)

@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from gpuseg.config import DataConfig, RunConfig
+from gpuseg.data.static import check_magnitude
 from gpuseg.errors import DataError
 from gpuseg.io.tables import table_columns
 
@@ -205,6 +206,10 @@ def check_metric_values(
                     f"{path}: column '{col}' row {row}: missing value in metric '{name}' "
                     f"({int(missing.sum()):,} such cells); set data.fill (zero or ffill)"
                 )
+            try:
+                check_magnitude(v, path, col)
+            except DataError as exc:
+                res.problems.append(f"{exc} (metric '{name}')")
             if (v[~missing] < 0).any() and not may_be_negative:
                 row = int(np.flatnonzero(np.nan_to_num(v) < 0)[0]) + 1
                 res.problems.append(

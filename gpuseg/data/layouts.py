@@ -35,6 +35,7 @@ from gpuseg.backend import Backend
 from gpuseg.config import DataConfig
 from gpuseg.data.periods import check_spacing, parse_periods_typed, period_labels
 from gpuseg.data.privacy import pseudonymize_ids
+from gpuseg.data.static import check_magnitude
 from gpuseg.errors import DataError
 from gpuseg.io.sniff import show_columns
 from gpuseg.io.tables import read_table
@@ -82,9 +83,7 @@ def numeric_column(
             f"{path}: column '{column}' row {row}: missing value (NaN); drop the row or set "
             "data.fill (zero or ffill)"
         )
-    if np.isinf(values).any():
-        row = int(np.flatnonzero(np.isinf(values))[0]) + 1 + row_offset
-        raise DataError(f"{path}: column '{column}' row {row}: infinite value")
+    check_magnitude(values, path, column, row_offset)
     if not negative_ok and (values < 0).any():
         row = int(np.flatnonzero(values < 0)[0]) + 1 + row_offset
         raise DataError(

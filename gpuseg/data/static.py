@@ -9,6 +9,28 @@ import pandas as pd
 
 from gpuseg.errors import DataError
 
+# the largest magnitude a metric or attribute cell may hold: the panel stores float32 (max
+# 3.4e38), and window statistics square the values, so beyond ~1.8e19 they overflow to inf
+VALUE_LIMIT = 1e18
+
+
+def check_magnitude(values: np.ndarray, path, column: str, row_offset: int = 0) -> None:
+    """DataError naming the file, column and first row of an infinite value or one beyond
+    :data:`VALUE_LIMIT` (NaN is left to the caller's missing-value policy)."""
+    with np.errstate(invalid="ignore"):
+        bad = np.abs(values) > VALUE_LIMIT  # inf too; NaN compares False
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        what = (
+            "infinite value"
+            if np.isinf(values[i])
+            else (
+                f"value {values[i]:.3g} is beyond the {VALUE_LIMIT:.0e} gpuseg reads (a unit or "
+                "export error?)"
+            )
+        )
+        raise DataError(f"{path}: column '{column}' row {i + 1 + row_offset}: {what}")
+
 
 class _Columns:
     """The static matrix, allocated once (float32) and filled block by block from the left."""
@@ -93,11 +115,7 @@ def encode_static(
                         f"{path}: column '{c}' row {int(np.flatnonzero(bad)[0]) + 1}: non-numeric "
                         "value"
                     )
-            if np.isinf(v).any():
-                raise DataError(
-                    f"{path}: column '{c}' row {int(np.flatnonzero(np.isinf(v))[0]) + 1}: "
-                    "infinite value"
-                )
+            check_magnitude(v, path, c)
             miss = np.isnan(v)
             v32 = v.astype(np.float32)  # missing -> 0 in float32: no float64 copy of the column
             v32[miss] = 0.0

@@ -13,7 +13,7 @@ import torch
 from gpuseg.config import ModelConfig, TrainConfig
 from gpuseg.data.panel import Panel
 from gpuseg.data.split import Split, split_subscribers
-from gpuseg.errors import DataError
+from gpuseg.errors import DataError, TrainingError
 from gpuseg.evaluate.metrics import churn_metrics, macro_f1, migration_metrics, roc_auc
 from gpuseg.features.fitting import CHUNK_ROWS, fit_bins, fit_normalization, fit_stats_scale
 from gpuseg.model.sequence import SubscriberModel
@@ -222,6 +222,16 @@ def train_model(
             total, rows_seen = ddp.all_reduce([total, rows_seen], dist)
             (seconds,) = ddp.all_reduce([seconds], dist, op="max")
             val_auc, val_f1 = ddp.broadcast([val_auc, val_f1], dist)
+        if not (math.isfinite(total) and math.isfinite(val_auc)):  # the same on every rank
+            what = (
+                f"the loss is {total / rows_seen}"
+                if not math.isfinite(total)
+                else "the validation scores are not finite"
+            )
+            raise TrainingError(
+                f"training diverged: {what} in epoch {epoch + 1}; lower train.lr (now "
+                f"{cfg.lr}) or look for extreme input values (gpuseg check)"
+            )
         score = val_auc
         if cfg.select == "churn_auc+migration_f1" and math.isfinite(val_f1):
             score = val_auc + val_f1
