@@ -413,13 +413,16 @@ def test_static_columns_holding_ids_are_left_out(tiny_world, tmp_path):
     static["msisdn"] = [f"4479{10**8 + i}" for i in range(n)]
     static["copy_of_id"] = static["subscriber_id"]
     static["token"] = [f"tok{i * 7919:09d}" for i in range(n)]
+    static["customer_email"] = [f"c{i}@example.com" for i in range(n)]
+    static["consent_email"] = np.arange(n) % 3 == 0  # a consent flag, not an address
     static.to_parquet(tmp_path / "st.parquet", index=False)
     run = tmp_path / "run"
     sets = ["-s", f"out_dir={run}", *data_sets(tiny_world, static=tmp_path / "st.parquet")]
     r = runner.invoke(app, ["run", *sets, *FAST])
     assert r.exit_code == 0, r.output
-    for col in ("msisdn", "copy_of_id", "token"):
+    for col in ("msisdn", "copy_of_id", "token", "customer_email"):
         assert f"static column '{col}' left out of the model" in r.output
+    assert "'consent_email' left out" not in r.output
     ids = set(static["subscriber_id"].astype(str)) | set(static["msisdn"]) | set(static["token"])
     for name in ("model.json", "panel/meta.json"):
         text = (run / name).read_text()
