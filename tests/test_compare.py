@@ -165,6 +165,23 @@ def test_repeated_folds_get_the_corrected_interval_one_repeat_the_plain_one():
     assert ratio == pytest.approx(np.sqrt((1 / 20 + 0.25) * 20))  # sd**2 (1/J + 1/(K-1))
 
 
+def test_subscriber_bootstrap_does_not_count_a_repeat_as_new_evidence():
+    """Four repeats that test the same 600 subscribers in the same folds: resampling each fold
+    on its own narrows the interval by about sqrt(4); resampling subscribers does not."""
+    rng = np.random.default_rng(0)
+    rows = np.array_split(rng.permutation(600), 3)  # 3 folds of one repeat
+    y = (rng.random(600) < 0.3).astype(int)
+    a, b = y + rng.normal(0, 1.0, 600), y + rng.normal(0, 1.2, 600)
+    one = [[v[r] for r in rows] for v in (y, a, b)]
+    four = [f * 4 for f in one]
+    width = lambda lo_hi: lo_hi[1] - lo_hi[0]  # noqa: E731
+    base = width(paired_bootstrap(roc_auc, *one, n_boot=300, seed=1, rows=rows))
+    naive = width(paired_bootstrap(roc_auc, *four, n_boot=300, seed=1))
+    joint = width(paired_bootstrap(roc_auc, *four, n_boot=300, seed=1, rows=rows * 4))
+    assert naive < 0.7 * base  # the repeats taken for independent rows
+    assert 0.8 * base < joint < 1.25 * base
+
+
 def test_paired_bootstrap_of_equal_predictions_is_zero_and_of_better_is_positive():
     rng = np.random.default_rng(0)
     ys = [rng.integers(0, 2, 500) for _ in range(3)]

@@ -559,15 +559,30 @@ def paired_bootstrap(
     n_boot: int = 200,
     seed: int = 0,
     level: float = 0.95,
+    rows: Sequence[np.ndarray] | None = None,
 ) -> tuple[float, float]:
     """Percentile interval of mean-over-folds ``metric(a) - metric(b)``, test rows resampled
-    within each fold (the same rows for a and b)."""
+    within each fold (the same rows for a and b).
+
+    With ``rows`` (each fold's test rows as subscriber numbers; repeated K-fold, where every
+    subscriber is tested once per repeat) subscribers are resampled instead, once per
+    resample for all folds: a subscriber drawn k times counts k times in every fold that tests
+    it, so the repeats' shared rows are not taken for independent evidence."""
     rng = np.random.default_rng(seed)
+    if rows is not None:
+        subscribers, where = np.unique(np.concatenate(rows), return_inverse=True)
+        where = np.split(where, np.cumsum([len(r) for r in rows])[:-1])
     values = []
     for _ in range(n_boot):
         diffs = []
-        for y, a, b in zip(ys, pa, pb, strict=True):
-            idx = rng.integers(0, len(y), len(y))
+        if rows is not None:
+            n = len(subscribers)
+            counts = rng.multinomial(n, np.full(n, 1 / n))  # (S,) draws of each subscriber
+        for f, (y, a, b) in enumerate(zip(ys, pa, pb, strict=True)):
+            if rows is None:
+                idx = rng.integers(0, len(y), len(y))
+            else:
+                idx = np.repeat(np.arange(len(y)), counts[where[f]])
             try:
                 diffs.append(metric(y[idx], a[idx]) - metric(y[idx], b[idx]))
             except ValueError:  # one class in the resample
@@ -698,10 +713,13 @@ def compare(
     ys: list[np.ndarray] = []
     probas: dict[str, list[np.ndarray]] = {n: [] for n in names}
     ys_in: list[np.ndarray] = []  # out of time: the run panel's own fold test rows, in time
+    test_rows: list[np.ndarray] = []  # each fold's test rows (panel rows), and in time
+    test_rows_in: list[np.ndarray] = []
     probas_in: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for f, (oot_split, own) in enumerate(zip(splits, inner, strict=True)):
         y = labels[oot_split.test].astype(int)
         ys.append(y)
+        test_rows.append(oot_split.test)
         record: dict[str, Any] = dict(
             fold=f, n_train=len(oot_split.train), n_val=len(oot_split.val), n_test=len(y)
         )
@@ -712,6 +730,7 @@ def compare(
         if k:
             split = Split(oot_split.train, oot_split.val, np.r_[own.test, oot_split.test])
             ys_in.append(labels[own.test].astype(int))
+            test_rows_in.append(own.test)
             record["n_test_in_time"] = k
         done: dict[str, dict] = {}
         for name in sorted(names, key=lambda n: n in DERIVED):  # blends, auto after their parts
@@ -766,7 +785,10 @@ def compare(
         for name in names
     }
     boot = dict(n_boot=n_boot, seed=seed, level=level, overlap=overlap)
-    paired = paired_differences(metrics, names, per_fold, ys, probas, **boot)
+    by_subscriber = repeats > 1  # a repeated K-fold bootstraps subscribers, not fold rows
+    paired = paired_differences(
+        metrics, names, per_fold, ys, probas, **boot, rows=test_rows if by_subscriber else None
+    )
     in_time = None
     if test_panel is not None:
         values = [{n: r[n]["in_time"] for n in names} for r in per_fold]
@@ -776,7 +798,15 @@ def compare(
                 n: {m: fold_interval([v[n][m] for v in values], level, overlap) for m in metrics}
                 for n in names
             },
-            difference=paired_differences(metrics, names, values, ys_in, probas_in, **boot),
+            difference=paired_differences(
+                metrics,
+                names,
+                values,
+                ys_in,
+                probas_in,
+                **boot,
+                rows=test_rows_in if by_subscriber else None,
+            ),
         )
     baselines = [n for n in names if n in BASELINES or n == "blend_baselines"]
     best = None
@@ -845,18 +875,19 @@ def paired_differences(
     seed: int = 0,
     level: float = 0.95,
     overlap: float = 0.0,
+    rows: Sequence[np.ndarray] | None = None,
 ) -> dict[str, dict]:
     """``names[0]`` minus each other name, per metric: the mean over folds with a t interval
     (``values``: per fold, name -> metric -> value; ``overlap``: see :func:`fold_interval`) and
     the paired bootstrap interval (``ys`` and ``probas[name]``: per fold, the test labels and
-    scores)."""
+    scores; ``rows``: see :func:`paired_bootstrap`)."""
     head, out = names[0], {}
     for other in names[1:]:
         out[other] = {}
         for m, fn in metrics.items():
             cell = fold_interval([v[head][m] - v[other][m] for v in values], level, overlap)
             lo, hi = paired_bootstrap(
-                fn, ys, probas[head], probas[other], n_boot=n_boot, seed=seed, level=level
+                fn, ys, probas[head], probas[other], n_boot, seed, level, rows
             )
             out[other][m] = cell | dict(boot_lo=lo, boot_hi=hi)
     return out
@@ -981,7 +1012,7 @@ def _intervals_note(result: dict) -> str:
         f"{result['level'] * 100:g}% intervals over the {result['folds'] * result['repeats']} folds"
         + (
             " (t intervals corrected for the repeats' shared rows, Nadeau and Bengio 2003; the "
-            "bootstrap is not)"
+            "bootstrap resamples subscribers across repeats)"
             if result["repeats"] > 1
             else ""
         )
