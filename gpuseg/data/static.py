@@ -14,21 +14,23 @@ from gpuseg.errors import DataError
 VALUE_LIMIT = 1e18
 
 
-def check_magnitude(values: np.ndarray, path, column: str, row_offset: int = 0) -> None:
+def check_magnitude(
+    values: np.ndarray,
+    path,
+    column: str,
+    row_offset: int = 0,
+    hint: str = "a unit or export error?",
+) -> None:
     """DataError naming the file, column and first row of an infinite value or one beyond
-    :data:`VALUE_LIMIT` (NaN is left to the caller's missing-value policy)."""
+    :data:`VALUE_LIMIT` (NaN is left to the caller's missing-value policy); ``hint`` ends the
+    message of a too-large value."""
     with np.errstate(invalid="ignore"):
         bad = np.abs(values) > VALUE_LIMIT  # inf too; NaN compares False
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        what = (
-            "infinite value"
-            if np.isinf(values[i])
-            else (
-                f"value {values[i]:.3g} is beyond the {VALUE_LIMIT:.0e} gpuseg reads (a unit or "
-                "export error?)"
-            )
-        )
+        what = "infinite value" if np.isinf(values[i]) else f"value {values[i]:.3g} is beyond"
+        if not np.isinf(values[i]):
+            what += f" the {VALUE_LIMIT:.0e} gpuseg reads ({hint})"
         raise DataError(f"{path}: column '{column}' row {i + 1 + row_offset}: {what}")
 
 
@@ -115,7 +117,7 @@ def encode_static(
                         f"{path}: column '{c}' row {int(np.flatnonzero(bad)[0]) + 1}: non-numeric "
                         "value"
                     )
-            check_magnitude(v, path, c)
+            check_magnitude(v, path, c, hint="a code or id? leave it out of data.static_columns")
             miss = np.isnan(v)
             v32 = v.astype(np.float32)  # missing -> 0 in float32: no float64 copy of the column
             v32[miss] = 0.0
