@@ -416,3 +416,11 @@ def test_plan_says_when_effects_used_the_take_up_input(action_run, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "s-learner" in r.output and "take-up input" not in r.output
+
+
+def test_a_sampled_uplift_fit_says_how_to_use_every_test(action_run):
+    a = plan_run(action_run, budget=500.0, fit_sample=600)
+    source = next(n for n in a.result.summary["notes"] if n.startswith("effects: learned"))
+    assert "random sample of 600 subscribers" in source and "--fit-sample" in source
+    assert len(a.campaigns.row) < a.history.counts["used"]
+    assert f"of {a.history.counts['used']:,} tests in all" in source

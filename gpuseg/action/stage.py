@@ -128,7 +128,9 @@ def plan_run(
             if fitted is not camp:
                 source += (
                     f", fitted on the {len(fitted.row):,} tests of a random sample of "
-                    f"{fit_sample:,} subscribers"
+                    f"{fit_sample:,} subscribers, of {camp.counts['used']:,} tests in all (uplift "
+                    "is learned better from more tests: a larger --fit-sample uses more of them, "
+                    "at more memory)"
                 )
     result = make_plan(
         inputs, library, budget, ltv, horizon, effects, camp, source, chunk=chunk, keep=keep
