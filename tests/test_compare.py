@@ -348,6 +348,10 @@ def test_compare_refuses_unknown_candidates_and_heads(panel):
         compare(panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", "catboost"])
     with pytest.raises(ConfigError, match="head"):
         compare(panel, TINY_MODEL, TINY_TRAIN, candidates=["logistic"], head="sequence")
+    with pytest.raises(ConfigError, match="seeds must be >= 1"):  # was an internal IndexError
+        compare(panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", "logistic"], seeds=0)
+    with pytest.raises(ConfigError, match="boot must be >= 0"):
+        compare(panel, TINY_MODEL, TINY_TRAIN, candidates=["sequence", "logistic"], n_boot=-1)
 
 
 def test_cli_compare_on_the_tiny_world(tmp_path: Path):

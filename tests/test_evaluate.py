@@ -16,7 +16,7 @@ from gpuseg.config import DataConfig, ModelConfig, SynthConfig, TrainConfig
 from gpuseg.data.panel import load_panel
 from gpuseg.data.prepare import prepare
 from gpuseg.data.synth import generate
-from gpuseg.errors import DataError, RunDirError
+from gpuseg.errors import ConfigError, DataError, RunDirError
 from gpuseg.evaluate.baselines import default_models
 from gpuseg.evaluate.metrics import roc_auc
 from gpuseg.pipeline.evaluate import COLUMNS, comparison_markdown, evaluate_run, load_split
@@ -135,6 +135,8 @@ def test_evaluate_without_truth_and_custom_output(trained, tmp_path):
 def test_evaluate_errors(trained, tmp_path):
     with pytest.raises(RunDirError):
         evaluate_run(tmp_path / "nope", trained["panel"])
+    with pytest.raises(ConfigError, match="boot must be >= 0"):  # was taken silently
+        evaluate_run(trained["run"], trained["panel"], n_boot=-1)
     broken = tmp_path / "run"
     shutil.copytree(trained["run"], broken)
     (broken / "split.npz").unlink()

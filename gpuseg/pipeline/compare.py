@@ -641,6 +641,10 @@ def compare(
     """
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    if seeds < 1:
+        raise ConfigError(f"seeds must be >= 1 (the sequence model's seeds averaged), got {seeds}")
+    if n_boot < 0:
+        raise ConfigError(f"boot must be >= 0 (0: no bootstrap interval), got {n_boot}")
     names = list(candidates) if candidates is not None else default_candidates()
     for name in names:
         if name not in CANDIDATES:

@@ -22,7 +22,7 @@ from gpuseg.config import load_config
 from gpuseg.data.panel import Panel, load_panel
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.split import Split, load_split
-from gpuseg.errors import DataError, RunDirError
+from gpuseg.errors import ConfigError, DataError, RunDirError
 from gpuseg.evaluate.baselines import run_baselines
 from gpuseg.evaluate.metrics import churn_report, migration_report, paired_difference, roc_auc
 from gpuseg.io.store import json_ready, write_json_atomic
@@ -182,6 +182,8 @@ def evaluate_run(
     ``out_path`` (default ``run_dir/evaluation.json``) and returns it; see the module docstring
     of :mod:`gpuseg.evaluate` and :func:`comparison_markdown`.
     """
+    if n_boot < 0:
+        raise ConfigError(f"boot must be >= 0 (0: no bootstrap intervals), got {n_boot}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run directory not found")
