@@ -254,6 +254,18 @@ def test_score_with_an_untrained_run_dir_names_the_missing_file(tmp_path: Path, 
     assert "model.safetensors: missing" in line and "gpuseg run" in line
 
 
+@pytest.mark.parametrize("cluster", [None, "local:1"])
+def test_score_to_a_file_not_named_parquet_is_refused_before_any_work(tmp_path: Path, cluster):
+    """Scores are Parquet; `-o scores.csv` wrote Parquet under a .csv name."""
+    args = ["score", tmp_path / "norun", "--usage", tmp_path / "u.csv", "-o", tmp_path / "s.csv"]
+    if cluster:
+        pytest.importorskip("distributed")
+        args += ["--cluster", cluster]
+    line = one_line_error(invoke(*args))
+    assert "s.csv: score writes Parquet; name the file .parquet" in line
+    assert not (tmp_path / "s.csv").exists()
+
+
 def test_score_without_static_for_a_run_trained_with_static_is_one_line(tiny_run, tmp_path):
     line = one_line_error(
         invoke(

@@ -68,6 +68,7 @@ from gpuseg.io.store import (
 )
 from gpuseg.io.tables import csv_options
 from gpuseg.pipeline.stages import (
+    check_scores_path,
     check_scoring_run,
     check_stage,
     embed_panel,
@@ -488,6 +489,7 @@ def score(run_dir: Path, data_cfg: DataConfig, backend: Backend, out_path: Path,
     """:func:`gpuseg.pipeline.stages.score` on Dask: the same output and rejects files."""
 
     run_dir = Path(run_dir)
+    check_scores_path(out_path)
     check_scoring_run(run_dir, data_cfg)
     reference = read_json(run_dir / "panel" / "meta.json")
     state = read_json(run_dir / "cluster.json")

@@ -47,7 +47,7 @@ from gpuseg.data.panel import (
 from gpuseg.data.prepare import prepare
 from gpuseg.data.privacy import pseudonymize_ids
 from gpuseg.data.synth import generate
-from gpuseg.errors import DataError, RunDirError
+from gpuseg.errors import ConfigError, DataError, RunDirError
 from gpuseg.evaluate.metrics import MIGRATION_NAMES, churn_metrics, macro_roc_auc
 from gpuseg.io.fingerprint import changed, check_unchanged, fingerprints, read_record, record
 from gpuseg.io.lock import RunDirLock
@@ -546,10 +546,18 @@ def check_scoring_run(run_dir: Path, data_cfg=None) -> None:
         )
 
 
+def check_scores_path(out_path: str | Path) -> None:
+    """ConfigError, before any work, unless the scores file is named .parquet: scores are
+    written as Parquet (streamed, any number of subscribers), never under another name."""
+    if Path(out_path).suffix.lower() not in (".parquet", ".pq"):
+        raise ConfigError(f"{out_path}: score writes Parquet; name the file .parquet")
+
+
 def score(run_dir: Path, data_cfg, backend: Backend, out_path: Path) -> dict:
     """New raw tables through a trained run: churn and migration probabilities and segment."""
 
     run_dir = Path(run_dir)
+    check_scores_path(out_path)
     check_scoring_run(run_dir, data_cfg)
     reference = read_json(run_dir / "panel" / "meta.json", META_SCHEMA)
     model, info = load_checkpoint(run_dir, backend.torch_device)
