@@ -717,15 +717,20 @@ def compare_cmd(
             "--candidates",
             help="comma list of sequence, stack, xgboost_seq, tabm, blend, auto and head_blend "
             "(what model.head: auto / blend score with), head_blend_tabm (head_blend + tabm), "
-            "logistic, hist_gb, xgboost, lightgbm, blend_baselines (default: sequence and every "
-            "baseline installed)",
+            "logistic, hist_gb, xgboost, lightgbm, blend_baselines (default: the --head, "
+            "sequence and every baseline installed, and blend_baselines with a blend head)",
             metavar="NAME,...",
         ),
     ] = None,
     head: Annotated[
-        str,
-        typer.Option("--head", help="the candidate reported as gpuseg's model", metavar="NAME"),
-    ] = "sequence",
+        str | None,
+        typer.Option(
+            "--head",
+            help="the candidate reported as gpuseg's model (default: what the config's "
+            "model.head scores with; head_blend for model.head: blend)",
+            metavar="NAME",
+        ),
+    ] = None,
     trials: Annotated[
         int, typer.Option("--trials", help="Optuna trials per booster", metavar="N")
     ] = 15,

@@ -27,10 +27,12 @@ from gpuseg.pipeline.compare import (
     check_test_panel,
     compare,
     comparison_markdown,
+    default_candidates,
     fold_interval,
     out_of_time_splits,
     paired_bootstrap,
     repeat_overlap,
+    scoring_candidate,
     stratified_folds,
     verdict,
 )
@@ -447,6 +449,29 @@ def test_cli_compare_on_a_table_layout(tmp_path: Path):
     assert res["n_labelled"] == n and res["shape"]["periods"] == 1
     assert abs(res["churn_rate"] - (table["Churn"] == "Yes").mean()) < 1e-9
     assert res["summary"]["logistic"]["roc_auc"]["value"] > 0.7
+    assert res["head"] == "sequence"  # model.head unset: the sequence model, as asked
+    # model.head: blend and no --head / --candidates: the blend the run would score with is
+    # what is reported, against every baseline and their blend
+    cfg.write_text(cfg.read_text().replace("static_hidden: 4}", "static_hidden: 4, head: blend}"))
+    r = CliRunner().invoke(
+        app,
+        ["compare", "-c", str(cfg), "--device", "cpu", "--folds", "2", "--trials", "1"]
+        + ["--boot", "10", "--overwrite"],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "run" / "compare.json").read_text())
+    assert res["head"] == "head_blend" and res["candidates"] == default_candidates("head_blend")
+    assert {"sequence", "logistic", "hist_gb", "blend_baselines"} <= set(res["candidates"])
+
+
+def test_the_reported_candidate_follows_model_head():
+    assert scoring_candidate("blend") == "head_blend" and scoring_candidate("auto") == "auto"
+    assert scoring_candidate("sequence") == "sequence" and scoring_candidate("xgboost") == "xgboost"
+    assert scoring_candidate("auto", "migration") == "sequence"  # auto is a churn head
+    assert scoring_candidate("blend", "migration") == "head_blend"
+    assert default_candidates()[0] == "sequence" and "blend_baselines" not in default_candidates()
+    assert default_candidates("auto")[0] == "auto"
 
 
 # ---------------------------------------------------------------------------------------------

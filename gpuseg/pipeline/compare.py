@@ -929,11 +929,17 @@ def save_predictions(
     atomic_write(Path(path), write)
 
 
-def default_candidates() -> list[str]:
-    """The sequence model and every baseline that runs here (boosters when installed)."""
-    return ["sequence", "logistic", "hist_gb"] + [
+def default_candidates(head: str = "sequence") -> list[str]:
+    """The sequence model and every baseline that runs here (boosters when installed); with a
+    blend ``head``, it and the baselines' blend (the strongest baseline) as well."""
+    names = ["sequence", "logistic", "hist_gb"] + [
         k for k in ("xgboost", "lightgbm") if booster_available(k)
     ]
+    if head in ("head_blend", "blend"):
+        names = [head, *names, "blend_baselines"]
+    elif head not in names:
+        names = [head, *names]
+    return names
 
 
 def _ci(cell: dict, digits: int = 4, lo: str = "lo", hi: str = "hi") -> str:
@@ -1155,4 +1161,19 @@ def compare_stage(cfg: Any, backend: Any, run_dir: Path, **kw: Any) -> dict:
         kw["test_panel_name"] = str(test_panel_dir)
     oot = test_panel_dir is not None
     kw.setdefault("out_path", run_dir / result_name(kw.get("target", "churn"), oot))
+    if kw.get("head") is None:  # the model the config scores with, and what it is built on
+        head = scoring_candidate(cfg.model.head, kw.get("target", "churn"))
+        given = kw.get("candidates")
+        if given is None:
+            kw["candidates"] = default_candidates(head)
+        elif head not in given:  # the candidates asked for: sequence first, as before
+            head = "sequence" if "sequence" in given else given[0]
+        kw["head"] = head
     return compare(panel, cfg.model, cfg.train, device=backend.torch_device, seed=cfg.seed, **kw)
+
+
+def scoring_candidate(model_head: str, target: str = "churn") -> str:
+    """The candidate that measures what ``model.head`` scores a run with (``blend``:
+    ``head_blend``; ``auto``, a churn head, is ``sequence`` for migration)."""
+    name = {"blend": "head_blend"}.get(model_head, model_head)
+    return "sequence" if target == "migration" and name in CHURN_ONLY else name
