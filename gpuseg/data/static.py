@@ -28,9 +28,10 @@ def check_magnitude(
         bad = np.abs(values) > VALUE_LIMIT  # inf too; NaN compares False
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        what = "infinite value" if np.isinf(values[i]) else f"value {values[i]:.3g} is beyond"
-        if not np.isinf(values[i]):
-            what += f" the {VALUE_LIMIT:.0e} gpuseg reads ({hint})"
+        if np.isinf(values[i]):
+            what = "infinite value"
+        else:
+            what = f"value {values[i]:.3g} is beyond the {VALUE_LIMIT:.0e} gpuseg reads ({hint})"
         raise DataError(f"{path}: column '{column}' row {i + 1 + row_offset}: {what}")
 
 
