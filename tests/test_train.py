@@ -20,7 +20,12 @@ from gpuseg.features.aggregates import window_features
 from gpuseg.features.fitting import fit_normalization
 from gpuseg.io.store import check_json
 from gpuseg.training.calibration import calibrated
-from gpuseg.training.checkpoint import METRICS_SCHEMA, load_checkpoint, save_checkpoint
+from gpuseg.training.checkpoint import (
+    METRICS_SCHEMA,
+    EpochCheckpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from gpuseg.training.loop import predict, to_device, train_model
 
 CPU = torch.device("cpu")
@@ -318,3 +323,39 @@ def test_a_diverging_run_is_a_training_error_not_a_crash(tiny_panel):
     with one line saying so (was: AttributeError from the checkpoint of no best state)."""
     with pytest.raises(TrainingError, match="diverged.*train.lr"):
         train_model(tiny_panel, MODEL, replace(TRAIN, lr=1e6), CPU)
+
+
+def test_a_kill_between_the_checkpoint_writes_resumes_one_consistent_epoch(tmp_path, monkeypatch):
+    """The epoch's tensors are written before its state.json: a kill between the two must leave
+    the previous epoch's JSON *and* tensors (the new tensors went to state.safetensors over the
+    old ones, so the resume mixed two epochs and test_resume failed now and then)."""
+    import gpuseg.training.checkpoint as ckpt_mod
+
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    gen = torch.Generator().manual_seed(0)
+    ckpt = EpochCheckpoint(tmp_path / "checkpoint")
+    state = lambda: {k: v.clone() for k, v in model.state_dict().items()}  # noqa: E731
+    ckpt.save(model, state(), opt, sched, gen, dict(epoch=2))
+    at_epoch_2 = state()
+    with torch.no_grad():
+        model.weight += 1.0  # epoch 3 trained on
+
+    def killed(*_args, **_kw):
+        raise KeyboardInterrupt("killed after the tensors, before state.json")
+
+    monkeypatch.setattr(ckpt_mod, "write_json_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(model, state(), opt, sched, gen, dict(epoch=3))
+    monkeypatch.undo()
+    assert ckpt.exists()
+    _, scalars = ckpt.load(model, opt, sched, gen)
+    assert scalars["epoch"] == 2
+    torch.testing.assert_close(model.state_dict()["weight"], at_epoch_2["weight"])
+    ckpt.save(model, state(), opt, sched, gen, dict(epoch=3))  # the next save tidies up
+    assert sorted(p.name for p in ckpt.dir.glob("*.safetensors")) == ["state.3.safetensors"]
+    meta = json.loads((ckpt.dir / "state.json").read_text())
+    (ckpt.dir / "state.json").write_text(json.dumps(meta | dict(tensors="../model.safetensors")))
+    with pytest.raises(RunDirError, match="'tensors' is not a checkpoint file name"):
+        ckpt.exists()

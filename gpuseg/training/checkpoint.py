@@ -25,19 +25,36 @@ METRICS_SCHEMA = dict(
 )
 
 
+TENSORS = "state.safetensors"  # a checkpoint's tensors where state.json names no other file
+
+
 class EpochCheckpoint:
     """Everything needed to resume training after the last finished epoch, without pickle.
 
-    Tensors (model, best model, optimizer moments, RNG states) go to ``state.safetensors``;
-    scalars (epoch, history, scheduler, optimizer groups) to ``state.json``. Both are written
-    atomically, the JSON last, so a run killed mid-write resumes from the previous epoch.
+    Tensors (model, best model, optimizer moments, RNG states) go to ``state.<epoch>.safetensors``;
+    scalars (epoch, history, scheduler, optimizer groups) and the name of that tensor file to
+    ``state.json``. Both are written atomically, the JSON last, and the previous epoch's tensors
+    are removed only after it, so a run killed at any point resumes from a JSON and tensors of
+    the same epoch (one tensor file for every epoch: a kill between the two writes used to leave
+    the new epoch's tensors beside the previous epoch's JSON).
     """
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
 
+    def _tensors(self, meta: dict) -> Path:
+        if not isinstance(meta, dict):
+            raise RunDirError(f"{self.dir / 'state.json'}: not a checkpoint state (expected a map)")
+        name = meta.get("tensors", TENSORS)
+        plain = isinstance(name, str) and Path(name).name == name  # no path: inside the folder
+        if not (plain and name.endswith(".safetensors")):
+            raise RunDirError(f"{self.dir / 'state.json'}: 'tensors' is not a checkpoint file name")
+        return self.dir / name
+
     def exists(self) -> bool:
-        return (self.dir / "state.json").is_file() and (self.dir / "state.safetensors").is_file()
+        if not (self.dir / "state.json").is_file():
+            return False
+        return self._tensors(read_json(self.dir / "state.json")).is_file()
 
     def save(self, model, best_state, opt, sched, gen, scalars: dict) -> None:
 
@@ -54,22 +71,29 @@ class EpochCheckpoint:
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.dir / "state.safetensors", lambda p: save_file(tensors, str(p)))
+        name = f"state.{int(scalars['epoch'])}.safetensors"
+        atomic_write(self.dir / name, lambda p: save_file(tensors, str(p)))
         meta = dict(
-            scalars, optimizer_groups=opt_state["param_groups"], scheduler=sched.state_dict()
+            scalars,
+            optimizer_groups=opt_state["param_groups"],
+            scheduler=sched.state_dict(),
+            tensors=name,
         )
         write_json_atomic(self.dir / "state.json", meta)
+        for old in self.dir.glob("state*.safetensors"):  # earlier epochs', now unreferenced
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
     def load(self, model, opt, sched, gen) -> tuple[dict, dict]:
         """Restore model, optimizer, scheduler and RNGs; return (best_state, scalars)."""
 
         meta = read_json(self.dir / "state.json")
+        path = self._tensors(meta)
+        meta.pop("tensors", None)
         try:
-            tensors = load_file(str(self.dir / "state.safetensors"))
+            tensors = load_file(str(path))
         except Exception as exc:
-            raise RunDirError(
-                f"{self.dir / 'state.safetensors'}: unreadable checkpoint ({exc})"
-            ) from None
+            raise RunDirError(f"{path}: unreadable checkpoint ({exc})") from None
         device = next(model.parameters()).device
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
