@@ -132,3 +132,30 @@ def test_training_step_stays_on_the_device(tiny_panel):
     total = train_epoch(model, model, data, rows, 256, losses, opt, None, True)
     assert total.device.type == "cuda" and total.dtype == torch.float64
     assert torch.isfinite(total) and float(total) > 0
+
+
+def test_uplift_learners_predict_on_cuda_as_on_cpu():
+    """The plan's effect models fitted once, predicting on the GPU (torch tree walk) and on the
+    CPU (scikit-learn): the same effects to rounding."""
+    from gpuseg.action.uplift import Campaigns, crossfit
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    t = (rng.random(n) < 0.5).astype(np.int8)
+    y = (rng.random(n) < 0.5 + 0.2 * t * (X[:, 0] > 0)).astype(np.int8)
+    camp = Campaigns(
+        np.arange(n // 2),
+        np.full(n // 2, "gift"),
+        np.full(n // 2, "sms"),
+        t[: n // 2],
+        y[: n // 2],
+        None,
+    )
+    camp.accepted = (t[: n // 2] * (rng.random(n // 2) < 0.4)).astype(np.int8)
+    cf = crossfit(X, camp, ["sms"], folds=3)
+    rows = np.arange(n)
+    want = cf.effects(X, rows, "gift", "sms")
+    got = cf.to(torch.device("cuda")).effects(X, rows, "gift", "sms")
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-9)

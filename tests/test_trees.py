@@ -57,3 +57,19 @@ def test_states_that_disagree_and_multiclass_models_are_refused():
     three = HistGradientBoostingClassifier(max_iter=3).fit(X, np.arange(len(y)) % 3)
     with pytest.raises(DataError, match="binary classifiers only"):
         HistGBTrees.from_model(three)
+
+
+def test_the_torch_walker_predicts_what_scikit_learn_does():
+    """The GPU path's walk, run on the CPU here (tests/test_gpu.py runs it on CUDA)."""
+    import torch
+
+    from gpuseg.evaluate.trees import TreeWalker
+
+    X, y = data()
+    model = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=15).fit(X, y)
+    walker = TreeWalker(HistGBTrees.from_model(model), torch.device("cpu"), block_rows=1000)
+    Xt = np.concatenate([X, X[:1007]])  # several blocks, a ragged last one; NaNs included
+    np.testing.assert_allclose(walker.predict(Xt), model.predict_proba(Xt)[:, 1], atol=1e-12)
+    assert walker.predict(X[:0]).shape == (0,)
+    with pytest.raises(DataError, match="3 features, the trees read 8"):
+        walker.predict(X[:, :3])

@@ -215,7 +215,10 @@ def build_options(
             for r in contact.REASONS:
                 exclusions[c][r] += int((status[False][c] == r).sum())
             exclusions[c]["open"] += int((status[False][c] == "").sum())
-        X = read_rows(inputs.features, s, e) if effects is not None else None
+        X = p_ctrl = None
+        if effects is not None:  # P(retained | control): once per chunk, for all its options
+            X = read_rows(inputs.features, s, e)
+            p_ctrl = effects.control(X, base=s)
         segment = inputs.segment[s:e]
         got_parts: dict[str, list] = {k: [] for k in Options.__dataclass_fields__}
         any_eligible = np.zeros(m, bool)
@@ -243,7 +246,7 @@ def build_options(
                     continue
                 g = rows + s  # panel rows
                 if effects is not None:
-                    got = effects.effects(X, rows, oname, cname, base=s)
+                    got = effects.effects(X, rows, oname, cname, base=s, control=p_ctrl)
                     if got is None:
                         continue
                     p0 = 1.0 - got[0]

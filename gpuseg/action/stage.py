@@ -121,6 +121,7 @@ def plan_run(
                 seed=seed,
                 learner=learner,
                 takeup=takeup,
+                device=device,
             )
             source = f"{Path(campaigns).name}, {camp.counts['used']:,} tests, {learner}-learner"
             if effects.takeup:

@@ -9,7 +9,10 @@ randomised within each offer (the synthetic world's is a fair coin).
 per offer on that offer's treated rows with the channel as an extra input; the uplift of offer o
 through channel c for features x is mu_o(x, c) - mu_0(x). :func:`crossfit` fits it on K folds of
 subscribers, so each subscriber in the table gets effects from a model that never saw their
-outcome (out of fold), and everyone else the mean of the K models.
+outcome (out of fold), and everyone else a model fitted on the whole table. The learners fit
+with scikit-learn on the CPU and predict where :meth:`CrossFit.to` puts them: scikit-learn's
+predictor on a CPU, the same trees as torch tensors on a GPU (the predictions for every
+subscriber and option are the heavy part at millions of subscribers).
 
 :class:`SLearner` (the default) is one model over the features, the treated flag and the
 treated flag times each offer and channel. When the table says who accepted the offer, a
@@ -34,11 +37,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from gpuseg.action.features import release_memory, take_rows
 from gpuseg.data.ids import index_in_blocks
 from gpuseg.errors import DataError
+from gpuseg.evaluate.trees import HistGBTrees, TreeWalker
 
 REQUIRED = ("offer", "channel", "treated", "retained")
 
@@ -157,6 +162,31 @@ def _gbm(seed: int) -> HistGradientBoostingClassifier:
     )
 
 
+class _Booster:
+    """One gradient-boosting model of a binary outcome, fitted on the CPU (scikit-learn) and
+    predicting where :meth:`to` puts it: scikit-learn's predictor on a CPU, the same trees
+    walked by :class:`~gpuseg.evaluate.trees.TreeWalker` on a GPU (equal to rounding)."""
+
+    def __init__(self, seed: int) -> None:
+        self.model = _gbm(seed)
+        self.walker: TreeWalker | None = None
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _Booster:
+        self.model.fit(X, y)
+        return self
+
+    def to(self, device: torch.device) -> _Booster:
+        cpu = torch.device(device).type == "cpu"
+        self.walker = None if cpu else TreeWalker(HistGBTrees.from_model(self.model), device)
+        return self
+
+    def proba(self, X: np.ndarray) -> np.ndarray:
+        """(n,) P(outcome = 1) of each row of ``X``."""
+        if self.walker is not None:
+            return self.walker.predict(X)
+        return self.model.predict_proba(X)[:, 1]
+
+
 class TLearner:
     """P(retained | control, x) and P(retained | offer o, channel c, x); see the module
     docstring. ``fit`` returns self; learned state ends in ``_``."""
@@ -180,25 +210,31 @@ class TLearner:
         ctrl = treated == 0
         if ctrl.sum() < 50 or len(np.unique(y[ctrl])) < 2:
             raise DataError("campaign table: too few control rows to learn from (need 50)")
-        self.control_ = _gbm(self.seed).fit(X[ctrl], y[ctrl])
+        self.control_ = _Booster(self.seed).fit(X[ctrl], y[ctrl])
         self.treated_ = {}
         for o in np.unique(offer):
             sel = (offer == o) & (treated == 1)
             if sel.sum() < 50 or len(np.unique(y[sel])) < 2:
                 continue
-            self.treated_[o] = _gbm(self.seed + 1).fit(
+            self.treated_[o] = _Booster(self.seed + 1).fit(
                 self._with_channel(X[sel], channel[sel]), y[sel]
             )
         return self
 
+    def to(self, device: torch.device) -> TLearner:
+        """Predict on ``device`` from now on (the fitted trees, walked there)."""
+        for m in (self.control_, *self.treated_.values()):
+            m.to(device)
+        return self
+
     def predict_control(self, X: np.ndarray) -> np.ndarray:
-        return self.control_.predict_proba(X)[:, 1]
+        return self.control_.proba(X)
 
     def predict_treated(self, X: np.ndarray, offer: str, channel: str) -> np.ndarray | None:
         m = self.treated_.get(offer)
         if m is None:
             return None
-        return m.predict_proba(self._with_channel(X, np.full(len(X), channel)))[:, 1]
+        return m.proba(self._with_channel(X, np.full(len(X), channel)))
 
 
 class TakeUp:
@@ -219,14 +255,16 @@ class TakeUp:
         return np.concatenate([X, oh_o, oh_c], axis=1).astype(np.float32)
 
     def fit(self, X: np.ndarray, offer, channel, accepted: np.ndarray) -> TakeUp:
-        self.model_ = _gbm(self.seed).fit(self._design(X, offer, channel), accepted)
+        self.model_ = _Booster(self.seed).fit(self._design(X, offer, channel), accepted)
+        return self
+
+    def to(self, device: torch.device) -> TakeUp:
+        self.model_.to(device)
         return self
 
     def logit(self, X: np.ndarray, offer, channel) -> np.ndarray:
         """(n,) log-odds of taking ``offer`` up through ``channel`` (arrays or one value)."""
-        p = np.clip(
-            self.model_.predict_proba(self._design(X, offer, channel))[:, 1], 1e-4, 1 - 1e-4
-        )
+        p = np.clip(self.model_.proba(self._design(X, offer, channel)), 1e-4, 1 - 1e-4)
         return np.log(p / (1.0 - p))
 
 
@@ -262,13 +300,19 @@ class SLearner(TLearner):
         self.offers_ = sorted(set(np.asarray(offer).tolist()))
         if (treated == 0).sum() < 50 or len(np.unique(y)) < 2:
             raise DataError("campaign table: too few control rows to learn from (need 50)")
-        self.model_ = _gbm(self.seed).fit(self._design(X, offer, channel, treated, takeup), y)
+        self.model_ = _Booster(self.seed).fit(self._design(X, offer, channel, treated, takeup), y)
+        return self
+
+    def to(self, device: torch.device) -> SLearner:
+        self.model_.to(device)
+        if self.takeup_ is not None:
+            self.takeup_.to(device)
         return self
 
     def predict_control(self, X: np.ndarray) -> np.ndarray:
         n = len(X)
         z = np.zeros(n, dtype=np.int8)
-        return self.model_.predict_proba(self._design(X, np.full(n, ""), np.full(n, ""), z))[:, 1]
+        return self.model_.proba(self._design(X, np.full(n, ""), np.full(n, ""), z))
 
     def predict_treated(self, X: np.ndarray, offer: str, channel: str) -> np.ndarray | None:
         if offer not in self.offers_:
@@ -276,7 +320,7 @@ class SLearner(TLearner):
         n = len(X)
         tu = None if self.takeup_ is None else self.takeup_.logit(X, offer, channel)
         d = self._design(X, np.full(n, offer), np.full(n, channel), np.ones(n, dtype=np.int8), tu)
-        return self.model_.predict_proba(d)[:, 1]
+        return self.model_.proba(d)
 
 
 LEARNERS = {"t": TLearner, "s": SLearner}
@@ -284,7 +328,8 @@ LEARNERS = {"t": TLearner, "s": SLearner}
 
 @dataclass
 class CrossFit:
-    """K fitted learners and each table subscriber's fold (-1: not in the table)."""
+    """K fitted learners, one more fitted on the whole table (``full``), and each table
+    subscriber's fold (-1: not in the table)."""
 
     learners: list[TLearner]
     fold_of_row: np.ndarray  # (N,) int: fold of each panel row, -1 when not in the table
@@ -292,30 +337,63 @@ class CrossFit:
     offers: list[str]
     learner: str = "s"
     takeup: bool = False  # the effect models had a take-up input (see crossfit)
+    full: TLearner | None = None  # fitted on every table row: for subscribers not in the table
 
-    def effects(self, X: np.ndarray, rows: np.ndarray, offer: str, channel: str, base: int = 0):
-        """(P(retained | control), P(retained | treated)) for panel rows ``rows + base``, whose
-        features are ``X[rows]`` (``base``: the first panel row of a chunk ``X``), each row
-        from the model that did not see it (table subscribers) or the mean of all folds
-        (others)."""
-        folds = self.fold_of_row[rows + base]
-        p0 = np.zeros(len(rows))
-        p1 = np.zeros(len(rows))
+    def to(self, device: torch.device) -> CrossFit:
+        """Predict on ``device`` from now on (see :class:`_Booster`)."""
+        for m in (*self.learners, *([self.full] if self.full is not None else [])):
+            m.to(device)
+        return self
+
+    def _models(self, rows: np.ndarray):
+        """(model, positions in ``rows``) pairs: each table subscriber's own out-of-fold model,
+        everyone else the whole-table model (the mean of the K fold models without one)."""
+        folds = self.fold_of_row[rows]
         k = len(self.learners)
         for i, m in enumerate(self.learners):
-            own = folds == i
-            other = folds < 0
-            sel = own | other
-            if not sel.any():
-                continue
-            w = np.where(own[sel], 1.0, 1.0 / k)
-            x = X[rows[sel]]
+            own = np.flatnonzero(folds == i)
+            if len(own):
+                yield m, own, 1.0
+        other = np.flatnonzero(folds < 0)
+        if len(other):
+            if self.full is not None:
+                yield self.full, other, 1.0
+            else:
+                for m in self.learners:
+                    yield m, other, 1.0 / k
+
+    def control(self, X: np.ndarray, base: int = 0) -> np.ndarray:
+        """(len(X),) P(retained | control) of panel rows ``base .. base + len(X)``, whose
+        features are ``X``: computed once per chunk for all its options (see :meth:`effects`)."""
+        p0 = np.zeros(len(X))
+        for m, at, w in self._models(np.arange(len(X)) + base):
+            p0[at] += w * m.predict_control(X[at])
+        return p0
+
+    def effects(
+        self,
+        X: np.ndarray,
+        rows: np.ndarray,
+        offer: str,
+        channel: str,
+        base: int = 0,
+        control: np.ndarray | None = None,
+    ):
+        """(P(retained | control), P(retained | treated)) for panel rows ``rows + base``, whose
+        features are ``X[rows]`` (``base``: the first panel row of a chunk ``X``), each row
+        from the model that did not see it (table subscribers) or the whole-table model
+        (others); ``control``: :meth:`control` of the chunk, when already computed. None when
+        the learners know no ``offer``."""
+        p0, p1 = np.zeros(len(rows)), np.zeros(len(rows))
+        for m, at, w in self._models(rows + base):
+            x = X[rows[at]]
             pt = m.predict_treated(x, offer, channel)
             if pt is None:
                 return None
-            p0[sel] += w * m.predict_control(x)
-            p1[sel] += w * pt
-        return p0, p1
+            p1[at] += w * pt
+            if control is None:
+                p0[at] += w * m.predict_control(x)
+        return (p0 if control is None else control[rows]), p1
 
 
 def sample_campaigns(camp: Campaigns, max_subscribers: int, seed: int = 0) -> Campaigns:
@@ -348,9 +426,13 @@ def crossfit(
     seed: int = 0,
     learner: str = "s",
     takeup: bool = True,
+    device: torch.device | str = "cpu",
 ) -> CrossFit:
     """Fit a learner (``s``: :class:`SLearner`, ``t``: :class:`TLearner`) on K folds of the
-    table's subscribers (see the module docstring).
+    table's subscribers (see the module docstring), and once more on all of them for the
+    subscribers who are not in the table (one model each instead of the mean of K: a fifth of
+    the predictions, from a model that saw every test). The fits run on the CPU; the fitted
+    learners predict on ``device``.
 
     With ``takeup`` (S-learner only) and a table that says who accepted the offer
     (:func:`takeup_usable`), a :class:`TakeUp` model is fitted per fold on the treated rows of
@@ -399,7 +481,17 @@ def crossfit(
                 pt = m.predict_treated(x_all[sel], o, c)
                 if pt is not None:
                     oof[sel] = pt - m.predict_control(x_all[sel])
-    return CrossFit(learners, fold_of_row, oof, offers, learner, tu is not None)
+    full = LEARNERS[learner](channels, seed + folds)
+    kw = {}
+    if tu is not None:
+        tr = camp.treated == 1
+        full.takeup_ = TakeUp(offers, channels, seed + folds).fit(
+            x_all[tr], camp.offer[tr], camp.channel[tr], camp.accepted[tr]
+        )
+        kw = dict(takeup=tu)
+    full.fit(x_all, camp.offer, camp.channel, camp.treated, camp.retained, **kw)
+    cf = CrossFit(learners, fold_of_row, oof, offers, learner, tu is not None, full)
+    return cf.to(device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.special import expit
 
 from gpuseg.errors import DataError
@@ -150,3 +151,40 @@ class HistGBTrees:
         if not ok:
             raise ValueError("the hist_gb trees' arrays disagree")
         return trees
+
+
+class TreeWalker:
+    """:class:`HistGBTrees` as torch tensors on ``device``: the same walk (a missing value to the
+    node's missing-value side, otherwise ``x <= threshold`` left; float64 as scikit-learn
+    compares), every tree at once over ``block_rows`` rows, on the GPU. Its probabilities equal
+    ``predict_proba``'s to rounding; on a CPU scikit-learn's own predictor is the faster one."""
+
+    def __init__(self, trees: HistGBTrees, device: torch.device, block_rows: int = 1 << 17) -> None:
+        def put(a: np.ndarray):
+            return torch.as_tensor(a).to(device)
+
+        self.device, self.block_rows, self.n_features = device, block_rows, trees.n_features
+        self.feature, self.threshold = put(trees.feature), put(trees.threshold)
+        self.missing_left, self.left, self.right = (
+            put(trees.missing_left),
+            put(trees.left),
+            put(trees.right),
+        )
+        self.value, self.roots = put(trees.value), put(trees.roots)
+        self.depth, self.baseline = int(trees.depths.max()), trees.baseline
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The probability (n,) of each row of ``X`` (n, F), as a numpy array."""
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataError(f"hist_gb: {X.shape[-1]} features, the trees read {self.n_features}")
+        out = np.empty(len(X))
+        for lo in range(0, len(X), self.block_rows):
+            x = torch.as_tensor(X[lo : lo + self.block_rows]).to(self.device, torch.float64)
+            node = self.roots.expand(len(x), -1).clone()  # (B, T)
+            for _ in range(self.depth):  # a leaf's children are itself: it stays put
+                v = torch.gather(x, 1, self.feature[node])  # (B, T)
+                go_left = torch.where(v.isnan(), self.missing_left[node], v <= self.threshold[node])
+                node = torch.where(go_left, self.left[node], self.right[node])
+            raw = self.value[node].sum(dim=1) + self.baseline  # (B,)
+            out[lo : lo + len(x)] = torch.sigmoid(raw).cpu().numpy()
+        return out
