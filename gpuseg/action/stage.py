@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import torch
 
 from gpuseg.action.features import PLAN_CHUNK, RunInputs, read_run, release_memory
 from gpuseg.action.library import Library, load_library
@@ -126,6 +127,7 @@ def plan_run(
             source = f"{Path(campaigns).name}, {camp.counts['used']:,} tests, {learner}-learner"
             if effects.takeup:
                 source += " with a take-up input (the table's accepted column)"
+            source += f"; fitted on the CPU, predicting on {torch.device(device).type}"
             if fitted is not camp:
                 source += (
                     f", fitted on the {len(fitted.row):,} tests of a random sample of "
