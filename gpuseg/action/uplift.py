@@ -9,7 +9,7 @@ randomised within each offer (the synthetic world's is a fair coin).
 per offer on that offer's treated rows with the channel as an extra input; the uplift of offer o
 through channel c for features x is mu_o(x, c) - mu_0(x). :func:`crossfit` fits it on K folds of
 subscribers, so each subscriber in the table gets effects from a model that never saw their
-outcome (out of fold), and everyone else a model fitted on the whole table. The learners fit
+outcome (out of fold), and everyone else the mean of the K models. The learners fit
 with scikit-learn on the CPU and predict where :meth:`CrossFit.to` puts them: scikit-learn's
 predictor on a CPU, the same trees as torch tensors on a GPU (the predictions for every
 subscriber and option are the heavy part at millions of subscribers).
@@ -328,8 +328,7 @@ LEARNERS = {"t": TLearner, "s": SLearner}
 
 @dataclass
 class CrossFit:
-    """K fitted learners, one more fitted on the whole table (``full``), and each table
-    subscriber's fold (-1: not in the table)."""
+    """K fitted learners and each table subscriber's fold (-1: not in the table)."""
 
     learners: list[TLearner]
     fold_of_row: np.ndarray  # (N,) int: fold of each panel row, -1 when not in the table
@@ -337,17 +336,16 @@ class CrossFit:
     offers: list[str]
     learner: str = "s"
     takeup: bool = False  # the effect models had a take-up input (see crossfit)
-    full: TLearner | None = None  # fitted on every table row: for subscribers not in the table
 
     def to(self, device: torch.device) -> CrossFit:
         """Predict on ``device`` from now on (see :class:`_Booster`)."""
-        for m in (*self.learners, *([self.full] if self.full is not None else [])):
+        for m in self.learners:
             m.to(device)
         return self
 
     def _models(self, rows: np.ndarray):
-        """(model, positions in ``rows``) pairs: each table subscriber's own out-of-fold model,
-        everyone else the whole-table model (the mean of the K fold models without one)."""
+        """(model, positions in ``rows``, weight): each table subscriber's own out-of-fold
+        model, everyone else the mean of the K fold models."""
         folds = self.fold_of_row[rows]
         k = len(self.learners)
         for i, m in enumerate(self.learners):
@@ -356,11 +354,8 @@ class CrossFit:
                 yield m, own, 1.0
         other = np.flatnonzero(folds < 0)
         if len(other):
-            if self.full is not None:
-                yield self.full, other, 1.0
-            else:
-                for m in self.learners:
-                    yield m, other, 1.0 / k
+            for m in self.learners:
+                yield m, other, 1.0 / k
 
     def control(self, X: np.ndarray, base: int = 0) -> np.ndarray:
         """(len(X),) P(retained | control) of panel rows ``base .. base + len(X)``, whose
@@ -381,7 +376,7 @@ class CrossFit:
     ):
         """(P(retained | control), P(retained | treated)) for panel rows ``rows + base``, whose
         features are ``X[rows]`` (``base``: the first panel row of a chunk ``X``), each row
-        from the model that did not see it (table subscribers) or the whole-table model
+        from the model that did not see it (table subscribers) or the mean of all folds
         (others); ``control``: :meth:`control` of the chunk, when already computed. None when
         the learners know no ``offer``."""
         p0, p1 = np.zeros(len(rows)), np.zeros(len(rows))
@@ -429,9 +424,7 @@ def crossfit(
     device: torch.device | str = "cpu",
 ) -> CrossFit:
     """Fit a learner (``s``: :class:`SLearner`, ``t``: :class:`TLearner`) on K folds of the
-    table's subscribers (see the module docstring), and once more on all of them for the
-    subscribers who are not in the table (one model each instead of the mean of K: a fifth of
-    the predictions, from a model that saw every test). The fits run on the CPU; the fitted
+    table's subscribers (see the module docstring). The fits run on the CPU; the fitted
     learners predict on ``device``.
 
     With ``takeup`` (S-learner only) and a table that says who accepted the offer
@@ -481,16 +474,7 @@ def crossfit(
                 pt = m.predict_treated(x_all[sel], o, c)
                 if pt is not None:
                     oof[sel] = pt - m.predict_control(x_all[sel])
-    full = LEARNERS[learner](channels, seed + folds)
-    kw = {}
-    if tu is not None:
-        tr = camp.treated == 1
-        full.takeup_ = TakeUp(offers, channels, seed + folds).fit(
-            x_all[tr], camp.offer[tr], camp.channel[tr], camp.accepted[tr]
-        )
-        kw = dict(takeup=tu)
-    full.fit(x_all, camp.offer, camp.channel, camp.treated, camp.retained, **kw)
-    cf = CrossFit(learners, fold_of_row, oof, offers, learner, tu is not None, full)
+    cf = CrossFit(learners, fold_of_row, oof, offers, learner, tu is not None)
     return cf.to(device)
 
 
