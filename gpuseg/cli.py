@@ -225,6 +225,11 @@ def _migration_cell(migration: dict | None) -> str:
     return f"{migration['macro_f1']:.4f}"
 
 
+def _ci(bounds) -> str:
+    """A 95 % interval as printed beside an estimate: ``[lo, hi]``."""
+    return f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
+
+
 def _metrics_table(metrics: dict, oracle: float | None = None) -> Table:
     migration = metrics.get("migration") or {}
     f1 = migration.get("macro_f1")
@@ -991,6 +996,13 @@ def plan_cmd(
         out.print(
             f"{c}: open {e['open']:,}; "
             + ", ".join(f"{k} {v:,}" for k, v in e.items() if k != "open")
+        )
+    for offer, q in (a.qini or {}).items():
+        out.print(
+            f"effects of {offer}: Qini {q['learned']:.4f} {_ci(q['learned_ci'])} against "
+            f"churn risk {q['risk']:.4f} {_ci(q['risk_ci'])} on {q['n']:,} past tests, out of "
+            f"fold: {q['verdict']}",
+            soft_wrap=True,
         )
     out.print("not planned: " + ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()))
     out.print(f"wrote {path} and {skipped}")

@@ -219,3 +219,21 @@ def test_table_rows_get_their_out_of_fold_model_and_the_others_the_mean_of_all(l
     np.testing.assert_allclose(q1, p1[sub + base], atol=1e-12)
     lift = p1[out] - p0[out]
     assert lift[gain[out] > 0].mean() - lift[gain[out] == 0].mean() > 0.15
+
+
+def test_qini_by_offer_tells_learned_effects_from_a_risk_list():
+    """On a planted world the out-of-fold effects beat a score unrelated to the effect (the
+    'risk' here), paired; a risk that is the effect itself wins; equal scores are a tie."""
+    from gpuseg.action.uplift import qini_by_offer, qini_verdict
+
+    X, t, y, gain = planted(8000)
+    camp = one_offer_table(t, y)
+    cf = crossfit(X, camp, ["sms"], folds=3)
+    q = qini_by_offer(camp, cf.oof_uplift, X[:, 3])["gift"]
+    assert q["n"] == 8000 and q["learned_minus_risk_ci"][0] > 0
+    assert q["verdict"].startswith("ahead")
+    assert abs(q["learned_minus_risk"] - (q["learned"] - q["risk"])) < 1e-12
+    worse = qini_by_offer(camp, cf.oof_uplift, gain + 1e-9 * X[:, 2])["gift"]
+    assert worse["learned_minus_risk"] < 0
+    assert qini_verdict(-0.1, 0.2).startswith("not clearly")
+    assert qini_verdict(-0.2, -0.1).startswith("behind")

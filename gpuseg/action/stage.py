@@ -18,7 +18,14 @@ from gpuseg.action.features import PLAN_CHUNK, RunInputs, read_run, release_memo
 from gpuseg.action.library import Library, load_library
 from gpuseg.action.ltv import FIT_SAMPLE, LTVResult, estimate_ltv, unavailable_reason
 from gpuseg.action.plan import PlanResult, make_plan
-from gpuseg.action.uplift import Campaigns, CrossFit, crossfit, read_campaigns, sample_campaigns
+from gpuseg.action.uplift import (
+    Campaigns,
+    CrossFit,
+    crossfit,
+    qini_by_offer,
+    read_campaigns,
+    sample_campaigns,
+)
 from gpuseg.errors import ConfigError, DataError
 
 
@@ -33,6 +40,7 @@ class ActionRun:
     horizon: int
     world: Path | None
     history: Campaigns | None = None  # the whole campaign table: the contact history
+    qini: dict | None = None  # per offer: learned effects against churn risk (qini_by_offer)
 
 
 def world_of(inputs: RunInputs) -> Path | None:
@@ -144,4 +152,9 @@ def plan_run(
             "the run left out"
         )
     learned_from = fitted if fitted is not None else camp
-    return ActionRun(inputs, library, ltv, learned_from, effects, result, horizon, world, camp)
+    qini = None
+    if effects is not None:
+        qini = qini_by_offer(fitted, effects.oof_uplift, inputs.churn_prob)
+    return ActionRun(
+        inputs, library, ltv, learned_from, effects, result, horizon, world, camp, qini
+    )

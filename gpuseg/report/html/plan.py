@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gpuseg.action.uplift import qini_report
 from gpuseg.io.store import read_json, write_json_atomic
 from gpuseg.report.html.charts import (
     bar_chart,
@@ -66,27 +65,8 @@ def plan_report_data(a) -> dict:
         )
     }
     out["value_curve"] = dict(spend=spend[pick].tolist(), value=value[pick].tolist())
-    if a.effects is not None:
-        camp = a.campaigns
-        qini = {}
-        for o in np.unique(camp.offer):
-            sel = camp.offer == o
-            r = qini_report(
-                camp.retained[sel],
-                camp.treated[sel],
-                dict(learned=a.effects.oof_uplift[sel], risk=a.inputs.churn_prob[camp.row[sel]]),
-                n_boot=50,
-            )
-            qini[str(o)] = dict(
-                x=r["x"],
-                curves=r["curves"],
-                n=r["n"],
-                learned=r["learned"]["qini"],
-                learned_ci=r["learned"]["qini_ci"],
-                risk=r["risk"]["qini"],
-                risk_ci=r["risk"]["qini_ci"],
-            )
-        out["qini"] = qini
+    if a.qini is not None:
+        out["qini"] = a.qini
     if a.ltv is not None and a.ltv.metrics:
         out["ltv_metrics"] = {
             k: dict(gini=v["gini"], gini_ci=v["gini_ci"], spearman=v["spearman"])
