@@ -11,7 +11,9 @@ import contextlib
 import csv
 import functools
 import json
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
@@ -30,6 +32,29 @@ UsageError = typer.BadParameter.__mro__[1]
 ClickException = UsageError.__mro__[1]
 
 
+class _Terminated(BaseException):  # noqa: N818  (a signal, like KeyboardInterrupt)
+    """SIGTERM (a batch scheduler's time limit, ``kill``), raised in the main thread so that
+    the command unwinds like an interrupt: its temporary files are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """While a command runs, SIGTERM raises :class:`_Terminated` (main thread only); the
+    previous handler comes back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class _Commands(typer.core.TyperGroup):
     """The command group: a usage error (unknown option, missing argument, bad value) is bad
     input like any other, so one line naming the command and exit code 1, not click's usage
@@ -39,7 +64,8 @@ class _Commands(typer.core.TyperGroup):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            code = super().main(args, prog_name, complete_var, False, **extra)
+            with _sigterm_unwinds():
+                code = super().main(args, prog_name, complete_var, False, **extra)
         except UsageError as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `gpuseg`: the help
                 exc.show()
@@ -121,6 +147,9 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except _Terminated:
+            err.print("terminated (SIGTERM)")
+            raise typer.Exit(143) from None
         except Exception as exc:
             if debug:
                 raise
