@@ -416,7 +416,7 @@ def test_plan_says_when_effects_used_the_take_up_input(action_run, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "s-learner" in r.output and "take-up input" not in r.output
-    assert "predicting on cpu" in r.output
+    assert "predict on cpu" in r.output
     # each offer of the table: its learned effects' Qini against the risk ranking's
     for offer in np.unique(with_tu.campaigns.offer):
         assert f"effects of {offer}: Qini" in r.output

@@ -135,7 +135,6 @@ def plan_run(
             source = f"{Path(campaigns).name}, {camp.counts['used']:,} tests, {learner}-learner"
             if effects.takeup:
                 source += " with a take-up input (the table's accepted column)"
-            source += f"; fitted on the CPU, predicting on {torch.device(device).type}"
             if fitted is not camp:
                 source += (
                     f", fitted on the {len(fitted.row):,} tests of a random sample of "
@@ -143,6 +142,9 @@ def plan_run(
                     "is learned better from more tests: a larger --fit-sample uses more of them, "
                     "at more memory)"
                 )
+            source += (
+                f"; the effect models fit on the CPU and predict on {torch.device(device).type}"
+            )
     result = make_plan(
         inputs, library, budget, ltv, horizon, effects, camp, source, chunk=chunk, keep=keep
     )
