@@ -418,8 +418,11 @@ def test_plan_says_when_effects_used_the_take_up_input(action_run, tmp_path):
     assert "s-learner" in r.output and "take-up input" not in r.output
     assert "predict on cpu" in r.output
     # each offer of the table: its learned effects' Qini against the risk ranking's
+    html = (action_run / "report" / "report.html").read_text()
     for offer in np.unique(with_tu.campaigns.offer):
         assert f"effects of {offer}: Qini" in r.output
+        # and the report's Qini caption says the same verdict
+        assert f"{offer}: " in html and "the learned effects are " in html
 
 
 def test_a_sampled_uplift_fit_says_how_to_use_every_test(action_run):

@@ -178,7 +178,8 @@ def section_plan(run_dir: str | Path) -> str:
                 ),
                 f"{offer}: {q['n']:,} past tests, effects out of fold. Qini coefficient learned "
                 f"{q['learned']:.4f} [{q['learned_ci'][0]:.4f}, {q['learned_ci'][1]:.4f}], churn "
-                f"risk {q['risk']:.4f} [{q['risk_ci'][0]:.4f}, {q['risk_ci'][1]:.4f}].",
+                f"risk {q['risk']:.4f} [{q['risk_ci'][0]:.4f}, {q['risk_ci'][1]:.4f}]"
+                + (f": the learned effects are {q['verdict']}." if q.get("verdict") else "."),
             )
         )
     ex = d["channel_exclusions"]
